@@ -1,0 +1,36 @@
+"""The one error family the CLI catches and prints as a single ``error:`` line.
+
+Core modules raise these (never print, never exit); ``cli.py`` turns them into
+``error: MESSAGE (hint: HINT)`` on stderr and the exit code below.
+"""
+
+from __future__ import annotations
+
+
+class ConvcliError(Exception):
+    """A problem the user can fix. Exit code 1 (data, file or runtime)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def line(self) -> str:
+        """The one line the CLI prints (without the ``error: `` prefix)."""
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class UsageError(ConvcliError):
+    """Flags that contradict each other or a value outside what is allowed. Exit code 2."""
+
+    exit_code = 2
+
+
+class InputError(ConvcliError):
+    """An input file, stream or kernel that cannot be used as given."""
+
+
+class OutputError(ConvcliError):
+    """An output that cannot be written where or how it was asked."""

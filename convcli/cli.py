@@ -223,6 +223,9 @@ def filter_command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     allow_nonfinite: AllowNonfiniteOpt = False,
+    block: Annotated[Optional[int], typer.Option("--block", min=1, rich_help_panel=RUN,
+                     help="Stream the input in blocks of this many frames (bounded memory). "
+                     "Default: long WAV/FLAC/OGG inputs stream in blocks of 524288.")] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -259,6 +262,14 @@ def filter_command(
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout="-" in outputs)
     coefficients = load_kernel(window, size, periodic, normalize, kernel)
+
+    from convcli.stream import stream_block
+
+    streamed = stream_block(inputs, block, outputs[0], fmt)
+    if streamed is not None:  # long audio (or --block): block by block, bounded memory
+        return _filter_streamed(inputs[0], outputs[0], fmt, subtype, coefficients, spec, streamed,
+                                method, device, dtype, allow_nonfinite, report,
+                                kernel_label(window, size, kernel, coefficients))
 
     # 2. read every input whole and check it before computing anything
     signals = []
@@ -318,6 +329,49 @@ def filter_command(
         **run,
         "seconds": elapsed,
         "files": files,
+    }
+    report.finish()
+
+
+def _filter_streamed(path, out, fmt, subtype, coefficients, spec, block, method, device, dtype,
+                     allow_nonfinite, report, label) -> None:
+    """``filter`` for one audio file streamed in blocks (see ``convcli.stream``)."""
+    from convcli.signals import atomic_output, choose_subtype
+    from convcli.stream import audio_info, stream_filter
+
+    info = audio_info(path)
+    assert info is not None
+    out_format = output_format(out, fmt, info[0])
+    chosen = choose_subtype(out_format, None, subtype) if subtype else None
+    with atomic_output(out) as handle:
+        result = stream_filter(path, handle, coefficients=coefficients, spec=spec,
+                               out_format=out_format, subtype=chosen, block=block, method=method,
+                               device=device, dtype=dtype or "auto",
+                               allow_nonfinite=allow_nonfinite)
+    wrote, run = result.wrote, result.run
+    if wrote.clipped:
+        avoid = -20 * math.log10(wrote.peak) - 0.1
+        report.warn(f"{out}: {wrote.clipped:,} samples clipped to the {wrote.subtype} range "
+                    f"(peak {wrote.peak:.3f}, {dbfs(wrote.peak)}); --gain {avoid:.1f} would avoid it")
+    _, channels, frames = result.shape_out
+    report.info(f"wrote [bold]{'stdout' if out == '-' else out}[/bold]: "
+                f"{human_shape(channels, frames, result.rate)}, {out_format.upper()} {wrote.subtype}")
+    report.info(f"{label}, {'correlate' if spec.correlate else 'convolve'} {spec.mode}, "
+                f"{run['method']} on {run['device']} {run['dtype']}, streamed in "
+                f"{result.blocks} blocks of {block} frames, {result.seconds:.3f} s")
+    left, right = spec.pads(coefficients.shape[-1])
+    report.summary = {
+        "command": "filter",
+        "kernel": {"taps": coefficients.shape[-1], "shape": list(coefficients.shape)},
+        "spec": {"mode": spec.mode, "padding": spec.padding, "stride": spec.stride,
+                 "dilation": spec.dilation, "correlate": spec.correlate, "groups": spec.groups,
+                 "pads": [left, right]},
+        **run,
+        "seconds": result.seconds,
+        "files": [{"input": "stdin" if path == "-" else path, "output": out, "format": out_format,
+                   "subtype": wrote.subtype, "shape_in": list(result.shape_in),
+                   "shape_out": list(result.shape_out), "rate": result.rate,
+                   "clipped": wrote.clipped, "peak": wrote.peak}],
     }
     report.finish()
 

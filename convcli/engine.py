@@ -1,23 +1,64 @@
 """The engine: batched multi-channel conv1d with the exact semantics of a ``ConvSpec``.
 
-``conv1d(x, weight, spec)`` is the one entry point: ``[B, C, T] x [O, C/G, k] -> [B, O, T_out]``.
-It pads explicitly (``F.pad``; ``conv1d(padding=...)`` takes a slow path on CPU builds), flips the
-kernel unless correlating, and runs the direct or FFT method. Everything is differentiable and
-device-agnostic: tensors stay on the device they came on, nothing is moved behind the caller.
+``conv1d(x, weight, spec, method)`` is the one entry point: ``[B, C, T] x [O, C/G, k] -> [B, O, T_out]``.
+Every method computes a *valid, strided cross-correlation of the padded signal* ``xp`` (the
+spec owns the pads; the kernel is flipped unless correlating) through a *plan* built once per
+kernel:
+
+- ``direct`` / banded GEMM (depthwise kernels: one input channel per group, as every window and
+  every ``(k,)``/``(C, k)`` kernel file is): the signal is cut into blocks of ``hop = B·s``
+  samples and each block of ``B`` outputs is ``X_j @ M1 + X_{j+1}[:K−s] @ M2`` where ``M1, M2``
+  are banded matrices built from the kernel (``M[s·i + t, i] = w[t]``). Both products read the
+  signal in place (no copy), stride is built into the band, and it is 10–30× faster than
+  ``F.conv1d`` on long signals on CPU.
+- ``direct`` / ``F.conv1d`` after explicit pads (``padding=0``: the ``padding=`` argument takes a
+  slow path on CPU builds): general groups (several input channels per group).
+- ``fft`` / overlap-save: frames of ``nfft`` samples hop by ``nfft − K + 1``; each frame's
+  spectrum is multiplied by the kernel's (an einsum over the channels of a group) and the
+  wrap-free part kept. ``nfft`` is chosen by the cost model; a single frame covering the whole
+  padded signal is the classic whole-signal FFT, chosen where it wins (short signals).
+
+The padded signal is never materialised: the middle of the output reads views of ``x`` and
+only the edges (where the pad lies) are concatenated, in chunks that keep the working set small
+(``Streamer`` does the same for a signal that arrives in blocks, see ``convcli.stream``).
+Everything is differentiable in ``x`` and ``weight`` (gradcheck in the tests) and
+device-agnostic: tensors stay on the device they came on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from convcli.errors import ConvcliError, UsageError
-from convcli.spec import PADDINGS, ConvSpec
+from convcli.spec import ConvSpec
 
 METHODS = ("auto", "direct", "fft")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: Cost model, seconds per unit, fitted on the 2-core CPU of MEASUREMENTS.md (float32; float64
+#: counts twice). ``benchmarks/bench.py --calibrate`` prints the fit for another machine.
+CPU_COST = {
+    "gemm_flop": 1 / 55e9,  # banded GEMM, effective (the band wastes some of it, counted in flops)
+    "conv1d_mac": 1 / 1.0e9,  # F.conv1d, padding=0, per multiply-add (depthwise is slow on CPU)
+    "fft_flop": 1 / 9e9,  # pocketfft r2c + c2r, per 2.5·n·log2(n) flop, plus the product
+    "byte": 1 / 6e9,  # a pass over memory (frames, spectra, outputs)
+    "call": 15e-6,  # per block of the python-level loop / per FFT frame batch
+}
+#: CUDA: not calibrated here (no GPU on the build machine); relative magnitudes of an H100.
+CUDA_COST = {"gemm_flop": 1 / 20e12, "conv1d_mac": 1 / 1e12, "fft_flop": 1 / 2e12,
+             "byte": 1 / 1.5e12, "call": 10e-6}
+
+#: Outputs per chunk (× rows) for the whole-signal loop: ~4 MB of float32 working set.
+CHUNK_ELEMENTS = 1 << 20
+#: float32 FFT: auto refuses it above this dynamic range (peak / 1st percentile of |x| ≠ 0)
+FFT32_MAX_DYNAMIC_RANGE = 1e5
+#: relative error of one FFT convolution, per log2(nfft), in units of the dtype's epsilon
+FFT_ERROR_PER_LOG2 = 2.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,81 +81,173 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+# --- choosing a method ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MethodChoice:
-    """Which method runs and why (``--json`` reports both)."""
+    """Which method runs and why (``--json`` reports it).
+
+    ``algorithm`` is ``gemm``, ``conv1d`` or ``overlap-save``; ``nfft`` the FFT frame size;
+    ``fft_dtype`` the precision the FFT runs in (float64 where float32 would lose the quiet
+    samples); ``estimates`` the cost model's seconds for each candidate.
+    """
 
     method: str
     reason: str
+    algorithm: str = ""
+    nfft: int = 0
+    fft_dtype: str | None = None
+    estimates: dict = field(default_factory=dict, compare=False)
 
 
-def choose_method(length: int, k: int, spec: ConvSpec, requested: str = "auto") -> MethodChoice:
-    """Pick direct or FFT for a signal of ``length`` samples and a kernel of ``k`` taps.
+def depthwise(out_channels: int, per_group: int, groups: int) -> bool:
+    """One input channel per group and one output per input: what windows and (C, k) files give."""
+    return per_group == 1 and out_channels == groups
 
-    Direct costs ~K multiply-adds per output; FFT ~c·log2(nfft) per sample regardless of K.
-    Measured on 2 CPU cores (MEASUREMENTS.md): direct wins for spans up to ~63 taps,
-    FFT from ~127 taps up.
+
+def gemm_block(span: int, stride: int) -> int:
+    """Outputs per banded block: ≥ (K − s)/s so that two blocks cover a kernel span."""
+    return max(64 if span <= 64 else 128, -(-(span - stride) // stride))
+
+
+def fft_candidates(padded: int, span: int) -> list[int]:
+    """Frame sizes worth pricing: powers of two from 2K up, and one frame for the whole signal."""
+    sizes = []
+    n = max(64, 1 << (2 * span - 1).bit_length())
+    whole = next_fast_len(padded)
+    while n < whole and n <= 1 << 22:
+        sizes.append(n)
+        n *= 2
+    sizes.append(whole)
+    return sizes
+
+
+def estimate_costs(
+    length: int, k: int, spec: ConvSpec, *, batch: int = 1, channels: int = 1,
+    out_channels: int | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu",
+) -> dict[str, tuple[float, int]]:
+    """Seconds the cost model predicts per candidate: ``{"gemm": (s, block), "fft": (s, nfft), ...}``.
+
+    Counts flops and bytes of each algorithm as implemented here; see ``CPU_COST``.
+    """
+    c = CUDA_COST if str(device).startswith("cuda") else CPU_COST
+    width = 2.0 if dtype == torch.float64 else 1.0
+    out_channels = channels if out_channels is None else out_channels
+    per_group = max(1, channels // spec.groups)
+    span = spec.span(k)
+    left, right = spec.pads(k)
+    padded = length + left + right
+    n1 = max(padded - span + 1, 1)  # stride-1 outputs
+    n_out = (n1 - 1) // spec.stride + 1
+    rows_in, rows_out = batch * channels, batch * out_channels
+    costs: dict[str, tuple[float, int]] = {}
+    mac = rows_out * n_out * k * per_group
+    costs["conv1d"] = (width * mac * c["conv1d_mac"] + 8 * width * rows_out * n_out * c["byte"], 0)
+    if depthwise(out_channels, per_group, spec.groups):
+        block = gemm_block(span, spec.stride)
+        band = block * spec.stride + span - spec.stride  # multiply-adds per output
+        flops = 2 * rows_out * n_out * band
+        calls = rows_in * -(-n_out * rows_in // CHUNK_ELEMENTS)
+        costs["gemm"] = (width * (flops * c["gemm_flop"] + 8 * rows_out * n_out * c["byte"])
+                         + calls * c["call"], block)
+    best = None
+    for nfft in fft_candidates(padded, span):
+        step = nfft - span + 1
+        frames = -(-n1 // step)
+        flops = (rows_in + rows_out) * frames * 2.5 * nfft * math.log2(nfft)
+        flops += rows_out * per_group * frames * 4 * nfft
+        moved = (rows_in * 3 + rows_out * 3) * frames * nfft * 4
+        chunks = max(1, frames * nfft * rows_in // (4 * CHUNK_ELEMENTS))
+        seconds = width * (flops * c["fft_flop"] + moved * c["byte"]) + chunks * c["call"]
+        if best is None or seconds < best[0]:
+            best = (seconds, nfft)
+    assert best is not None
+    costs["fft"] = best
+    return costs
+
+
+def fft_error_bound(nfft: int, dtype: torch.dtype) -> float:
+    """Bound on |FFT − exact| / (max|x| · Σ|w|) for one overlap-save frame of ``nfft``."""
+    eps = torch.finfo(dtype).eps
+    return FFT_ERROR_PER_LOG2 * eps * max(math.log2(max(nfft, 2)), 1.0)
+
+
+def dynamic_range(x: torch.Tensor, sample: int = 1 << 20) -> float:
+    """``max|x|`` over the 1st percentile of the non-zero ``|x|`` (on a subsample); 1 if silent.
+
+    A float32 FFT's error is about ``1e-7 · max|x|`` everywhere in a frame, so samples this much
+    quieter than the peak keep only ``1e-7 · range`` of relative precision (scipy issue 22390).
+    """
+    flat = x.detach().reshape(-1)
+    if flat.numel() > sample:
+        flat = flat[:: flat.numel() // sample]
+    magnitude = flat.abs()
+    peak = float(magnitude.max()) if magnitude.numel() else 0.0
+    nonzero = magnitude[magnitude > 0]
+    if peak == 0.0 or not math.isfinite(peak) or nonzero.numel() == 0:
+        return 1.0
+    q = max(1, int(0.01 * nonzero.numel()))
+    quiet = float(torch.kthvalue(nonzero, q).values)
+    return peak / quiet if quiet > 0 else math.inf
+
+
+def choose_method(
+    length: int, k: int, spec: ConvSpec, requested: str = "auto", *,
+    batch: int = 1, channels: int = 1, out_channels: int | None = None,
+    dtype: torch.dtype = torch.float32, device: str = "cpu", x: torch.Tensor | None = None,
+) -> MethodChoice:
+    """Pick direct or FFT (and how) for ``batch × channels`` signals of ``length`` samples.
+
+    The cost model (``estimate_costs``) prices the banded GEMM, ``F.conv1d`` and overlap-save at
+    its best frame size; ``auto`` takes the cheapest. In float32, where ``x`` (if given) spans
+    more than ``FFT32_MAX_DYNAMIC_RANGE`` (100 dB), the FFT runs in float64 instead (it is priced
+    twice), so quiet samples keep their precision.
+
+    >>> depthwise_stereo = ConvSpec(groups=2)   # a window on both channels of a stereo file
+    >>> choose_method(28_800_000, 31, depthwise_stereo, channels=2).algorithm
+    'gemm'
+    >>> choose_method(28_800_000, 4095, depthwise_stereo, channels=2).algorithm
+    'overlap-save'
     """
     if requested not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {requested!r}")
-    if requested != "auto":
-        return MethodChoice(requested, "asked for with --method")
-    span = spec.span(k)
-    if span <= 96 or length <= 2 * span:
-        return MethodChoice("direct", f"kernel span {span} ≤ 96 taps or signal ≤ 2 spans: direct is cheaper")
-    return MethodChoice("fft", f"kernel span {span} > 96 taps: FFT costs O(log n) per sample")
+    out_channels = channels if out_channels is None else out_channels
+    costs = estimate_costs(length, k, spec, batch=batch, channels=channels,
+                           out_channels=out_channels, dtype=dtype, device=device)
+    estimates = {name: round(seconds, 6) for name, (seconds, _) in costs.items()}
+    gemm_ok = "gemm" in costs and (spec.dilation == 1 or costs["gemm"][0] <= costs["conv1d"][0])
+    direct_name = "gemm" if gemm_ok else "conv1d"
+    fft_seconds, nfft = costs["fft"]
+    fft_dtype = None
+    note = ""
+    if dtype == torch.float32 and x is not None and requested == "auto":
+        span_db = 20 * math.log10(max(dynamic_range(x), 1.0))
+        if span_db > 20 * math.log10(FFT32_MAX_DYNAMIC_RANGE):
+            fft_dtype, fft_seconds = "float64", fft_seconds * 2
+            note = f"; dynamic range {span_db:.0f} dB > 100 dB, so the FFT would run in float64"
+    direct_seconds = costs[direct_name][0]
+    if requested == "direct" or requested == "auto" and direct_seconds <= fft_seconds:
+        why = ("asked for with --method" if requested == "direct" else
+               f"cost model: direct {direct_seconds:.3g} s ≤ FFT {fft_seconds:.3g} s "
+               f"(kernel span {spec.span(k)})" + note)
+        return MethodChoice("direct", why, direct_name, 0, None, estimates)
+    if requested == "fft":
+        why = "asked for with --method"
+    else:
+        why = (f"cost model: FFT {fft_seconds:.3g} s (nfft {nfft}) < direct {direct_seconds:.3g} s "
+               f"(kernel span {spec.span(k)})" + note)
+    return MethodChoice("fft", why, "overlap-save", nfft, fft_dtype, estimates)
 
 
+# --- the pieces every method shares -----------------------------------------------------------
 def pad(x: torch.Tensor, spec: ConvSpec, k: int) -> torch.Tensor:
-    """Pad ``x[B, C, T]`` on the time axis as ``spec`` says, ``[B, C, T + left + right]``."""
-    left, right = spec.pads(k)
-    if left == 0 and right == 0:
-        return x
-    mode = PADDINGS[spec.padding][1]
-    return F.pad(x, (left, right), mode=mode)
+    """The padded signal ``xp[B, C, T + left + right]`` (materialised; the engine avoids it)."""
+    left, right = edge_pads(x, x, x.shape[-1], spec, k)
+    return torch.cat([left, x, right], -1)
 
 
 def oriented(weight: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
     """The weight as cross-correlation applies it: flipped for convolution."""
     return weight if spec.correlate else weight.flip(-1)
-
-
-def conv1d(
-    x: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, method: str = "auto"
-) -> torch.Tensor:
-    """Convolve (or correlate) a batch of multi-channel signals.
-
-    Args:
-        x: input signals.
-        weight: the kernel as the user wrote it (not flipped).
-        spec: mode, padding, stride, dilation, correlate, groups.
-        method: ``auto``, ``direct`` or ``fft``; all give the same numbers to float tolerance.
-
-    Shape:
-        ``x [B, C, T]``, ``weight [O, C/G, k]`` -> ``[B, O, spec.output_length(T, k)]``.
-
-    Differentiable in both ``x`` and ``weight``; runs on their device.
-
-    >>> x = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
-    >>> conv1d(x, torch.tensor([[[1.0, 0.0, -1.0]]]), ConvSpec(mode="valid")).tolist()
-    [[[2.0, 2.0]]]
-    """
-    batch, channels, length = x.shape
-    out_channels, per_group, k = weight.shape
-    assert per_group * spec.groups == channels, "weight does not match channels/groups"
-    assert out_channels % spec.groups == 0
-    spec.check(length, k)
-    choice = choose_method(length, k, spec, method)
-    xp = pad(x, spec, k)
-    w = oriented(weight, spec)
-    if choice.method == "direct":
-        return direct_correlate(xp, w, spec)
-    return fft_correlate(xp, w, spec)
-
-
-def direct_correlate(xp: torch.Tensor, w: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
-    """Valid cross-correlation of an already padded ``xp[B, C, P]`` with ``w[O, C/G, k]``."""
-    return F.conv1d(xp, w, stride=spec.stride, dilation=spec.dilation, groups=spec.groups)
 
 
 def dilate(w: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -142,22 +275,359 @@ def next_fast_len(n: int) -> int:
     return best
 
 
-def fft_correlate(xp: torch.Tensor, w: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
-    """Same result as ``direct_correlate``, through one FFT of the whole padded signal."""
-    batch, channels, padded = xp.shape
-    out_channels, per_group, _ = w.shape
-    groups = spec.groups
-    wd = dilate(w, spec.dilation)
-    span = wd.shape[-1]
-    n = next_fast_len(padded)
-    spectrum_x = torch.fft.rfft(xp, n).reshape(batch, groups, per_group, -1)
-    spectrum_w = torch.fft.rfft(wd, n).reshape(groups, out_channels // groups, per_group, -1)
-    # correlation = convolution with the conjugate spectrum; sum over the channels in a group
-    spectrum_y = torch.einsum("bgcf,gocf->bgof", spectrum_x, spectrum_w.conj())
-    y = torch.fft.irfft(spectrum_y.reshape(batch, out_channels, -1), n)
-    return y[..., : padded - span + 1 : spec.stride]
+def edge_extent(n: int, spec: ConvSpec, k: int) -> int:
+    """How many samples at each end of a signal of ``n`` the pads are made of."""
+    return min(n, max(spec.pads(k)) + 1)
 
 
+def edge_pads(
+    head: torch.Tensor, tail: torch.Tensor, n: int, spec: ConvSpec, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The left and right pads of a signal of ``n`` samples, from its ends only.
+
+    ``head = x[..., :h]`` and ``tail = x[..., n−h:]`` with ``h = edge_extent(n, spec, k)`` (or the
+    whole signal for both). Which sample fills each pad position is ``spec.source``'s answer.
+
+    Shape: ``[B, C, h], [B, C, h] -> [B, C, left], [B, C, right]``.
+    """
+    left, right = spec.pads(k)
+    h = head.shape[-1]
+    ends = None
+
+    def piece(positions: range) -> torch.Tensor:
+        nonlocal ends
+        if spec.padding == "zeros" or len(positions) == 0:
+            return head.new_zeros(*head.shape[:-1], len(positions))
+        if ends is None:
+            ends = torch.cat([head, tail], -1)
+        sources = [spec.source(m, n, k) for m in positions]
+        index = [t if t < h else h + t - (n - tail.shape[-1]) for t in sources]  # type: ignore[operator]
+        return ends.index_select(-1, torch.tensor(index, device=head.device))
+
+    return piece(range(left)), piece(range(left + n, left + n + right))
+
+
+# --- plans: one kernel, applied to any stretch of the padded signal ----------------------------
+class Plan:
+    """Valid, strided cross-correlation with one kernel: ``seg[B, C, P] -> [B, O, ⌊(P−K)/s⌋+1]``."""
+
+    span: int
+    stride: int
+    out_channels: int
+
+    def __call__(self, seg: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def outputs(self, seg_length: int) -> int:
+        return max(0, (seg_length - self.span) // self.stride + 1)
+
+    def chunk_outputs(self, rows: int) -> int:
+        """Outputs per chunk so that a chunk's working set stays around ``CHUNK_ELEMENTS``."""
+        return max(CHUNK_ELEMENTS // max(rows, 1) // self.stride, 1)
+
+
+class Conv1dPlan(Plan):
+    """``F.conv1d`` with ``padding=0`` on the padded stretch: general groups."""
+
+    def __init__(self, w: torch.Tensor, spec: ConvSpec):
+        self.w, self.spec = w, spec
+        self.span, self.stride, self.out_channels = spec.span(w.shape[-1]), spec.stride, w.shape[0]
+
+    def __call__(self, seg, out=None):
+        y = F.conv1d(seg, self.w, stride=self.spec.stride, dilation=self.spec.dilation,
+                     groups=self.spec.groups)
+        if out is not None:
+            out.copy_(y)
+        return y
+
+
+class GemmPlan(Plan):
+    """Depthwise direct correlation as two banded matrix products per block (see module doc)."""
+
+    #: above this many rows, one batched matmul (which copies) beats a loop of in-place products
+    LOOP_ROWS = 16
+
+    def __init__(self, w: torch.Tensor, spec: ConvSpec, block: int | None = None):
+        out_channels, _, k = w.shape
+        wd = dilate(w[:, 0, :], spec.dilation)  # [C, K]
+        span, s = wd.shape[-1], spec.stride
+        self.span, self.stride, self.out_channels = span, s, out_channels
+        self.block = block or gemm_block(span, s)
+        self.hop = self.block * s
+        # one shared kernel (a window on every channel) -> one matrix; else one per channel
+        shared = out_channels == 1 or bool((wd == wd[:1]).all())
+        rows = wd[:1] if shared else wd
+        band_rows = (self.block - 1) * s + span  # input samples one block of outputs reads
+        r = torch.arange(max(band_rows, self.hop + max(span - s, 0)), device=w.device)[:, None]
+        t = r - s * torch.arange(self.block, device=w.device)[None, :]
+        index = torch.where((t >= 0) & (t < span), t, span)  # span -> the appended zero
+        padded = torch.cat([rows, rows.new_zeros(rows.shape[0], 1)], -1)
+        band = padded[:, index]  # [C or 1, rows, block], differentiable in w
+        self.m1 = band[:, : self.hop]
+        self.tail = max(span - s, 0)  # how far a block's outputs read into the next block
+        self.m2 = band[:, self.hop : self.hop + self.tail]
+        self.shared = shared
+
+    def _matrices(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = 0 if self.shared else c
+        return self.m1[i], self.m2[i]
+
+    def __call__(self, seg, out=None):
+        batch, channels, length = seg.shape
+        n_out = self.outputs(length)
+        # full blocks: block j reads [j·hop, (j+1)·hop + tail) and all of it lies in seg
+        full = max(0, (length - self.tail) // self.hop) if n_out else 0
+        full = min(full, -(-n_out // self.block))
+        main = min(full * self.block, n_out)
+        parts = []
+        if full:
+            y = self._blocks(seg, full, main, None if out is None else out[..., :main])
+            parts.append(y)
+        if main < n_out:  # the ragged end: pad a copy of the few samples left to whole blocks
+            rest = seg[..., main * self.stride :]
+            count = n_out - main
+            nb = -(-count // self.block)
+            need = nb * self.hop + self.tail
+            rest = F.pad(rest, (0, need - rest.shape[-1])) if need > rest.shape[-1] else rest
+            y = self._blocks(rest, nb, count, None if out is None else out[..., main:])
+            parts.append(y)
+        if out is not None:
+            return out
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+    def _blocks(self, seg, nb, count, out):
+        """``count`` outputs from ``nb`` full blocks of ``seg`` (``seg`` long enough)."""
+        batch, channels, _ = seg.shape
+        x1 = seg[..., : nb * self.hop].unflatten(-1, (nb, self.hop))  # view
+        x2 = seg[..., self.hop :].unfold(-1, self.tail, self.hop)[..., :nb, :] if self.tail else None
+        in_place = out is not None and not (
+            torch.is_grad_enabled() and (seg.requires_grad or self.m1.requires_grad))
+        if batch * channels > self.LOOP_ROWS or not in_place:
+            m1 = self.m1 if not self.shared else self.m1[0]
+            y = torch.matmul(x1, m1 if self.shared else m1.unsqueeze(0))
+            if x2 is not None:
+                m2 = self.m2[0] if self.shared else self.m2.unsqueeze(0)
+                y = y + torch.matmul(x2, m2)
+            y = y.flatten(-2)[..., :count]
+            if out is not None:
+                out.copy_(y)
+            return y
+        for b in range(batch):
+            for c in range(channels):
+                m1, m2 = self._matrices(c)
+                target = out[b, c]
+                if count == nb * self.block and target.is_contiguous():
+                    view = target.view(nb, self.block)
+                    torch.mm(x1[b, c], m1, out=view)
+                    if x2 is not None:
+                        view.addmm_(x2[b, c], m2)
+                else:
+                    y = torch.mm(x1[b, c], m1)
+                    if x2 is not None:
+                        y.addmm_(x2[b, c], m2)
+                    target.copy_(y.view(-1)[:count])
+        return out
+
+
+class FFTPlan(Plan):
+    """Overlap-save FFT correlation with frames of ``nfft`` (see module doc)."""
+
+    def __init__(self, w: torch.Tensor, spec: ConvSpec, nfft: int, compute: torch.dtype | None = None):
+        out_channels, per_group, _ = w.shape
+        wd = dilate(w, spec.dilation)
+        self.span, self.stride, self.out_channels = wd.shape[-1], spec.stride, out_channels
+        self.nfft = max(nfft, self.span)
+        self.step = self.nfft - self.span + 1
+        self.groups, self.per_group = spec.groups, per_group
+        self.depthwise = depthwise(out_channels, per_group, spec.groups)
+        self.compute = compute or w.dtype
+        spectrum = torch.fft.rfft(wd.to(self.compute), self.nfft).conj()
+        if self.depthwise:
+            self.spectrum = spectrum[:, 0, None, :]  # [C, 1, F]: broadcast over frames
+        else:
+            self.spectrum = spectrum.reshape(self.groups, out_channels // self.groups, per_group, -1)
+
+    def chunk_outputs(self, rows):
+        return max(1, max(4 * CHUNK_ELEMENTS // max(rows, 1), 4 * self.step) // self.stride)
+
+    def __call__(self, seg, out=None):
+        batch, channels, length = seg.shape
+        n1 = length - self.span + 1
+        frames = -(-n1 // self.step)
+        need = (frames - 1) * self.step + self.nfft
+        x = seg.to(self.compute)
+        if need > length:
+            x = F.pad(x, (0, need - length))
+        spectra = torch.fft.rfft(x.unfold(-1, self.nfft, self.step), self.nfft)  # [B, C, n, F]
+        if self.depthwise:
+            product = spectra * self.spectrum
+        else:
+            g, cg = self.groups, self.per_group
+            product = torch.einsum("bgcnf,gocf->bgonf", spectra.unflatten(1, (g, cg)),
+                                   self.spectrum).flatten(1, 2)
+        y = torch.fft.irfft(product, self.nfft)[..., : self.step].flatten(-2)
+        y = y[..., : n1 : self.stride].to(seg.dtype)
+        if out is not None:
+            out.copy_(y)
+        return y
+
+
+def make_plan(weight: torch.Tensor, spec: ConvSpec, choice: MethodChoice) -> Plan:
+    """The plan for ``weight [O, C/G, k]`` (as the user wrote it) and the chosen method."""
+    w = oriented(weight, spec)
+    if choice.method == "fft":
+        compute = DTYPES[choice.fft_dtype] if choice.fft_dtype else None
+        nfft = choice.nfft or 4096
+        return FFTPlan(w, spec, nfft, compute)
+    if choice.algorithm != "conv1d" and depthwise(w.shape[0], w.shape[1], spec.groups):
+        return GemmPlan(w, spec)
+    return Conv1dPlan(w, spec)
+
+
+def run_chunks(plan: Plan, seg: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """Apply ``plan`` to ``seg`` in chunks of outputs (views of ``seg``), into ``out`` if given."""
+    n_out = plan.outputs(seg.shape[-1])
+    chunk = plan.chunk_outputs(seg.shape[0] * seg.shape[1])
+    if n_out <= chunk:
+        return plan(seg, out)
+    parts = []
+    s, span = plan.stride, plan.span
+    for m0 in range(0, n_out, chunk):
+        m1 = min(n_out, m0 + chunk)
+        piece = seg[..., s * m0 : s * (m1 - 1) + span]
+        parts.append(plan(piece, None if out is None else out[..., m0:m1]))
+    return out if out is not None else torch.cat(parts, -1)
+
+
+# --- the entry point -------------------------------------------------------------------------
+def conv1d(
+    x: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, method: str | MethodChoice = "auto"
+) -> torch.Tensor:
+    """Convolve (or correlate) a batch of multi-channel signals.
+
+    Args:
+        x: input signals.
+        weight: the kernel as the user wrote it (not flipped).
+        spec: mode, padding, stride, dilation, correlate, groups.
+        method: ``auto``, ``direct`` or ``fft`` (or a ``choose_method`` result); all give the
+            same numbers to float tolerance.
+
+    Shape:
+        ``x [B, C, T]``, ``weight [O, C/G, k]`` -> ``[B, O, spec.output_length(T, k)]``.
+
+    Differentiable in both ``x`` and ``weight``; runs on their device.
+
+    >>> x = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
+    >>> conv1d(x, torch.tensor([[[1.0, 0.0, -1.0]]]), ConvSpec(mode="valid")).tolist()
+    [[[2.0, 2.0]]]
+    """
+    batch, channels, length = x.shape
+    out_channels, per_group, k = weight.shape
+    if per_group * spec.groups != channels or out_channels % spec.groups:
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit {channels} channels in "
+                         f"{spec.groups} groups")
+    spec.check(length, k)
+    choice = method if isinstance(method, MethodChoice) else choose_method(
+        length, k, spec, method, batch=batch, channels=channels, out_channels=out_channels,
+        dtype=x.dtype, device=str(x.device), x=x)
+    plan = make_plan(weight, spec, choice)
+    h = edge_extent(length, spec, k)
+    left_pad, right_pad = edge_pads(x[..., :h], x[..., length - h :], length, spec, k)
+    left, right = left_pad.shape[-1], right_pad.shape[-1]
+    n_out = spec.output_length(length, k)
+    s, span = spec.stride, plan.span
+    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    if plan.outputs(length + left + right) <= plan.chunk_outputs(batch * channels):
+        return plan(torch.cat([left_pad, x, right_pad], -1))
+
+    def stretch(a: int, b: int) -> torch.Tensor:
+        """``xp[..., a:b]``: a view of ``x`` where no pad is involved."""
+        pieces = []
+        for start, part in ((0, left_pad), (left, x), (left + length, right_pad)):
+            lo, hi = max(a, start), min(b, start + part.shape[-1])
+            if lo < hi:
+                pieces.append(part[..., lo - start : hi - start])
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
+
+    # outputs [0, m_a) read the left pad, [m_b, n_out) the right pad, the middle only x
+    m_a = min(n_out, -(-left // s))
+    m_b = max(m_a, min(n_out, (left + length - span) // s + 1))
+    out = None if grad else x.new_empty(batch, out_channels, n_out)
+    parts = []
+    for m0, m1 in ((0, m_a), (m_a, m_b), (m_b, n_out)):
+        if m0 < m1:
+            seg = stretch(s * m0, s * (m1 - 1) + span)
+            parts.append(run_chunks(plan, seg, None if out is None else out[..., m0:m1]))
+    return out if out is not None else torch.cat(parts, -1)
+
+
+# --- streaming: the same result for a signal that arrives in blocks ---------------------------
+class Streamer:
+    """Convolve a signal of known length ``n`` that arrives in blocks (overlap-save state).
+
+    Needs the signal's ends first (``head = x[..., :h]``, ``tail = x[..., n−h:]``, with
+    ``h = edge_extent(n, spec, k)``) for the pads; then ``push`` blocks in order and
+    ``finish``. The concatenation of what they return equals ``conv1d(x, weight, spec)``.
+    Memory: the block, the kernel span and the plan's chunk.
+
+    Shape: blocks ``[B, C, t]`` -> outputs ``[B, O, t_out]`` (any ``t``, also shorter than K).
+    """
+
+    def __init__(self, weight: torch.Tensor, spec: ConvSpec, n: int, head: torch.Tensor,
+                 tail: torch.Tensor, method: str | MethodChoice = "auto"):
+        out_channels, per_group, k = weight.shape
+        batch, channels, _ = head.shape
+        spec.check(n, k)
+        self.choice = method if isinstance(method, MethodChoice) else choose_method(
+            n, k, spec, method, batch=batch, channels=channels, out_channels=out_channels,
+            dtype=head.dtype, device=str(head.device))
+        self.plan = make_plan(weight, spec, self.choice)
+        self.left, self.right = edge_pads(head, tail, n, spec, k)
+        self.n, self.spec = n, spec
+        self.n_out = spec.output_length(n, k)
+        self.buffer = self.left  # the padded signal from global position self.start on
+        self.start = 0
+        self.done = 0  # outputs emitted
+        self.received = 0  # samples of x pushed
+
+    def push(self, block: torch.Tensor) -> torch.Tensor:
+        """The outputs that ``block`` completes (possibly none)."""
+        self.received += block.shape[-1]
+        if self.received > self.n:
+            raise ValueError(f"pushed {self.received} samples into a stream of {self.n}")
+        self.buffer = torch.cat([self.buffer, block], -1)
+        if self.received == self.n:
+            self.buffer = torch.cat([self.buffer, self.right], -1)
+        return self._drain()
+
+    def finish(self) -> torch.Tensor:
+        """The last outputs; every sample must have been pushed."""
+        if self.received != self.n:
+            raise ValueError(f"the stream ended after {self.received} of {self.n} samples")
+        y = self._drain()
+        assert self.done == self.n_out
+        return y
+
+    def _drain(self) -> torch.Tensor:
+        s, span = self.plan.stride, self.plan.span
+        end = self.start + self.buffer.shape[-1]
+        ready = 0 if end < span else min(self.n_out, (end - span) // s + 1)
+        b, c = self.buffer.shape[:2]
+        y = self.buffer.new_zeros(b, self.plan.out_channels, 0)
+        if ready > self.done:
+            seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
+            out = None if torch.is_grad_enabled() and seg.requires_grad else seg.new_empty(
+                b, self.plan.out_channels, ready - self.done)
+            y = run_chunks(self.plan, seg, out)
+            self.done = ready
+        drop = min(s * self.done, end) - self.start
+        if drop > 0:
+            self.buffer = self.buffer[..., drop:]
+            self.start += drop
+        return y
+
+
+# --- the CLI's boundary: numpy in, numpy out --------------------------------------------------
 def filter_batches(
     arrays: list,
     coefficients,
@@ -173,8 +643,6 @@ def filter_batches(
     """
     import numpy as np
 
-    from convcli.kernels import to_weight
-
     target = resolve_device(device)
     groups_by_shape: dict[tuple, list[int]] = {}
     for index, array in enumerate(arrays):
@@ -184,31 +652,59 @@ def filter_batches(
     for (shape, _), members in groups_by_shape.items():
         channels, length = shape
         batch = np.concatenate([arrays[i] for i in members]) if len(members) > 1 else arrays[members[0]]
-        weight_np, groups = to_weight(coefficients, channels, spec.groups)
-        run_spec = spec if groups == spec.groups else _with_groups(spec, groups)
         x = torch.from_numpy(batch).to(target)
-        weight = torch.from_numpy(weight_np).to(device=target, dtype=x.dtype)
+        weight, run_spec = prepare_weight(coefficients, channels, spec, x)
         run_spec.check(length, weight.shape[-1])
-        choice = choose_method(length, weight.shape[-1], run_spec, method)
-        choices.append(choice)
+        choice = choose_method(length, weight.shape[-1], run_spec, method, batch=x.shape[0],
+                               channels=channels, out_channels=weight.shape[0], dtype=x.dtype,
+                               device=str(target), x=x)
+        choices.append((choice, x, weight))
         with torch.no_grad():
-            y = conv1d(x, weight, run_spec, choice.method).cpu().numpy()
+            y = conv1d(x, weight, run_spec, choice).cpu().numpy()
         start = 0
         for i in members:
             size = arrays[i].shape[0]
             results[i] = y[start : start + size]
             start += size
-    first = choices[0]
-    return results, {
-        "method": first.method,
-        "reason": first.reason,
-        "device": str(target),
-        "dtype": str(arrays[0].dtype),
-        "batches": len(groups_by_shape),
+    choice, x, weight = choices[0]
+    return results, describe(choice, x, weight, target, len(groups_by_shape))
+
+
+def prepare_weight(coefficients, channels: int, spec: ConvSpec, like: torch.Tensor):
+    """The kernel as a ``[O, C/G, k]`` tensor on ``like``'s device and dtype, and the spec to run."""
+    from convcli.kernels import to_weight
+
+    weight_np, groups = to_weight(coefficients, channels, spec.groups)
+    run_spec = spec if groups == spec.groups else replace(spec, groups=groups)
+    return torch.from_numpy(weight_np).to(device=like.device, dtype=like.dtype), run_spec
+
+
+def describe(choice: MethodChoice, x: torch.Tensor | None, weight: torch.Tensor | None, device,
+             batches: int = 1) -> dict:
+    """What ran, for ``--json``: method, reason, algorithm, nfft and the FFT error bound.
+
+    ``fft_error_bound`` is absolute: the relative bound times ``max|x|`` times the largest
+    ``Σ|w|`` of an output channel (the largest value an output can reach).
+    """
+    run = {
+        "method": choice.method,
+        "reason": choice.reason,
+        "algorithm": choice.algorithm,
+        "device": str(device),
+        "dtype": str(x.dtype).replace("torch.", "") if x is not None else None,
+        "batches": batches,
+        "estimates_s": choice.estimates,
     }
+    if choice.method == "fft":
+        dtype = DTYPES[choice.fft_dtype] if choice.fft_dtype else (x.dtype if x is not None else torch.float32)
+        relative = fft_error_bound(choice.nfft, dtype)
+        run.update(nfft=choice.nfft, fft_dtype=str(dtype).replace("torch.", ""),
+                   fft_relative_error_bound=relative)
+        if x is not None and weight is not None:
+            peak = float(x.detach().abs().max())
+            gain = float(weight.detach().abs().sum((1, 2)).max())
+            run["fft_error_bound"] = relative * peak * gain
+    return run
 
 
-def _with_groups(spec: ConvSpec, groups: int) -> ConvSpec:
-    from dataclasses import replace
-
-    return replace(spec, groups=groups)
+ProgressHook = Callable[[int, int], None]

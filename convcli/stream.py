@@ -1,0 +1,219 @@
+"""Streaming: filter an audio file block by block, in memory bounded by the block and the kernel.
+
+``stream_filter`` reads the input with soundfile in blocks, pushes them through an
+``engine.Streamer`` (overlap-save state carried across blocks, the pads made from the signal's
+head and tail, which are read first with a seek), and writes each block of output to the atomic
+temporary output as it comes. The result is exactly the whole-signal result: every mode,
+padding, stride and dilation, and integer PCM is rounded and clipped block by block with the
+same ``signals.to_pcm`` as the whole path (rounding is per sample, so blocks change nothing).
+
+``stream_block`` is the one place that decides "stream or whole" for ``convcli filter``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from convcli.errors import InputError, OutputError, UsageError
+from convcli.signals import (PCM, SOUNDFILE_FORMATS, WriteReport, format_from_path, read_bytes,
+                             sniff_format, to_pcm)
+
+#: single audio inputs with more samples than this (all channels) stream by default (64 MB f32)
+STREAM_SAMPLES = 1 << 24
+#: default block, in frames (about 11 s at 48 kHz)
+DEFAULT_BLOCK = 1 << 19
+
+#: progress hook: called after each block with (frames done, frames in all)
+ProgressHook = Callable[[int, int], None]
+
+
+def audio_info(path: str) -> tuple[str, int, int] | None:
+    """``(format, frames, channels)`` of an audio file, or None for NPY/unknown/stdin."""
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return None
+    fmt = sniff_format(head)
+    if fmt not in SOUNDFILE_FORMATS:
+        return None
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        return None
+    return fmt, int(info.frames), int(info.channels)
+
+
+def stream_block(inputs: list[str], block: int | None, output: str | None = None,
+                 out_format: str | None = None) -> int | None:
+    """Stream (and with which block of frames) or filter whole: the one decision ``filter`` asks.
+
+    Streams a single WAV/FLAC/OGG file when ``--block`` is given or when it holds more than
+    ``STREAM_SAMPLES`` samples; NPY, stdin and several inputs are filtered whole (``--block``
+    with them is a usage error, so the flag never silently does nothing).
+    """
+    if block is not None and block < 1:
+        raise UsageError(f"--block must be a whole number of frames ≥ 1, got {block}")
+    if len(inputs) != 1:
+        if block is not None:
+            raise UsageError("--block streams one input file; several inputs are filtered whole")
+        return None
+    info = audio_info(inputs[0])
+    if info is None:
+        if block is not None:
+            raise UsageError("--block streams WAV/FLAC/OGG files; NPY and stdin are filtered whole",
+                             "drop --block, or convert the input to WAV")
+        return None
+    in_format, frames, channels = info
+    if output is not None and (out_format or (in_format if output == "-" else format_from_path(output))) == "npy":
+        if block is not None:
+            raise UsageError("--block writes WAV/FLAC/OGG; NPY output is written whole")
+        return None
+    if block is not None:
+        return block
+    return DEFAULT_BLOCK if frames * channels > STREAM_SAMPLES else None
+
+
+@dataclass
+class StreamResult:
+    """What ``stream_filter`` did: the write report, the run description and the shapes."""
+
+    wrote: WriteReport
+    run: dict
+    shape_in: tuple[int, int, int]
+    shape_out: tuple[int, int, int]
+    rate: float
+    seconds: float
+    blocks: int = 0
+    timings: dict = field(default_factory=dict)
+
+
+def stream_filter(
+    path: str,
+    out,
+    *,
+    coefficients: np.ndarray,
+    spec,
+    out_format: str,
+    subtype: str | None,
+    block: int = DEFAULT_BLOCK,
+    method: str = "auto",
+    device: str = "auto",
+    dtype: str = "auto",
+    allow_nonfinite: bool = False,
+    on_block: ProgressHook | None = None,
+) -> StreamResult:
+    """Filter audio file ``path`` into the open binary ``out`` block by block.
+
+    Shape: the file's ``[1, C, N]`` -> ``[1, O, spec.output_length(N, k)]``; memory holds one
+    block of ``block`` frames, the kernel span and the engine's chunk, never the file.
+    ``subtype`` None means the input's. ``on_block(done, total)`` is called after each block
+    (progress bars hook in here).
+    """
+    import soundfile as sf
+    import torch
+
+    from convcli.engine import Streamer, choose_method, describe, edge_extent, prepare_weight, resolve_device
+
+    source = io.BytesIO(read_bytes(path)) if path == "-" else path
+    name = "stdin" if path == "-" else path
+    target = resolve_device(device)
+    started = time.perf_counter()
+    try:
+        infile = sf.SoundFile(source)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise InputError(f"cannot decode {name}: {exc}",
+                         "the file may be truncated or corrupt; check it with `soxi`") from None
+    with infile:
+        n, channels, rate = infile.frames, infile.channels, infile.samplerate
+        if n <= 0:
+            raise InputError(f"{name} has no samples (0 frames)", "check the file was written completely")
+        if dtype == "auto":  # as signals.read_signal: float64 where float32 would lose bits
+            dtype = "float64" if infile.subtype in ("PCM_32", "DOUBLE") else "float32"
+        subtype = subtype or (infile.subtype if sf.check_format(SOUNDFILE_FORMATS[out_format], infile.subtype)
+                              else sf.default_subtype(SOUNDFILE_FORMATS[out_format]))
+        k = coefficients.shape[-1]
+        h = edge_extent(n, spec, k)
+        head = infile.read(h, dtype=dtype, always_2d=True)
+        infile.seek(n - h)
+        tail = infile.read(h, dtype=dtype, always_2d=True)
+        infile.seek(0)
+
+        def tensor(frames: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(frames.T)[None]).to(target)
+
+        head_t, tail_t = tensor(head), tensor(tail)
+        weight, run_spec = prepare_weight(coefficients, channels, spec, head_t)
+        choice = choose_method(n, k, run_spec, method, batch=1, channels=channels,
+                               out_channels=weight.shape[0], dtype=head_t.dtype, device=str(target),
+                               x=head_t if method == "auto" else None)
+        streamer = Streamer(weight, run_spec, n, head_t, tail_t, choice)
+        out_channels = weight.shape[0]
+        wrote = WriteReport(path="", format=out_format, subtype=subtype)
+        try:
+            sink = sf.SoundFile(out, "w", samplerate=rate, channels=out_channels, subtype=subtype,
+                                format=SOUNDFILE_FORMATS[out_format])
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise OutputError(f"cannot encode {out_channels}-channel "
+                              f"{SOUNDFILE_FORMATS[out_format]}/{subtype}: {exc}") from None
+        written = 0
+        blocks = 0
+        peak_in = 0.0
+        with sink, torch.no_grad():
+
+            def write(y: torch.Tensor) -> None:
+                nonlocal written
+                if y.shape[-1] == 0:
+                    return
+                frames = np.ascontiguousarray(y[0].cpu().numpy().T)
+                if subtype in PCM:
+                    frames, clipped, peak = to_pcm(frames, subtype)
+                    wrote.clipped += clipped
+                else:
+                    peak = float(np.max(np.abs(frames)))
+                wrote.peak = max(wrote.peak, peak)
+                sink.write(frames)
+                written += frames.shape[0]
+
+            done = 0
+            for frames in infile.blocks(blocksize=block, dtype=dtype, always_2d=True):
+                if not allow_nonfinite:
+                    _check_finite(frames, done, name)
+                peak_in = max(peak_in, float(np.max(np.abs(frames))) if frames.size else 0.0)
+                write(streamer.push(tensor(frames)))
+                done += frames.shape[0]
+                blocks += 1
+                if on_block is not None:
+                    on_block(done, n)
+            write(streamer.finish())
+    run = describe(choice, head_t, weight, target)
+    if "fft_error_bound" in run:  # the bound with the whole signal's peak, not the head's
+        run["fft_error_bound"] = run["fft_relative_error_bound"] * peak_in * float(
+            weight.abs().sum((1, 2)).max())
+    run["streamed"] = {"block": block, "blocks": blocks}
+    return StreamResult(wrote=wrote, run=run, shape_in=(1, channels, n),
+                        shape_out=(1, out_channels, written), rate=float(rate),
+                        seconds=time.perf_counter() - started, blocks=blocks)
+
+
+def _check_finite(frames: np.ndarray, offset: int, name: str) -> None:
+    """As ``signals.check_finite``, for a block ``[t, C]`` starting at sample ``offset``."""
+    bad = ~np.isfinite(frames)
+    if not bad.any():
+        return
+    t, c = np.nonzero(bad)
+    first = int(np.argmin(c + frames.shape[1] * t))  # time order, then channel
+    t0, c0 = int(t[first]), int(c[first])
+    raise InputError(
+        f"{name} has {frames[t0, c0]} at channel {c0}, sample {offset + t0}",
+        "clean the input, or pass --allow-nonfinite to let it propagate",
+    )

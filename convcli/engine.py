@@ -171,7 +171,7 @@ def fft_error_bound(nfft: int, dtype: torch.dtype) -> float:
     return FFT_ERROR_PER_LOG2 * eps * max(math.log2(max(nfft, 2)), 1.0)
 
 
-def dynamic_range(x: torch.Tensor, sample: int = 1 << 20) -> float:
+def dynamic_range(x: torch.Tensor, sample: int = 1 << 16) -> float:
     """``max|x|`` over the 1st percentile of the non-zero ``|x|`` (on a subsample); 1 if silent.
 
     A float32 FFT's error is about ``1e-7 · max|x|`` everywhere in a frame, so samples this much
@@ -219,12 +219,13 @@ def choose_method(
     fft_seconds, nfft = costs["fft"]
     fft_dtype = None
     note = ""
-    if dtype == torch.float32 and x is not None and requested == "auto":
+    direct_seconds = costs[direct_name][0]
+    fft_wins = requested == "fft" or requested == "auto" and fft_seconds < direct_seconds
+    if dtype == torch.float32 and x is not None and requested == "auto" and fft_wins:
         span_db = 20 * math.log10(max(dynamic_range(x), 1.0))
         if span_db > 20 * math.log10(FFT32_MAX_DYNAMIC_RANGE):
             fft_dtype, fft_seconds = "float64", fft_seconds * 2
-            note = f"; dynamic range {span_db:.0f} dB > 100 dB, so the FFT would run in float64"
-    direct_seconds = costs[direct_name][0]
+            note = f"; dynamic range {span_db:.0f} dB > 100 dB, so the FFT runs in float64"
     if requested == "direct" or requested == "auto" and direct_seconds <= fft_seconds:
         why = ("asked for with --method" if requested == "direct" else
                f"cost model: direct {direct_seconds:.3g} s ≤ FFT {fft_seconds:.3g} s "
@@ -375,6 +376,17 @@ class GemmPlan(Plan):
     def __call__(self, seg, out=None):
         batch, channels, length = seg.shape
         n_out = self.outputs(length)
+        if (self.shared and batch * channels > 1 and seg.is_contiguous() and n_out
+                and length % self.stride == 0 and batch * channels * length < 1 << 26):
+            # many short rows, one kernel: run them as one long row and drop the outputs that
+            # straddle two rows (K−1 per row), so one matrix product serves the whole batch
+            flat = self(seg.reshape(1, 1, -1))
+            per_row = length // self.stride
+            flat = F.pad(flat, (0, batch * channels * per_row - flat.shape[-1]))
+            y = flat.reshape(batch, channels, per_row)[..., :n_out]
+            if out is not None:
+                out.copy_(y)
+            return y
         # full blocks: block j reads [j·hop, (j+1)·hop + tail) and all of it lies in seg
         full = max(0, (length - self.tail) // self.hop) if n_out else 0
         full = min(full, -(-n_out // self.block))

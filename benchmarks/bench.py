@@ -1,0 +1,321 @@
+"""convcli's engine against its peers: workloads W1–W5 (issue 3) x methods x peers.
+
+    python benchmarks/bench.py            # the full run (several minutes on 2 cores)
+    python benchmarks/bench.py --quick    # a small version, seconds
+    python benchmarks/bench.py --process  # also whole-process rows vs SoX (10-minute WAV)
+
+Every timing is the median of ``--repeat`` runs (default 5) after one warm-up run, all in one
+process, side by side, so ratios are fair even on a noisy shared machine (±35 % between runs
+here). Peers that would take longer than ``--budget`` seconds per run are skipped (their
+estimate is printed). Prints a table and writes JSON (``benchmarks/results.json`` by default,
+git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RATE = 48_000
+
+
+def hann(k: int) -> np.ndarray:
+    w = np.hanning(k + 2)[1:-1] if k > 1 else np.ones(1)
+    return w / w.sum()
+
+
+def reverb(k: int, seed: int = 7) -> np.ndarray:
+    """A 1-second-style impulse response: decaying noise, unit energy."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(k) * np.exp(-np.arange(k) / (k / 6))
+    return w / np.sqrt(np.sum(w**2))
+
+
+def timeit(fn, repeat: int, budget: float) -> dict:
+    """Median of ``repeat`` runs after a warm-up; a run slower than ``budget`` ends the series."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    if first > budget:
+        return {"median": first, "runs": 1, "note": "one cold run (slow)"}
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
+
+
+def memory_floor(x, repeat: int) -> float:
+    """Seconds to read the input once and write an output of the same size (preallocated)."""
+    import torch
+
+    out = torch.empty_like(x)
+    return timeit(lambda: out.copy_(x), repeat, 10)["median"]
+
+
+def workloads(quick: bool) -> list[dict]:
+    minutes = 10 / 60 if quick else 10
+    n = int(minutes * 60 * RATE)
+    sweep = [3, 31, 255, 4095, 48_000] if quick else [3, 7, 15, 31, 63, 127, 255, 511, 1023,
+                                                      2047, 4095, 8191, 16383, 48_000]
+    return [
+        {"name": "W1", "what": f"{minutes:g} min stereo 48 kHz, k=31", "shape": (1, 2, n), "k": [31]},
+        {"name": "W2", "what": f"{minutes:g} min stereo 48 kHz, k=4095", "shape": (1, 2, n), "k": [4095]},
+        {"name": "W3", "what": f"{minutes:g} min stereo 48 kHz, k=48000", "shape": (1, 2, n), "k": [48_000]},
+        {"name": "W4", "what": "64 x 1 s mono 16 kHz, k=31", "shape": (64, 1, 16_000), "k": [31]},
+        {"name": "W5", "what": f"{'5 s' if quick else '1 min'} stereo 48 kHz, k sweep",
+         "shape": (1, 2, (5 if quick else 60) * RATE), "k": sweep},
+    ]
+
+
+def runners(x_np: np.ndarray, w_np: np.ndarray, spec, torch_threads: int) -> dict:
+    """name -> (callable, estimated seconds or None). Every one computes ``same`` convolution."""
+    import scipy.signal as ss
+    import torch
+    import torch.nn.functional as F
+
+    from convcli.engine import conv1d
+
+    x = torch.from_numpy(x_np)
+    batch, channels, n = x_np.shape
+    k = w_np.shape[-1]
+    weight = torch.from_numpy(np.broadcast_to(w_np, (channels, 1, k)).copy())
+    flat = x_np.reshape(batch * channels, n)
+    w2 = w_np[None, :]
+    samples = batch * channels * n
+
+    def ours(method):
+        def run():
+            with torch.no_grad():
+                return conv1d(x, weight, spec, method)
+        return run
+
+    def naive():  # the way most people write it: padding= inside the call, correlating the flip
+        with torch.no_grad():
+            return F.conv1d(x, weight.flip(-1), padding=k // 2, groups=channels)[..., :n]
+
+    def padded():
+        with torch.no_grad():
+            left = k // 2
+            return F.conv1d(F.pad(x, (left, k - 1 - left)), weight.flip(-1), groups=channels)
+
+    def numpy_convolve():
+        return [np.convolve(row, w_np, mode="same") for row in flat]
+
+    def direct_estimate(rate):
+        return samples * k / rate
+
+    return {
+        "convcli auto": (ours("auto"), None),
+        "convcli direct": (ours("direct"), direct_estimate(2e9) if k > 512 else None),
+        "convcli fft": (ours("fft"), None),
+        "scipy convolve auto": (lambda: ss.convolve(flat, w2, mode="same"), None),
+        "scipy fftconvolve": (lambda: ss.fftconvolve(flat, w2, mode="same", axes=-1), None),
+        "scipy oaconvolve": (lambda: ss.oaconvolve(flat, w2, mode="same", axes=-1), None),
+        "numpy.convolve": (numpy_convolve, direct_estimate(1.5e9)),
+        "F.conv1d padding= (naive)": (naive, direct_estimate(0.15e9)),
+        "F.pad + F.conv1d": (padded, direct_estimate(0.8e9)),
+    }
+
+
+def run_engine(args) -> list[dict]:
+    import torch
+
+    from convcli.spec import ConvSpec
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for load in workloads(args.quick):
+        if args.only and load["name"] not in args.only:
+            continue
+        batch, channels, n = load["shape"]
+        x_np = (0.25 * rng.standard_normal(load["shape"])).astype(np.float32)
+        floor = memory_floor(torch.from_numpy(x_np), args.repeat)
+        spec = ConvSpec(groups=channels)
+        for k in load["k"]:
+            w_np = (hann(k) if k < 8000 else reverb(k)).astype(np.float32)
+            reference = None
+            results = {}
+            from convcli.engine import choose_method
+
+            choice = choose_method(n, k, spec, "auto", batch=batch, channels=channels,
+                                   x=torch.from_numpy(x_np))
+            for name, (fn, estimate) in runners(x_np, w_np, spec, torch.get_num_threads()).items():
+                if load["name"] == "W5" and name not in ("convcli auto", "convcli direct", "convcli fft",
+                                                         "scipy oaconvolve"):
+                    continue
+                if estimate is not None and estimate > args.budget:
+                    results[name] = {"skipped": f"estimated {estimate:.0f} s per run"}
+                    continue
+                timing = timeit(fn, args.repeat, args.budget)
+                y = fn()
+                y = np.asarray(y.numpy() if hasattr(y, "numpy") else y).reshape(batch * channels, -1)
+                if reference is None and name == "convcli auto":
+                    import scipy.signal as ss
+
+                    probe = slice(n // 2, n // 2 + 20_000)  # exact float64 on a stretch
+                    exact = ss.oaconvolve(x_np.reshape(batch * channels, n).astype(np.float64),
+                                          w_np.astype(np.float64)[None], mode="same", axes=-1)
+                    reference = exact[:, probe], probe
+                timing["max_abs_err"] = float(np.max(np.abs(y[:, reference[1]] - reference[0])))
+                results[name] = timing
+            best = min((r["median"], name) for name, r in results.items() if "median" in r)
+            row = {"workload": load["name"], "what": load["what"], "k": k, "shape": load["shape"],
+                   "memory_floor_s": floor, "auto_picked": f"{choice.method}/{choice.algorithm}"
+                   + (f" nfft {choice.nfft}" if choice.nfft else ""), "fastest": best[1],
+                   "results": results}
+            rows.append(row)
+            print_row(row)
+    return rows
+
+
+def print_row(row: dict) -> None:
+    res = row["results"]
+    auto = res["convcli auto"]["median"]
+    print(f"\n{row['workload']} ({row['what']}{', k=' + str(row['k']) if row['workload'] == 'W5' else ''})"
+          f" - auto picked {row['auto_picked']}; memory floor {row['memory_floor_s']:.3f} s "
+          f"(auto is {auto / row['memory_floor_s']:.0f}x it)")
+    print(f"  {'method':28s} {'median s':>10s} {'runs':>5s} {'auto faster by':>15s} {'max|err|':>10s}")
+    for name, r in res.items():
+        if "median" not in r:
+            print(f"  {name:28s} {'-':>10s} {'':>5s} {'':>15s} {r['skipped']}")
+            continue
+        print(f"  {name:28s} {r['median']:10.4f} {r['runs']:5d} {r['median'] / auto:14.2f}x "
+              f"{r['max_abs_err']:10.1e}")
+    sys.stdout.flush()
+
+
+# --- whole process, as a user runs it -------------------------------------------------------
+def run_timed(cmd: list[str], env=None) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MB) of the child, exit status."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr.read().decode(errors="replace"))
+    return wall, usage.ru_maxrss / 1024, proc.returncode
+
+
+def make_wav(path: Path, seconds: float) -> None:
+    """A stereo 16-bit WAV of band-limited noise at about −12 dBFS, written in blocks."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(3)
+    block = RATE * 10
+    with sf.SoundFile(path, "w", RATE, 2, "PCM_16") as f:
+        left = int(seconds * RATE)
+        while left > 0:
+            m = min(block, left)
+            noise = rng.standard_normal((m, 2)) * 0.25
+            f.write(np.clip(noise, -1, 1))
+            left -= m
+
+
+def run_process(args) -> list[dict]:
+    import soundfile as sf
+
+    workdir = Path(tempfile.gettempdir()) / "convcli_bench"
+    workdir.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    py = sys.executable
+    rows = []
+    t_import, rss_import, _ = run_timed([py, "-c", "import torch"])
+    t_np, rss_np, _ = run_timed([py, "-c", "import numpy, soundfile"])
+    print(f"\nimport torch: {t_import:.2f} s, {rss_import:.0f} MB; import numpy, soundfile: {t_np:.2f} s")
+    rows.append({"what": "import torch", "seconds": t_import, "peak_rss_mb": rss_import})
+    lengths = [("10 min", 600)] + ([("1 hour", 3600)] if args.hour else [])
+    if args.quick:
+        lengths = [("1 min", 60)]
+    sox = shutil.which("sox")
+    for label, seconds in lengths:
+        wav = workdir / f"long{seconds}.wav"
+        if not wav.exists() or sf.info(str(wav)).frames != seconds * RATE:
+            make_wav(wav, seconds)
+        for taps in (31, 48_000):
+            coeffs = hann(taps) if taps < 8000 else reverb(taps) * 0.05
+            txt = workdir / f"coeffs{taps}.txt"
+            npy = workdir / f"coeffs{taps}.npy"
+            np.savetxt(txt, coeffs, fmt="%.10g")
+            np.save(npy, coeffs)
+            ours = workdir / "ours.wav"
+            kernel = ["--size", "31"] if taps == 31 else ["--kernel", str(npy)]
+            cmd = [py, "-m", "convcli", "filter", str(wav), "-o", str(ours), *kernel, "-q"]
+            walls, rss = [], 0.0
+            for _ in range(args.process_repeat):
+                wall, peak, code = run_timed(cmd, env)
+                walls.append(wall)
+                rss = max(rss, peak)
+            row = {"what": f"{label}, {taps} taps", "convcli_s": statistics.median(walls),
+                   "convcli_rss_mb": rss, "runs": len(walls)}
+            if sox:
+                theirs = workdir / "sox.wav"
+                walls, rss = [], 0.0
+                for _ in range(args.process_repeat):
+                    wall, peak, code = run_timed([sox, "-D", str(wav), str(theirs), "fir", str(txt)])
+                    walls.append(wall)
+                    rss = max(rss, peak)
+                row.update(sox_s=statistics.median(walls), sox_rss_mb=rss)
+                a = sf.read(str(ours), dtype="int16")[0].astype(np.int32)
+                b = sf.read(str(theirs), dtype="int16")[0].astype(np.int32)
+                m = min(len(a), len(b))
+                row["max_lsb_vs_sox"] = int(np.max(np.abs(a[:m] - b[:m])))
+                row["length_equal"] = len(a) == len(b)
+            rows.append(row)
+            print(f"{row['what']:22s} convcli {row['convcli_s']:6.2f} s {row['convcli_rss_mb']:6.0f} MB"
+                  + (f" | sox {row['sox_s']:6.2f} s {row['sox_rss_mb']:5.0f} MB | ratio "
+                     f"{row['convcli_s'] / row['sox_s']:.2f}x | max diff {row['max_lsb_vs_sox']} LSB"
+                     if sox else " | sox not installed"))
+            sys.stdout.flush()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small workloads, seconds in all")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per point (after a warm-up)")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="skip a peer whose estimated run exceeds this many seconds")
+    parser.add_argument("--only", nargs="*", help="workloads to run, e.g. W1 W4")
+    parser.add_argument("--process", action="store_true", help="whole-process rows vs SoX")
+    parser.add_argument("--hour", action="store_true", help="add the 1-hour WAV to --process")
+    parser.add_argument("--process-repeat", type=int, default=3)
+    parser.add_argument("--no-engine", action="store_true", help="only the whole-process rows")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.repeat = min(args.repeat, 5)
+        args.budget = min(args.budget, 2.0)
+    import torch
+
+    print(f"convcli bench on {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), timings are medians of {args.repeat} after a warm-up")
+    result = {"machine": {"cores": os.cpu_count(), "torch": torch.__version__,
+                          "python": platform.python_version()}, "args": vars(args)}
+    if not args.no_engine:
+        result["engine"] = run_engine(args)
+    if args.process:
+        result["process"] = run_process(args)
+    Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -55,8 +55,10 @@ CUDA_COST = {"gemm_flop": 1 / 20e12, "conv1d_mac": 1 / 1e12, "fft_flop": 1 / 2e1
 
 #: Outputs per chunk (× rows) for the whole-signal loop: ~4 MB of float32 working set.
 CHUNK_ELEMENTS = 1 << 20
-#: float32 FFT: auto refuses it above this dynamic range (peak / 1st percentile of |x| ≠ 0)
+#: auto's precision rule, by the dynamic range (peak / 1st percentile of |x| ≠ 0): above the
+#: first, a float32 FFT runs in float64; above the second, no FFT at all (direct)
 FFT32_MAX_DYNAMIC_RANGE = 1e5
+FFT64_MAX_DYNAMIC_RANGE = 1e11
 #: relative error of one FFT convolution, per log2(nfft), in units of the dtype's epsilon
 FFT_ERROR_PER_LOG2 = 2.0
 
@@ -172,17 +174,17 @@ def fft_error_bound(nfft: int, dtype: torch.dtype) -> float:
 
 
 def dynamic_range(x: torch.Tensor, sample: int = 1 << 16) -> float:
-    """``max|x|`` over the 1st percentile of the non-zero ``|x|`` (on a subsample); 1 if silent.
+    """``max|x|`` over the 1st percentile of the non-zero ``|x|`` (that on a subsample); 1 if silent.
 
-    A float32 FFT's error is about ``1e-7 · max|x|`` everywhere in a frame, so samples this much
-    quieter than the peak keep only ``1e-7 · range`` of relative precision (scipy issue 22390).
+    An FFT's error is about ``eps · log2(nfft) · max|x|`` everywhere in a frame, so samples this
+    much quieter than the peak keep only ``eps · range`` of relative precision (scipy issue 22390).
     """
-    flat = x.detach().reshape(-1)
+    magnitude = x.detach().abs()
+    peak = float(magnitude.max()) if magnitude.numel() else 0.0
+    flat = magnitude.reshape(-1)
     if flat.numel() > sample:
         flat = flat[:: flat.numel() // sample]
-    magnitude = flat.abs()
-    peak = float(magnitude.max()) if magnitude.numel() else 0.0
-    nonzero = magnitude[magnitude > 0]
+    nonzero = flat[flat > 0]
     if peak == 0.0 or not math.isfinite(peak) or nonzero.numel() == 0:
         return 1.0
     q = max(1, int(0.01 * nonzero.numel()))
@@ -199,8 +201,9 @@ def choose_method(
 
     The cost model (``estimate_costs``) prices the banded GEMM, ``F.conv1d`` and overlap-save at
     its best frame size; ``auto`` takes the cheapest. In float32, where ``x`` (if given) spans
-    more than ``FFT32_MAX_DYNAMIC_RANGE`` (100 dB), the FFT runs in float64 instead (it is priced
-    twice), so quiet samples keep their precision.
+    more than ``FFT32_MAX_DYNAMIC_RANGE`` (100 dB), the FFT runs in float64 instead (priced
+    twice); beyond ``FFT64_MAX_DYNAMIC_RANGE`` (220 dB) no FFT keeps the quiet samples and auto
+    runs direct, whatever it costs.
 
     >>> depthwise_stereo = ConvSpec(groups=2)   # a window on both channels of a stereo file
     >>> choose_method(28_800_000, 31, depthwise_stereo, channels=2).algorithm
@@ -221,14 +224,18 @@ def choose_method(
     note = ""
     direct_seconds = costs[direct_name][0]
     fft_wins = requested == "fft" or requested == "auto" and fft_seconds < direct_seconds
-    if dtype == torch.float32 and x is not None and requested == "auto" and fft_wins:
-        span_db = 20 * math.log10(max(dynamic_range(x), 1.0))
-        if span_db > 20 * math.log10(FFT32_MAX_DYNAMIC_RANGE):
+    if x is not None and requested == "auto" and fft_wins:
+        spread = dynamic_range(x)
+        span_db = 20 * math.log10(max(spread, 1.0))
+        if spread > FFT64_MAX_DYNAMIC_RANGE:
+            fft_seconds = math.inf
+            note = f"; dynamic range {span_db:.0f} dB: an FFT would lose the quiet samples"
+        elif dtype == torch.float32 and spread > FFT32_MAX_DYNAMIC_RANGE:
             fft_dtype, fft_seconds = "float64", fft_seconds * 2
             note = f"; dynamic range {span_db:.0f} dB > 100 dB, so the FFT runs in float64"
     if requested == "direct" or requested == "auto" and direct_seconds <= fft_seconds:
         why = ("asked for with --method" if requested == "direct" else
-               f"cost model: direct {direct_seconds:.3g} s ≤ FFT {fft_seconds:.3g} s "
+               f"cost model: direct {direct_seconds:.3g} s ≤ FFT {costs['fft'][0]:.3g} s "
                f"(kernel span {spec.span(k)})" + note)
         return MethodChoice("direct", why, direct_name, 0, None, estimates)
     if requested == "fft":

@@ -1,0 +1,157 @@
+"""Streaming equals the whole-signal result: the Streamer on random blocks (shorter than the
+kernel too) against scipy, and stream_filter on real files against the whole path."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from convcli.engine import MethodChoice, Streamer, edge_extent
+from convcli.errors import InputError, UsageError
+from convcli.signals import read_signal, to_pcm
+from convcli.spec import PADDINGS, ConvSpec
+from convcli.stream import stream_block, stream_filter
+from tests.test_engine import reference
+
+
+def stream(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec, method, rng, largest: int) -> torch.Tensor:
+    n = x.shape[-1]
+    h = edge_extent(n, spec, w.shape[-1])
+    streamer = Streamer(w, spec, n, x[..., :h], x[..., n - h :], method)
+    outputs, position = [], 0
+    while position < n:
+        size = int(rng.integers(1, largest))
+        outputs.append(streamer.push(x[..., position : position + size]))
+        position += size
+    outputs.append(streamer.finish())
+    return torch.cat(outputs, -1)
+
+
+@pytest.mark.parametrize("mode", ["same", "valid", "full", "causal"])
+@pytest.mark.parametrize("padding", list(PADDINGS))
+def test_streamer_equals_scipy_for_random_blocks(mode, padding):
+    rng = np.random.default_rng(hash((mode, padding, "stream")) % 2**32)
+    grid = list(itertools.product([1, 2, 5], [1, 3], [False, True], [4, 9]))
+    for i in rng.choice(len(grid), size=6, replace=False):
+        stride, dilation, correlate, k = grid[i]
+        spec = ConvSpec(mode=mode, padding=padding, stride=stride, dilation=dilation,
+                        correlate=correlate, groups=2)
+        n = int(rng.integers(60, 300))
+        x = rng.standard_normal((1, 2, n))
+        w = rng.standard_normal((2, 1, k))
+        expected = reference(x, w, spec)
+        span = spec.span(k)
+        for method in (MethodChoice("direct", "", "gemm"), MethodChoice("fft", "", "overlap-save", 64)):
+            # blocks from 1 sample to a few spans: many shorter than the kernel
+            got = stream(torch.from_numpy(x), torch.from_numpy(w), spec, method, rng, 3 * span)
+            case = f"{spec} n={n} k={k} {method.algorithm}"
+            assert tuple(got.shape) == expected.shape, case
+            np.testing.assert_allclose(got.numpy(), expected, atol=1e-11, err_msg=case)
+
+
+def test_streamer_refuses_wrong_lengths():
+    x = torch.zeros(1, 1, 10)
+    streamer = Streamer(torch.ones(1, 1, 3), ConvSpec(), 10, x[..., :2], x[..., -2:], "direct")
+    streamer.push(x[..., :5])
+    with pytest.raises(ValueError, match="ended after 5 of 10"):
+        streamer.finish()
+    with pytest.raises(ValueError, match="pushed 15"):
+        streamer.push(torch.zeros(1, 1, 10))
+
+
+def whole(path, coefficients, spec, subtype):
+    """The whole-signal path as filter runs it: read, filter, round to PCM."""
+    from convcli.engine import filter_batches
+
+    signal = read_signal(str(path))
+    (y,), _ = filter_batches([signal.data], coefficients, spec, method="direct", device="cpu")
+    frames = np.ascontiguousarray(y[0].T)
+    return to_pcm(frames, subtype)[0] if subtype.startswith("PCM") else frames
+
+
+@pytest.mark.parametrize("options", [
+    dict(mode="same", padding="zeros"),
+    dict(mode="full", padding="reflect", stride=3),
+    dict(mode="causal", padding="circular", dilation=2, correlate=True),
+    dict(mode="valid", padding="replicate", stride=2),
+])
+def test_stream_filter_equals_whole_file(tmp_path, options):
+    rng = np.random.default_rng(5)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, rng.uniform(-0.5, 0.5, (5000, 2)), 8000, subtype="DOUBLE")
+    coefficients = np.hanning(33)[1:-1] / np.hanning(33).sum()
+    spec = ConvSpec(**options)
+    out = tmp_path / "out.wav"
+    for block in (7, 100, 4096):  # shorter than the kernel, a few spans, most of the file
+        with open(out, "wb") as handle:
+            result = stream_filter(str(wav), handle, coefficients=coefficients, spec=spec,
+                                   out_format="wav", subtype=None, block=block, method="direct",
+                                   device="cpu")
+        got = sf.read(out, dtype="float64")[0]
+        expected = whole(wav, coefficients, spec, "DOUBLE")
+        assert got.shape == expected.shape == (spec.output_length(5000, 31), 2)
+        np.testing.assert_allclose(got, expected, atol=1e-12, err_msg=f"block {block}")
+        assert result.blocks == -(-5000 // block)
+
+
+def test_stream_pcm16_rounds_and_clips_like_the_whole_path(tmp_path):
+    rng = np.random.default_rng(6)
+    wav = tmp_path / "loud.wav"
+    sf.write(wav, np.clip(rng.standard_normal((20_000, 2)) * 0.6, -1, 1), 44_100, subtype="PCM_16")
+    coefficients = np.ones(9) / 4  # gain up to 2.25: some samples clip
+    out = tmp_path / "out.wav"
+    with open(out, "wb") as handle:
+        result = stream_filter(str(wav), handle, coefficients=coefficients, spec=ConvSpec(),
+                               out_format="wav", subtype=None, block=3000, device="cpu")
+    got = sf.read(out, dtype="int16")[0].astype(int)
+    expected = whole(wav, coefficients, ConvSpec(), "PCM_16").astype(int)
+    assert sf.info(out).subtype == "PCM_16"
+    assert np.abs(got - expected).max() <= 1  # float32 sums in another order: ties may differ
+    assert result.wrote.clipped > 0 and result.wrote.peak > 1
+
+
+def test_stream_refuses_nonfinite_with_its_position(tmp_path):
+    data = np.zeros((3000, 1))
+    data[2345, 0] = np.nan
+    wav = tmp_path / "nan.wav"
+    sf.write(wav, data, 8000, subtype="FLOAT")
+    with open(tmp_path / "o.wav", "wb") as handle, pytest.raises(InputError, match="sample 2345"):
+        stream_filter(str(wav), handle, coefficients=np.ones(3), spec=ConvSpec(), out_format="wav",
+                      subtype=None, block=1000, device="cpu")
+
+
+def test_stream_or_whole_is_decided_in_one_place(tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros((100, 2)), 8000)
+    npy = tmp_path / "a.npy"
+    np.save(npy, np.zeros(100))
+    assert stream_block([str(wav)], None) is None  # short: whole
+    assert stream_block([str(wav)], 64) == 64
+    assert stream_block([str(wav)], None, str(tmp_path / "o.npy")) is None
+    for args in (([str(npy)], 64), ([str(wav), str(wav)], 64), (["-"], 64),
+                 ([str(wav)], 64, str(tmp_path / "o.npy"))):
+        with pytest.raises(UsageError):
+            stream_block(*args)
+
+
+def test_cli_block_streams_and_reports(cli, tmp_path):
+    rng = np.random.default_rng(8)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, rng.uniform(-0.5, 0.5, (30_000, 2)), 16_000, subtype="PCM_16")
+    streamed, plain = tmp_path / "s.wav", tmp_path / "p.wav"
+    proc = cli("filter", wav, "-o", streamed, "--block", "4000", "--size", "63", "--mode", "full",
+               "--json", check=True)
+    summary = json.loads(proc.stdout)
+    assert summary["streamed"] == {"block": 4000, "blocks": 8} and summary["method"] == "direct"
+    assert summary["files"][0]["shape_out"] == [1, 2, 30_062]
+    cli("filter", wav, "-o", plain, "--size", "63", "--mode", "full", "-q", check=True)
+    a = sf.read(streamed, dtype="int16")[0].astype(int)
+    b = sf.read(plain, dtype="int16")[0].astype(int)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1
+    bad = cli("filter", "sample_data/batch.npy", "-o", tmp_path / "x.npy", "--block", "10")
+    assert bad.returncode == 2 and b"--block" in bad.stderr

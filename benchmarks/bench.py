@@ -298,6 +298,7 @@ def main() -> None:
     parser.add_argument("--hour", action="store_true", help="add the 1-hour WAV to --process")
     parser.add_argument("--process-repeat", type=int, default=3)
     parser.add_argument("--no-engine", action="store_true", help="only the whole-process rows")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
     if args.quick:
@@ -305,6 +306,8 @@ def main() -> None:
         args.budget = min(args.budget, 2.0)
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"convcli bench on {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), timings are medians of {args.repeat} after a warm-up")
     result = {"machine": {"cores": os.cpu_count(), "torch": torch.__version__,

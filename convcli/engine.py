@@ -354,6 +354,8 @@ class GemmPlan(Plan):
 
     #: above this many rows, one batched matmul (which copies) beats a loop of in-place products
     LOOP_ROWS = 16
+    #: rows up to this long run as one concatenated row (one matrix product for a whole batch)
+    SHORT_ROW = 1 << 16
 
     def __init__(self, w: torch.Tensor, spec: ConvSpec, block: int | None = None):
         out_channels, _, k = w.shape
@@ -384,13 +386,19 @@ class GemmPlan(Plan):
         batch, channels, length = seg.shape
         n_out = self.outputs(length)
         if (self.shared and batch * channels > 1 and seg.is_contiguous() and n_out
-                and length % self.stride == 0 and batch * channels * length < 1 << 26):
+                and length % self.stride == 0 and length <= self.SHORT_ROW):
             # many short rows, one kernel: run them as one long row and drop the outputs that
             # straddle two rows (K−1 per row), so one matrix product serves the whole batch
-            flat = self(seg.reshape(1, 1, -1))
             per_row = length // self.stride
-            flat = F.pad(flat, (0, batch * channels * per_row - flat.shape[-1]))
-            y = flat.reshape(batch, channels, per_row)[..., :n_out]
+            flat = seg.reshape(1, 1, -1)
+            n_flat = self.outputs(flat.shape[-1])
+            grad = torch.is_grad_enabled() and (seg.requires_grad or self.m1.requires_grad)
+            if grad:
+                y = F.pad(self(flat), (0, batch * channels * per_row - n_flat))
+            else:
+                y = seg.new_empty(1, 1, batch * channels * per_row)
+                self(flat, y[..., :n_flat])
+            y = y.reshape(batch, channels, per_row)[..., :n_out]
             if out is not None:
                 out.copy_(y)
             return y

@@ -35,7 +35,8 @@ RATE = 48_000
 
 
 def hann(k: int) -> np.ndarray:
-    w = np.hanning(k + 2)[1:-1] if k > 1 else np.ones(1)
+    """convcli's ``--window hann --size k`` (scipy's symmetric hann, sum-normalized)."""
+    w = np.hanning(k) if k > 2 else np.ones(k)
     return w / w.sum()
 
 
@@ -203,15 +204,17 @@ def print_row(row: dict) -> None:
 
 # --- whole process, as a user runs it -------------------------------------------------------
 def run_timed(cmd: list[str], env=None) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) of the child, exit status."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr.read().decode(errors="replace"))
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    """Wall seconds, peak RSS (MB) of the command, exit status (``/usr/bin/time`` measures it:
+    a forked child's own ru_maxrss would count the memory of this Python parent)."""
+    with tempfile.NamedTemporaryFile("r") as report:
+        t0 = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report.name, *cmd], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            sys.stderr.write(proc.stderr.decode(errors="replace"))
+        lines = [line for line in report.read().split() if line.strip().isdigit()]
+    return wall, (int(lines[-1]) / 1024 if lines else math.nan), proc.returncode
 
 
 def make_wav(path: Path, seconds: float) -> None:

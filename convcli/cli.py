@@ -331,7 +331,14 @@ def main(argv: list[str] | None = None) -> None:
         args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=args, prog_name="convcli", standalone_mode=False)
+        try:
+            code = command.main(args=args, prog_name="convcli", standalone_mode=False)
+        except SystemExit as exc:
+            # Typer catches EPIPE itself, wraps stdout in PacifyFlushWrapper and exits 1;
+            # a reader that stops reading (| head) is not our failure: exit 0, quietly.
+            if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+                raise BrokenPipeError from None
+            raise
     except ConvcliError as exc:
         if debug:
             raise

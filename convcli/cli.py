@@ -262,11 +262,16 @@ def filter_command(
 
     # 2. read every input whole and check it before computing anything
     signals = []
-    for path in inputs:
-        signal = read_signal(path, layout=layout, rate=rate, dtype=dtype or "auto")
-        if not allow_nonfinite:
-            check_finite(signal)
-        signals.append(signal)
+    clock = time.perf_counter()
+    with report.progress(len(inputs), "reading") as tick:
+        for path in inputs:
+            tick(0, description=f"reading {path}")
+            signal = read_signal(path, layout=layout, rate=rate, dtype=dtype or "auto")
+            if not allow_nonfinite:
+                check_finite(signal)
+            signals.append(signal)
+            tick()
+    read_seconds = time.perf_counter() - clock
     for signal, out in zip(signals, outputs):  # refuse impossible outputs before computing
         out_format = output_format(out, fmt, signal.format)
         if out_format != "npy" and signal.rate is None:
@@ -285,26 +290,31 @@ def filter_command(
     from convcli.signals import atomic_output, choose_subtype, encode
 
     files = []
-    for signal, out, data in zip(signals, outputs, results):
-        out_format = output_format(out, fmt, signal.format)
-        chosen = choose_subtype(out_format, signal, subtype)
-        writer, wrote = encode(data, out_format=out_format, rate=signal.rate, subtype=chosen,
-                               layout=signal.layout)
-        with atomic_output(out) as handle:
-            writer(handle)
-        wrote.path = out
-        if wrote.clipped:
-            avoid = -20 * math.log10(wrote.peak) - 0.1
-            report.warn(f"{out}: {wrote.clipped:,} samples clipped to the {chosen} range "
-                        f"(peak {wrote.peak:.3f}, {dbfs(wrote.peak)}); --gain {avoid:.1f} would avoid it")
-        batch, channels, frames = data.shape
-        report.info(f"wrote [bold]{'stdout' if out == '-' else out}[/bold]: "
-                    f"{human_shape(channels, frames, signal.rate)}"
-                    f"{f', batch {batch}' if batch > 1 else ''}, {out_format.upper()}"
-                    f"{f' {chosen}' if chosen else ''}")
-        files.append({"input": signal.name, "output": out, "format": out_format, "subtype": chosen,
-                      "shape_in": list(signal.shape), "shape_out": list(data.shape),
-                      "rate": signal.rate, "clipped": wrote.clipped, "peak": wrote.peak})
+    clock = time.perf_counter()
+    with report.progress(len(outputs), "writing") as tick:
+        for signal, out, data in zip(signals, outputs, results):
+            out_format = output_format(out, fmt, signal.format)
+            chosen = choose_subtype(out_format, signal, subtype)
+            writer, wrote = encode(data, out_format=out_format, rate=signal.rate, subtype=chosen,
+                                   layout=signal.layout)
+            with atomic_output(out) as handle:
+                tick(0, description=f"writing {'stdout' if out == '-' else out}")
+                writer(handle)
+                tick()
+            wrote.path = out
+            if wrote.clipped:
+                avoid = -20 * math.log10(wrote.peak) - 0.1
+                report.warn(f"{out}: {wrote.clipped:,} samples clipped to the {chosen} range "
+                            f"(peak {wrote.peak:.3f}, {dbfs(wrote.peak)}); --gain {avoid:.1f} would avoid it")
+            batch, channels, frames = data.shape
+            report.info(f"wrote [bold]{'stdout' if out == '-' else out}[/bold]: "
+                        f"{human_shape(channels, frames, signal.rate)}"
+                        f"{f', batch {batch}' if batch > 1 else ''}, {out_format.upper()}"
+                        f"{f' {chosen}' if chosen else ''}")
+            files.append({"input": signal.name, "output": out, "format": out_format, "subtype": chosen,
+                          "shape_in": list(signal.shape), "shape_out": list(data.shape),
+                          "rate": signal.rate, "clipped": wrote.clipped, "peak": wrote.peak})
+    write_seconds = time.perf_counter() - clock
     left, right = spec.pads(coefficients.shape[-1])
     report.info(f"{kernel_label(window, size, kernel, coefficients)}, "
                 f"{'correlate' if correlate else 'convolve'} {mode}, {run['method']} on "
@@ -317,9 +327,160 @@ def filter_command(
                  "correlate": correlate, "groups": groups, "pads": [left, right]},
         **run,
         "seconds": elapsed,
+        "timings": {"read": read_seconds, "compute": elapsed, "write": write_seconds},
+        "clipped": sum(f["clipped"] for f in files),
         "files": files,
     }
     report.finish()
+
+
+# --- window -----------------------------------------------------------------------------------
+@app.command("window")
+def window_command(
+    name: Annotated[str, typer.Argument(
+        metavar="NAME[:PARAM]",
+        help="hann, hamming, blackman, bartlett, rect, kaiser:BETA, gaussian:STD, tukey:ALPHA, "
+        "triang, cosine, nuttall, blackmanharris, flattop, bohman.")],
+    size: SizeOpt = 31,
+    periodic: PeriodicOpt = False,
+    normalize: Annotated[Normalization, typer.Option(
+        "--normalize", rich_help_panel=KERNEL,
+        help="sum: unity DC gain (as filter does); peak: max |w| = 1; none: raw window.")] = "sum",
+    output: Annotated[str, typer.Option(
+        "--output", "-o", rich_help_panel=IO, metavar="FILE|-",
+        help="- (default): one coefficient per line on stdout; FILE.npy: float64 NPY; "
+        "any other name: the same text.")] = "-",
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Print window coefficients, exactly as [b]filter --window[/b] applies them.
+
+    [b]convcli window kaiser:6 --size 21 | convcli filter in.wav --kernel - -o out.wav[/b]
+    gives the same output as [b]--window kaiser:6 --size 21[/b]: every coefficient is printed
+    with full float64 precision (shortest repr that reads back to the same number).
+    """
+    from convcli.kernels import make_kernel
+    from convcli.signals import atomic_output, format_from_path
+    from convcli.windows import parse_window
+
+    window_name, param = parse_window(name)
+    coefficients = make_kernel(window_spec=name, size=size, periodic=periodic,
+                               normalization=normalize)
+    as_npy = output != "-" and format_from_path(output) == "npy"
+    report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout=output == "-")
+    with atomic_output(output) as handle:
+        if as_npy:
+            import numpy as np
+
+            np.save(handle, coefficients, allow_pickle=False)
+        else:
+            handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
+    if output != "-":
+        report.info(f"wrote [bold]{output}[/bold]: {size} coefficients of "
+                    f"{window_name}{'' if param is None else f':{param:g}'}"
+                    f"{' (periodic)' if periodic else ''}, normalized {normalize}, "
+                    f"{'NPY float64' if as_npy else 'text'}")
+    report.summary = {
+        "command": "window", "window": window_name, "param": param, "size": size,
+        "periodic": periodic, "normalize": normalize, "output": output,
+        "format": "npy" if as_npy else "text",
+        "sum": float(coefficients.sum()), "peak": float(abs(coefficients).max()),
+        "coefficients": [float(v) for v in coefficients],
+    }
+    report.finish()
+
+
+# --- info -------------------------------------------------------------------------------------
+@app.command("info")
+def info_command(
+    files: Annotated[list[str], typer.Argument(metavar="FILE...",
+                                               help="Signal files, or - for stdin.")],
+    layout: LayoutOpt = None,
+    rate: RateOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Rate, channels, frames, duration, subtype or dtype, peak, RMS and DC (per channel too).
+
+    Reads the files with numpy and soundfile only (no torch), so it answers fast. Levels are
+    on the float scale (full scale = 1.0, 0 dBFS) over the finite samples.
+    """
+    from convcli.describe import describe
+    from convcli.signals import read_bytes
+
+    if files.count("-") > 1:
+        raise UsageError("standard input can be read only once")
+    report = Reporter(quiet=quiet, json_mode=json_)
+    described, failed = [], []
+    with report.progress(len(files), "reading") as tick:
+        for path in files:
+            tick(0, description=f"reading {path}")
+            try:
+                described.append(describe(read_bytes(path), "stdin" if path == "-" else path,
+                                          layout=layout, rate=rate))
+            except ConvcliError as exc:
+                if len(files) == 1:
+                    raise
+                failed.append(path)
+                report.warn(f"skipped {path}: {exc.line()}")
+            tick()
+    if not json_:
+        from convcli.report import render_info
+
+        write_text("".join(render_info(d) for d in described))
+    report.summary = {"command": "info", "files": described, "failed": failed}
+    report.finish()
+    if failed:
+        raise InputError(f"{len(failed)} of {len(files)} files could not be read: "
+                         f"{', '.join(failed)}", "see the warnings above")
+
+
+# --- explain ----------------------------------------------------------------------------------
+@app.command("explain")
+def explain_command(
+    length: Annotated[int, typer.Option("--length", "-N", min=1, metavar="N",
+                                        help="Input length N in samples.")],
+    size: SizeOpt = 31,
+    window: WindowOpt = None,
+    periodic: PeriodicOpt = False,
+    normalize: NormalizeOpt = None,
+    kernel: KernelOpt = None,
+    groups: GroupsOpt = 1,
+    mode: ModeOpt = "same",
+    padding: PaddingOpt = "zeros",
+    stride: StrideOpt = 1,
+    dilation: DilationOpt = 1,
+    correlate: CorrelateOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Output length, pads, the formula of y\[i], the Jacobian and a worked example for any options.
+
+    [b]convcli explain --length 8 --size 3[/b];
+    [b]convcli explain --length 64 --size 3 --correlate --mode valid[/b] (= torch Conv1d).
+    The kernel length is --size, or the length of --kernel; the worked example uses the given
+    kernel's numbers when it is small, else w = 1, 2, …, k so the flip is visible.
+    """
+    from convcli.explain import explain, render
+
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    coefficients = None
+    if kernel is not None or window is not None:
+        coefficients = load_kernel(window, size, periodic, normalize, kernel)
+    k = size if coefficients is None else coefficients.shape[-1]
+    result = explain(spec, length, k, coefficients)
+    report = Reporter(quiet=quiet, json_mode=json_)
+    if not json_:
+        write_text(render(result) + "\n")
+    report.summary = result
+    report.finish()
+
+
+def write_text(text: str) -> None:
+    """Text that is the command's output, to stdout (a closed pipe ends quietly in main())."""
+    from convcli.signals import write_stdout
+
+    write_stdout(text.encode())
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -109,10 +109,18 @@ def read_signal(
     rate of NPY input (audio keeps its own). ``dtype`` is float32, float64 or auto: float64
     where float32 would lose bits (float64 NPY, 32-bit and double audio), else float32.
     """
+    data = read_bytes(path, stdin)
+    return decode_signal(data, "stdin" if path == "-" else path, layout=layout, rate=rate,
+                         dtype=dtype)
+
+
+def decode_signal(
+    data: bytes, name: str, *, layout: str | None = None, rate: float | None = None,
+    dtype: str = "auto",
+) -> Signal:
+    """``read_signal`` for bytes already in memory; ``name`` is used in messages."""
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
         raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
-    data = read_bytes(path, stdin)
-    name = "stdin" if path == "-" else path
     fmt = sniff_format(data[:12])
     if fmt is None:
         raise InputError(

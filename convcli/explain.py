@@ -144,9 +144,10 @@ def _jacobian_input(spec: ConvSpec, n: int, k: int, length: int, first: int, las
     listed = [f"{e['offset']:+d}: {e['value']}" for e in reversed(diagonals)]
     where = ", ".join(listed if k <= 7 else [*listed[:3], "…", *listed[-3:]])
     if s == 1:
+        c = input_index(spec, 0, 0, k)
+        e_of_j = f"{c} {'+' if spec.correlate else '−'} {_times(spec.dilation, 'j')}"
         shape_words = (f"banded Toeplitz ({length} × {n}): J[i, i+e] = w[j] on diagonal "
-                       f"e = {spec.index_expr(k).replace('i', '').strip().lstrip('+ ') or '0'}; "
-                       f"nonzero diagonals {where}")
+                       f"e = {e_of_j}; nonzero diagonals {where}")
         if spec.dilation > 1:
             shape_words += f" (every {spec.dilation}th diagonal of the band; the others are 0)"
     else:

@@ -282,8 +282,9 @@ def filter_command(
     from convcli.engine import filter_batches
 
     started = time.perf_counter()
-    results, run = filter_batches([s.data for s in signals], coefficients, spec,
-                                  method=method, device=device)
+    with report.progress(None, f"filtering {len(signals)} signal{'s' * (len(signals) > 1)}"):
+        results, run = filter_batches([s.data for s in signals], coefficients, spec,
+                                      method=method, device=device)
     elapsed = time.perf_counter() - started
 
     # 4. write, each output atomically, and report
@@ -454,7 +455,7 @@ def explain_command(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Output length, pads, the formula of y\[i], the Jacobian and a worked example for any options.
+    r"""Output length, pads, the formula of y\[i], the Jacobian and a worked example for any options.
 
     [b]convcli explain --length 8 --size 3[/b];
     [b]convcli explain --length 64 --size 3 --correlate --mode valid[/b] (= torch Conv1d).

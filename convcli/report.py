@@ -27,6 +27,7 @@ class Reporter:
     data_on_stdout: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     _console: Any = None
+    _started: float = field(default_factory=time.monotonic)  # bars wait PROGRESS_DELAY from here
 
     @property
     def console(self) -> Any:
@@ -45,9 +46,10 @@ class Reporter:
             self.console.print(f"[yellow]warning:[/yellow] {message}")
 
     def progress(self, total: float | None, description: str, *, delay: float = PROGRESS_DELAY):
-        """A progress bar on stderr for this command (none with --quiet or --json)."""
+        """A progress bar on stderr for this command (none with --quiet or --json); it shows
+        once the command has run ``delay`` seconds, counted from the Reporter's creation."""
         return progress(total, description, enabled=not (self.quiet or self.json_mode),
-                        delay=delay, console=self._console)
+                        delay=delay, console=self._console, since=self._started)
 
     def finish(self, stream: TextIO | None = None) -> None:
         if not self.json_mode:
@@ -60,7 +62,9 @@ class Reporter:
 class Ticker:
     """Advance a progress bar: ``tick(n)`` adds n units of work done; ``tick(description=...)``
     relabels it. The bar is drawn on stderr only when stderr is a terminal, and only once the
-    work has run ``delay`` seconds; otherwise ticking costs one clock read.
+    work has run ``delay`` seconds (counted from ``since``, default now): a timer shows it then
+    even if nothing ticks, so one long step still gets a bar with its elapsed time. Without a
+    terminal, ticking just counts.
 
     >>> tick = Ticker(10, "blocks", enabled=False)
     >>> tick(3); tick(2); tick.done
@@ -68,14 +72,26 @@ class Ticker:
     """
 
     def __init__(self, total: float | None, description: str, *, enabled: bool = True,
-                 delay: float = PROGRESS_DELAY, console: Any = None) -> None:
-        self.total, self.description, self.delay = total, description, delay
+                 delay: float = PROGRESS_DELAY, console: Any = None,
+                 since: float | None = None) -> None:
+        import threading
+
+        self.total, self.description = total, description
         self.done = 0.0
         self._console = console
-        self._started = time.monotonic()
         self._bar: Any = None
         self._task: Any = None
-        self._enabled = enabled and _stderr_is_terminal(console)
+        self._closed = False
+        self._lock = threading.Lock()
+        self._timer: Any = None
+        if enabled and _stderr_is_terminal(console):
+            wait = delay - (0.0 if since is None else time.monotonic() - since)
+            if wait <= 0:
+                self._start()
+            else:
+                self._timer = threading.Timer(wait, self._start)
+                self._timer.daemon = True
+                self._timer.start()
 
     def __call__(self, advance: float = 1, *, description: str | None = None,
                  total: float | None = None) -> None:
@@ -84,36 +100,42 @@ class Ticker:
             self.description = description
         if total is not None:
             self.total = total
-        if not self._enabled:
-            return
-        if self._bar is None:
-            if time.monotonic() - self._started < self.delay:
-                return
-            self._start()
-        self._bar.update(self._task, completed=self.done, total=self.total,
-                         description=self.description)
+        if self._bar is not None:
+            with self._lock:
+                if self._bar is not None:
+                    self._bar.update(self._task, completed=self.done, total=self.total,
+                                     description=self.description)
 
     def _start(self) -> None:
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
-        console = self._console or Console(stderr=True)
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                             transient=True)
-        self._bar.start()
-        self._task = self._bar.add_task(self.description, total=self.total, completed=self.done)
+        with self._lock:
+            if self._closed:
+                return
+            console = self._console or Console(stderr=True)
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                           transient=True)
+            self._task = bar.add_task(self.description, total=self.total, completed=self.done)
+            bar.start()
+            self._bar = bar
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._bar is not None:
+                self._bar.stop()
+                self._bar = None
 
 
 @contextlib.contextmanager
 def progress(total: float | None, description: str, *, enabled: bool = True,
-             delay: float = PROGRESS_DELAY, console: Any = None) -> Iterator[Ticker]:
+             delay: float = PROGRESS_DELAY, console: Any = None,
+             since: float | None = None) -> Iterator[Ticker]:
     """A progress bar for work that may take more than about a second.
 
     Yields a ``Ticker``: call it with the units done since the last call (files, blocks,
@@ -127,7 +149,8 @@ def progress(total: float | None, description: str, *, enabled: bool = True,
                 ...
                 tick()
     """
-    ticker = Ticker(total, description, enabled=enabled, delay=delay, console=console)
+    ticker = Ticker(total, description, enabled=enabled, delay=delay, console=console,
+                    since=since)
     try:
         yield ticker
     finally:

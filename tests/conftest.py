@@ -11,6 +11,16 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/reference.py
+
+
+def pytest_configure(config):
+    # Tests use tiny tensors: one intra-op thread avoids spin-waiting workers, which made each
+    # small conv 50x slower on a busy 2-core machine (benchmarks, not tests, measure speed).
+    import torch
+
+    torch.set_num_threads(1)
+
 SAMPLES = ROOT / "sample_data"
 
 

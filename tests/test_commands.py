@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,15 +37,15 @@ def _json(proc: subprocess.CompletedProcess, stream: str = "stdout") -> dict:
     ("kaiser", 6.0, 21, False, "sum"),
     ("tukey", 0.3, 8, True, "peak"),
 ])
-def test_window_prints_scipy_coefficients_round_trip(cli, tmp_path, name, param, size, periodic,
-                                                     norm):
+def test_window_prints_scipy_coefficients_round_trip(cli_fast, tmp_path, name, param, size,
+                                                     periodic, norm):
     spec = name if param is None else f"{name}:{param:g}"
     args = ["window", spec, "--size", str(size), "--normalize", norm]
     if periodic:
         args.append("--periodic")
-    text = cli(*args, check=True)
+    text = cli_fast(*args, check=True)
     npy = tmp_path / "w.npy"
-    cli(*args, "-o", npy, check=True)
+    cli_fast(*args, "-o", npy, check=True)
     printed = np.array([float(line) for line in text.stdout.decode().splitlines()])
     saved = np.load(npy)
     assert saved.dtype == np.float64
@@ -57,8 +58,8 @@ def test_window_prints_scipy_coefficients_round_trip(cli, tmp_path, name, param,
     assert text.stderr == b""  # nothing but data, data on stdout
 
 
-def test_window_json_goes_to_stderr_when_stdout_is_data(cli):
-    proc = cli("window", "hann", "--size", "5", "--json")
+def test_window_json_goes_to_stderr_when_stdout_is_data(cli_fast):
+    proc = cli_fast("window", "hann", "--size", "5", "--json")
     assert [float(v) for v in proc.stdout.split()] == [0.0, 0.25, 0.5, 0.25, 0.0]
     summary = json.loads(proc.stderr)
     assert summary["coefficients"] == [0.0, 0.25, 0.5, 0.25, 0.0]
@@ -66,10 +67,11 @@ def test_window_json_goes_to_stderr_when_stdout_is_data(cli):
 
 
 # --- info --------------------------------------------------------------------------------------
-def test_info_figures_match_numpy(cli):
-    files = ["chord.wav", "speech.wav", "batch.npy", "tc.npy"]
-    summary = _json(cli("info", *files, "--json", cwd=SAMPLES))
-    by_name = {d["file"]: d for d in summary["files"]}
+def test_info_figures_match_numpy(cli_fast):
+    files = [str(SAMPLES / f) for f in ("chord.wav", "speech.wav", "batch.npy", "tc.npy")]
+    summary = _json(cli_fast("info", *files, "--json"))
+    by_name = {Path(d["file"]).name: d for d in summary["files"]}
+    files = [Path(f).name for f in files]
     for name in files:
         d = by_name[name]
         if name.endswith(".wav"):
@@ -96,10 +98,10 @@ def test_info_figures_match_numpy(cli):
     assert by_name["speech.wav"]["frames"] == 78000
 
 
-def test_info_human_text_on_stdout_and_a_bad_file_is_exit_1(cli):
-    proc = cli("info", "chord.wav", "missing.wav", cwd=SAMPLES)
+def test_info_human_text_on_stdout_and_a_bad_file_is_exit_1(cli_fast):
+    proc = cli_fast("info", SAMPLES / "chord.wav", "missing.wav")
     assert proc.returncode == 1
-    assert proc.stdout.startswith(b"chord.wav: WAV PCM_16, 44,100 Hz, 2 ch")
+    assert proc.stdout.startswith(f"{SAMPLES / 'chord.wav'}: WAV PCM_16, 44,100 Hz, 2 ch".encode())
     err = proc.stderr.decode()
     assert "skipped missing.wav" in err and err.strip().splitlines()[-1].startswith("error: ")
 
@@ -206,8 +208,8 @@ def test_explain_jacobian_diagonals_match_the_autograd_jacobian():
     assert e["jacobian_input"]["structure"].startswith("banded Toeplitz (12 × 12)")
 
 
-def test_explain_cli_worked_example_and_json(cli):
-    text = cli("explain", "--length", "8", "--size", "3", check=True).stdout.decode()
+def test_explain_cli_worked_example_and_json(cli_fast):
+    text = cli_fast("explain", "--length", "8", "--size", "3", check=True).stdout.decode()
     assert "y[i] = Σ_{j=0}^{2} w[j]·x[i + 1 − j]" in text
     assert "y[0] = w[0]·x[1] + w[1]·x[0] + w[2]·0 (pad x[-1])" in text
     assert "= 1·2 + 2·1 + 3·0 = 4" in text
@@ -215,7 +217,7 @@ def test_explain_cli_worked_example_and_json(cli):
     np.testing.assert_array_equal(  # the example's y is numpy.convolve's
         [float(v) for v in re.search(r"y = \[(.*)\]", text).group(1).split(",")],
         np.convolve(np.arange(1, 9), [1, 2, 3], mode="same"))
-    e = _json(cli("explain", "--length", "64", "--size", "3", "--correlate", "--mode", "valid",
+    e = _json(cli_fast("explain", "--length", "64", "--size", "3", "--correlate", "--mode", "valid",
                   "--json"))
     assert e["output_length"] == 62 and e["pads"] == [0, 0] and e["operation"] == "correlation"
 
@@ -237,16 +239,17 @@ def test_fast_commands_do_not_import_torch(args):
     assert "torch" not in modules and "convcli.engine" not in modules
 
 
-def test_exit_codes_and_debug(cli):
-    usage = cli("window", "hann", "--size", "0")
+def test_exit_codes_and_debug(cli, cli_fast):
+    usage = cli_fast("window", "hann", "--size", "0")
     assert usage.returncode == 2 and usage.stderr.decode().startswith("error: ")
     assert len(usage.stderr.decode().strip().splitlines()) == 1
-    data = cli("info", "missing.wav")
+    data = cli_fast("info", "missing.wav")
     assert data.returncode == 1
     assert data.stderr.decode() == "error: no such file: missing.wav (hint: check the path)\n"
-    debug = cli("info", "missing.wav", "--debug")
+    debug = cli("info", "missing.wav", "--debug")  # a real process: the traceback is Python's
     assert debug.returncode == 1 and "Traceback" in debug.stderr.decode()
-    assert cli("--show-completion", "bash").returncode == 0
+    assert "InputError: no such file" in debug.stderr.decode()
+    assert cli_fast("--show-completion", "bash").returncode == 0
 
 
 def test_completion_completes_commands_and_choices():

@@ -9,9 +9,10 @@ The convention (also stated in a comment at the top of README's Usage section):
   `sox sample_data/chord.wav -t wav - | convcli filter - -o - | sox -t wav - out.wav` runs, and
   the Quick start's `.venv/bin/convcli ...` (which would build a virtual environment) does not.
   A line ending in a backslash continues on the next one.
-- The lines run in README order, in one bash with `set -o pipefail`, from a temporary
-  directory that holds a copy of sample_data/ (so `sample_data/chord.wav` resolves and outputs
-  land in the temporary directory); a later line may use an earlier line's output.
+- Each line runs on its own, in bash with `set -o pipefail`, in a fresh temporary directory
+  that holds a copy of sample_data/ (so `sample_data/chord.wav` resolves and outputs land in
+  that directory). Lines run in parallel (one per core; each pays for `import torch`), so a
+  line cannot use another line's output: chain dependent steps with `&&` on one line.
   `convcli` there is this checkout's `python -m convcli`.
 - Lines that call `sox` or `ffmpeg` are left out, with the reason in the test's output, where
   that program is not installed.
@@ -25,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -73,38 +75,38 @@ def test_convention_picks_the_right_lines():
         "convcli filter a.wav --size 3"]
 
 
+def _run_line(command: str, workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    shutil.copytree(SAMPLES, workdir / "sample_data")
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=workdir, env=env,
+                          capture_output=True, timeout=600)
+
+
 def test_readme_commands_run(tmp_path):
     commands = readme_commands(README.read_text())
     assert commands, "README.md has no ```sh lines that call convcli"
-    shutil.copytree(SAMPLES, tmp_path / "sample_data")
     bindir = tmp_path / "_bin"
     bindir.mkdir()
     (bindir / "convcli").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m convcli "$@"\n')
     (bindir / "convcli").chmod(0o755)
-    skipped, script = [], ["set -o pipefail"]
-    for index, (number, command) in enumerate(commands):
-        missing = [tool for tool in ("sox", "ffmpeg")
-                   if re.search(rf"(^|[|;&(]\s*){tool}\s", command) and not shutil.which(tool)]
-        if missing:
-            skipped.append(f"README.md:{number} needs {', '.join(missing)}: {command}")
-            continue
-        script.append(f"( {command} ) > out.{index} 2> err.{index}; echo $? > rc.{index}")
     env = cli_env()
     env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, env=env,
-                          capture_output=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr.decode()
+    skipped, jobs = [], {}
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        for number, command in commands:
+            missing = [tool for tool in ("sox", "ffmpeg")
+                       if re.search(rf"(^|[|;&(]\s*){tool}\s", command) and not shutil.which(tool)]
+            if missing:
+                skipped.append(f"README.md:{number} needs {', '.join(missing)}: {command}")
+                continue
+            workdir = tmp_path / f"line{number}"
+            workdir.mkdir()
+            jobs[(number, command)] = pool.submit(_run_line, command, workdir, env)
     failures = []
-    for index, (number, command) in enumerate(commands):
-        rc_file = tmp_path / f"rc.{index}"
-        if not rc_file.exists():
-            continue
-        rc = int(rc_file.read_text())
-        if rc != 0:
-            err = (tmp_path / f"err.{index}").read_text(errors="replace").strip()[-800:]
-            failures.append(f"README.md:{number} exit {rc}: {command}\n    {err}")
-    for line in skipped:
-        print("skipped", line)
+    for (number, command), job in jobs.items():
+        proc = job.result()
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip()[-800:]
+            failures.append(f"README.md:{number} exit {proc.returncode}: {command}\n    {err}")
     assert not failures, "README commands failed:\n" + "\n".join(failures)
     if skipped:
         pytest.skip(f"{len(skipped)} README lines need tools not installed: "

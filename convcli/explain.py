@@ -25,6 +25,8 @@ from convcli.spec import ConvSpec
 #: worked examples use the real N and k when they are this small, else a small stand-in
 EXAMPLE_MAX_N = 12
 EXAMPLE_MAX_K = 5
+#: the JSON lists the Jacobian's diagonals tap by tap up to this many taps
+MAX_LISTED_TAPS = 1000
 
 PAD_WORDS = {
     "zeros": "0",
@@ -138,11 +140,14 @@ def _jacobian_input(spec: ConvSpec, n: int, k: int, length: int, first: int, las
     """J[i, m] = ∂y[i]/∂x[m], shape (L_out, N), in words plus its diagonals."""
     s = spec.stride
     left, right = spec.pads(k)
-    diagonals = [{"offset": input_index(spec, 0, j, k), "value": f"w[{j}]"} for j in range(k)]
+    # diagonal offsets e = m − i are monotonic in j, so the band ends are taps 0 and k−1;
+    # list every tap for reasonable k, the first and last 10 beyond (k may be millions)
+    taps = range(k) if k <= MAX_LISTED_TAPS else [*range(10), *range(k - 10, k)]
+    diagonals = [{"offset": input_index(spec, 0, j, k), "value": f"w[{j}]"} for j in taps]
     diagonals.sort(key=lambda e: e["offset"])
     offsets = [e["offset"] for e in diagonals]
     listed = [f"{e['offset']:+d}: {e['value']}" for e in reversed(diagonals)]
-    where = ", ".join(listed if k <= 7 else [*listed[:3], "…", *listed[-3:]])
+    where = ", ".join(listed if len(listed) <= 7 else [*listed[:3], "…", *listed[-3:]])
     if s == 1:
         c = input_index(spec, 0, 0, k)
         e_of_j = f"{c} {'+' if spec.correlate else '−'} {_times(spec.dilation, 'j')}"
@@ -176,6 +181,7 @@ def _jacobian_input(spec: ConvSpec, n: int, k: int, length: int, first: int, las
         "entry": "J[i, m] = Σ_j w[j] over the taps j with source(index(i, j)) = m",
         "structure": shape_words,
         "diagonals": diagonals,
+        "diagonals_complete": k <= MAX_LISTED_TAPS,
         "band": [min(offsets), max(offsets)],
         "edges": edges,
         "nonzeros_per_row": k,

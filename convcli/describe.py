@@ -111,6 +111,6 @@ def _npy_header(data: bytes, name: str) -> tuple[tuple[int, ...], str]:
             handle = io.BytesIO(data[:6] + bytes([2, 0]) + data[8:])
             fmt.read_magic(handle)
         shape, _, dtype = read(handle)
-    except Exception as exc:  # numpy raises ValueError and friends for bad headers
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:  # numpy: bad or cut headers
         raise InputError(f"cannot read {name} as NPY: {exc}", "is the file complete?") from None
     return tuple(shape), str(dtype)

@@ -277,7 +277,7 @@ def _rows(a: int, b: int) -> str:
 
 
 def _num(v: float) -> str:
-    return f"{v:g}" if abs(v - round(v)) > 1e-12 or abs(v) >= 1e15 else str(int(round(v)))
+    return f"{v:g}" if abs(v - round(v)) > 1e-12 or abs(v) >= 1e15 else str(round(v))
 
 
 def _interior_words(e: dict[str, Any]) -> str:
@@ -294,11 +294,12 @@ def render(e: dict[str, Any]) -> str:
     sp = e["spec"]
     left, right = e["pads"]
     ex = e["example"]
+    sizes = "exactly these sizes" if ex["same_as_asked"] else "same options, smaller sizes"
     opts = (f"mode={sp['mode']}, padding={sp['padding']}, stride={sp['stride']}, "
             f"dilation={sp['dilation']}")
     lines = [
-        f"{e['operation'].capitalize()} of N = {e['input_length']} samples with k = {e['taps']} "
-        f"taps ({opts})",
+        (f"{e['operation'].capitalize()} of N = {e['input_length']} samples with "
+         f"k = {e['taps']} taps ({opts})"),
         "",
         f"  what        {e['operation_words']}",
         f"  span        K = d·(k−1)+1 = {e['span']}",
@@ -319,8 +320,8 @@ def render(e: dict[str, Any]) -> str:
         f"  ∂y/∂w       {jk['shape'][0]} × {jk['shape'][1]}: {jk['entry']}; {jk['structure']}",
         f"  channels    {e['channels']}",
         "",
-        f"  worked example ({'exactly these sizes' if ex['same_as_asked'] else 'same options, smaller sizes'}): "
-        f"N = {ex['n']}, k = {ex['k']}, pads {ex['pads'][0]}/{ex['pads'][1]}",
+        (f"  worked example ({sizes}): N = {ex['n']}, k = {ex['k']}, "
+         f"pads {ex['pads'][0]}/{ex['pads'][1]}"),
         f"    x = {[_num(v) for v in ex['x']]}".replace("'", ""),
         f"    w = {[_num(v) for v in ex['w']]}   ({ex['w_from']})".replace("'", ""),
     ]

@@ -108,8 +108,14 @@ class Ticker:
 
     def _start(self) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         with self._lock:
             if self._closed:
@@ -200,8 +206,8 @@ def render_info(d: dict[str, Any]) -> str:
     batch = f"{d['batch']} × " if d["batch"] > 1 else ""
     lines = [
         f"{d['file']}: {kind}, {rate}, {batch}{d['channels']} ch × {d['frames']:,} frames{duration}",
-        f"  {'channel':8s} {'peak':>10s} {'dBFS':>7s} {'RMS':>10s} {'dBFS':>7s} {'DC':>10s} "
-        f"{'|x|≥1':>7s}",
+        (f"  {'channel':8s} {'peak':>10s} {'dBFS':>7s} {'RMS':>10s} {'dBFS':>7s} {'DC':>10s} "
+         f"{'|x|≥1':>7s}"),
     ]
     rows = [("all", d)] + ([(str(c["channel"]), c) for c in d["channel"]] if d["channels"] > 1 else [])
     for label, r in rows:

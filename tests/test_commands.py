@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from scipy import signal as sps
-
 from conftest import SAMPLES, cli_env
+from scipy import signal as sps
 
 from convcli.errors import InputError
 from convcli.explain import explain
@@ -225,7 +224,8 @@ def test_explain_cli_worked_example_and_json(cli_fast):
 # --- command-line manners ------------------------------------------------------------------------
 def _imports(*args: str) -> str:
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "convcli", *args],
-                          capture_output=True, env=cli_env(), cwd=SAMPLES, timeout=120)
+                          capture_output=True, env=cli_env(), cwd=SAMPLES, check=False,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     return proc.stderr.decode()
 
@@ -256,7 +256,7 @@ def test_completion_completes_commands_and_choices():
     env = cli_env() | {"_CONVCLI_COMPLETE": "complete_bash", "COMP_WORDS": "convcli filter x --mode ",
                        "COMP_CWORD": "4"}
     proc = subprocess.run([sys.executable, "-m", "convcli"], env=env, capture_output=True,
-                          timeout=60)
+                          check=False, timeout=60)
     assert proc.stdout.decode().split() == ["same", "valid", "full", "causal"]
 
 

@@ -94,11 +94,13 @@ def to_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.nd
     """
     if kernel.ndim == 1:
         if groups != 1:
-            raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only")
+            raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only",
+                             "drop --groups, or give an (O, C/G, k) .npy kernel")
         return np.broadcast_to(kernel, (channels, 1, kernel.shape[0])).copy(), channels
     if kernel.ndim == 2:
         if groups != 1:
-            raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only")
+            raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only",
+                             "drop --groups, or give an (O, C/G, k) .npy kernel")
         if kernel.shape[0] != channels:
             raise InputError(
                 f"the kernel has {kernel.shape[0]} rows but the signal has {channels} channels",

@@ -95,6 +95,10 @@ def read_bytes(path: str, stdin: BinaryIO | None = None, what: str = "input") ->
     if p.is_dir():
         raise InputError(f"{what} {path} is a directory, not a file", "give a file path")
     try:
+        from convcli.resources import check_allocation
+
+        check_allocation(p.stat().st_size, f"reading {what} {path}",
+                         "split the file, or filter it in pieces with --block (streaming)")
         data = p.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}",
@@ -229,10 +233,28 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
     The one place convcli calls ``np.load`` (signals and kernels both come here). Truncated
     or corrupt files, and object arrays, become an ``InputError``.
     """
+    stream = io.BytesIO(data)
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        fmt = np.lib.format
+        version = fmt.read_magic(stream)
+        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+        header = read_header[version](stream) if version in read_header else None
+        if header is not None and not header[2].hasobject:
+            shape, _, dtype = header
+            expected = math.prod(shape) * dtype.itemsize
+            present = len(data) - stream.tell()
+            if present < expected:  # refuse before numpy allocates what the header claims
+                raise InputError(
+                    f"{name} is truncated: its header announces {shape} {dtype} "
+                    f"({expected:,} bytes) but only {present:,} bytes follow",
+                    "the file was cut short; save it again",
+                )
+        stream.seek(0)
+        return np.load(stream, allow_pickle=False)
+    except InputError:
+        raise
     except ValueError as exc:
-        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+        if "pickle" in str(exc).lower():
             raise InputError(
                 f"{name} holds Python objects, which convcli never unpickles",
                 "save a plain float array with numpy.save",

@@ -233,24 +233,13 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
     The one place convcli calls ``np.load`` (signals and kernels both come here). Truncated
     or corrupt files, and object arrays, become an ``InputError``.
     """
+    import warnings
+
     stream = io.BytesIO(data)
     try:
-        fmt = np.lib.format
-        version = fmt.read_magic(stream)
-        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
-        header = read_header[version](stream) if version in read_header else None
-        if header is not None and not header[2].hasobject:
-            shape, _, dtype = header
-            expected = math.prod(shape) * dtype.itemsize
-            present = len(data) - stream.tell()
-            if present < expected:  # refuse before numpy allocates what the header claims
-                raise InputError(
-                    f"{name} is truncated: its header announces {shape} {dtype} "
-                    f"({expected:,} bytes) but only {present:,} bytes follow",
-                    "the file was cut short; save it again",
-                )
-        stream.seek(0)
-        return np.load(stream, allow_pickle=False)
+        with warnings.catch_warnings():  # a crafted header can make Python warn while parsing it
+            warnings.simplefilter("ignore")
+            return _load_npy(stream, data, name)
     except InputError:
         raise
     except ValueError as exc:
@@ -264,6 +253,25 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
     except Exception as exc:  # numpy raises OSError, EOFError, SyntaxError, ... for bad headers
         raise InputError(f"cannot read {name} as NPY: {type(exc).__name__}: {exc}",
                          "the file may be truncated or corrupt; save it again") from None
+
+
+def _load_npy(stream: io.BytesIO, data: bytes, name: str) -> np.ndarray:
+    fmt = np.lib.format
+    version = fmt.read_magic(stream)
+    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    header = read_header[version](stream) if version in read_header else None
+    if header is not None and not header[2].hasobject:
+        shape, _, dtype = header
+        expected = math.prod(shape) * dtype.itemsize
+        present = len(data) - stream.tell()
+        if present < expected:  # refuse before numpy allocates what the header claims
+            raise InputError(
+                f"{name} is truncated: its header announces {shape} {dtype} "
+                f"({expected:,} bytes) but only {present:,} bytes follow",
+                "the file was cut short; save it again",
+            )
+    stream.seek(0)
+    return np.load(stream, allow_pickle=False)
 
 
 def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None, dtype: str) -> Signal:

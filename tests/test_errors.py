@@ -88,7 +88,7 @@ class Case:
 F = ["filter"]
 CASES = [
     # (these import torch: submitted first, so the pool overlaps them)
-    Case("valid-kernel-longer", F + ["short.npy", "--mode", "valid"], 1, "longer than the signal", real=True),
+    Case("valid-kernel-longer", F + ["short.npy", "--mode", "valid"], 1, "longer than the signal"),
     Case("kernel-channels", F + ["chord.wav", "--kernel", "k3.txt"], 1, "3 rows"),
     Case("reflect-too-long", F + ["short.npy", "--padding", "reflect", "--size", "31"], 1,
          "reflect padding"),
@@ -137,10 +137,16 @@ CASES = [
          "does not exist"),
     Case("outdir-read-only", F + ["chord.wav", "-o", "ro/o.wav"], 1, "cannot write", needs="ro"),
     Case("output-is-directory", F + ["chord.wav", "-o", "."], 1, "is a directory"),
-    Case("empty-stdin", F + ["-", "-o", "o.wav"], 1, "standard input is empty", stdin=b"", real=True),
+    Case("empty-stdin", F + ["-", "-o", "o.wav"], 1, "standard input is empty", stdin=b"",
+         real=True),
+    Case("stdout-nothing-partial", F + ["loud.npy", "--rate", "8000", "--size", "1", "-o", "-",
+                                        "--format", "wav", "--subtype", "PCM_16",
+                                        "--clip", "error"],
+         1, "would clip"),
     Case("output-is-input", F + ["chord.wav", "-o", "chord.wav"], 2, "also an input"),
     Case("output-is-input-dot", F + ["chord.wav", "-o", "./chord.wav"], 2, "also an input"),
-    Case("output-is-input-symlink", F + ["link.wav", "-o", "chord.wav"], 2, "also an input", real=True),
+    Case("output-is-input-symlink", F + ["link.wav", "-o", "chord.wav"], 2, "also an input",
+         real=True),
     Case("output-is-symlink-to-input", F + ["chord.wav", "-o", "link.wav"], 2, "also an input"),
 ]
 
@@ -273,3 +279,182 @@ def test_bad_input_one_clear_error(case: Case, results):
     assert proc.stdout == b"", context
     assert after == before, f"files changed: {set(after.items()) ^ set(before.items())}"
     assert not any(name.endswith(".part") for name in after)
+
+
+# --- what does work, and where the policies show ------------------------------------------
+@pytest.fixture
+def workdir(tmp_path):
+    make_inputs(tmp_path)
+    return tmp_path
+
+
+def test_allow_nonfinite_propagates(workdir):
+    proc = run_main(["filter", "nan.npy", "--window", "rect", "--size", "3", "--normalize", "none",
+                     "--method", "direct", "--allow-nonfinite", "-o", "y.npy"], workdir)
+    assert proc.returncode == 0, proc.stderr
+    x, y = np.load(workdir / "nan.npy"), np.load(workdir / "y.npy")
+    expected = np.stack([np.convolve(row, np.ones(3), "same") for row in x])
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    assert np.isnan(y[1, 6:9]).all() and not np.isnan(y[0]).any()
+    np.testing.assert_allclose(y[~np.isnan(y)], expected[~np.isnan(expected)], atol=1e-12)
+
+
+@pytest.mark.parametrize("policy", ["warn", "clamp"])
+def test_clip_policy_clamps_and_reports(workdir, policy):
+    proc = run_main(["filter", "loud.npy", "--rate", "8000", "--size", "1", "-o", "l.wav",
+                     "--subtype", "PCM_16", "--clip", policy, "--json"], workdir)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    summary = json.loads(proc.stdout)
+    x = np.load(workdir / "loud.npy").astype(np.float64)
+    clipped = int(np.count_nonzero(np.abs(np.rint(x * 32768)) > 32767))  # 1.5 and -2.0
+    entry = summary["files"][0]
+    assert summary["clip"] == policy
+    assert entry["clipped"] == clipped == 500 and entry["peak"] == 2.0
+    gain = 10 ** (entry["safe_gain_db"] / 20)
+    assert np.abs(np.rint(x * gain * 32768)).max() <= 32767 < np.abs(np.rint(x * 32768)).max()
+    louder = 10 ** ((entry["safe_gain_db"] + 0.1) / 20)  # the advice is tight (to 0.1 dB)
+    assert np.abs(np.rint(x * louder * 32768)).max() > 32767
+    written, _ = sf.read(workdir / "l.wav", dtype="int16")
+    np.testing.assert_array_equal(written, np.clip(np.rint(x * 32768), -32768, 32767))
+    warned = "500 samples clipped" in proc.stderr.decode()
+    assert warned == (policy == "warn")
+
+
+def test_existing_output_replaced_whole_keeping_its_mode(workdir):
+    target = workdir / "out.wav"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    proc = run_main(["filter", "chord.wav", "-o", "out.wav", "--quiet"], workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert sf.info(target).frames == sf.info(workdir / "chord.wav").frames
+    assert target.stat().st_mode & 0o777 == 0o640
+    proc = run_main(["filter", "chord.wav", "-o", "new.wav", "--quiet"], workdir)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (workdir / "new.wav").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+
+
+class _Failing:
+    """A file handle that writes ``budget`` bytes, then fails like a full disk, or sends a signal."""
+
+    def __init__(self, handle, budget: int, signum: int | None = None):
+        self.handle, self.budget, self.signum = handle, budget, signum
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if len(data) > self.budget:
+            self.handle.write(data[: self.budget])
+            self.handle.flush()
+            if self.signum is None:
+                import errno
+
+                raise OSError(errno.ENOSPC, "No space left on device")
+            import signal
+
+            os.kill(os.getpid(), self.signum)  # the CLI's handler raises at the next bytecode
+        self.budget -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+@pytest.fixture
+def failing_writes(monkeypatch):
+    """Make every AtomicFile's handle fail after 1000 bytes (ENOSPC or a signal)."""
+    from convcli import signals
+
+    def install(signum: int | None = None):
+        original = signals.AtomicFile.__init__
+
+        def init(self, path):
+            original(self, path)
+            self.handle = _Failing(self.handle, 1000, signum)
+
+        monkeypatch.setattr(signals.AtomicFile, "__init__", init)
+
+    return install
+
+
+@pytest.mark.parametrize("fault", ["ENOSPC", "SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("output", ["out.wav", "out.npy"])
+def test_fault_mid_write_leaves_old_output_and_no_temporary(workdir, failing_writes, fault, output):
+    import signal
+
+    source = "chord.wav" if output.endswith(".wav") else "batch.npy"
+    (workdir / output).write_bytes(b"the previous result")
+    before = snapshot(workdir)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    failing_writes(None if fault == "ENOSPC" else getattr(signal, fault))
+    proc = run_main(["filter", source, "-o", output], workdir)
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    if fault == "ENOSPC":
+        assert proc.returncode == 1 and "No space left on device" in lines[0]
+    else:
+        assert proc.returncode == 128 + getattr(signal, fault)
+        assert f"interrupted by {fault}" in lines[0]
+    assert snapshot(workdir) == before  # old output intact, no .part left
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # defaults restored
+
+
+def test_several_outputs_appear_together_or_not_at_all(tmp_path):
+    from convcli.signals import atomic_outputs
+
+    (tmp_path / "b.npy").write_bytes(b"old b")
+    with pytest.raises(RuntimeError):
+        with atomic_outputs([str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]) as (a, b):
+            a.write(b"complete a")
+            b.write(b"half of b")
+            raise RuntimeError("the second encoder failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npy"]
+    assert (tmp_path / "b.npy").read_bytes() == b"old b"
+
+
+def test_every_np_load_refuses_pickles():
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "convcli"
+    calls = []
+    for path in root.rglob("*.py"):
+        for match in re.finditer(r"np\.load\(([^)]*)\)", path.read_text()):
+            calls.append((path.name, match[1]))
+    assert calls, "expected at least one np.load"
+    for name, args in calls:
+        assert "allow_pickle=False" in args, f"{name}: np.load({args}) may unpickle"
+
+
+def test_sigterm_during_a_long_run_real_process(tmp_path):
+    """SIGTERM to a real convcli filtering for seconds: exit 143, one line, nothing written."""
+    import signal
+    import time
+
+    np.save(tmp_path / "long.npy", np.random.default_rng(0).standard_normal(1_000_000)
+            .astype(np.float32))
+    before = snapshot(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convcli", "filter", "long.npy", "--window", "hann", "--size",
+         "1001", "--method", "direct", "-o", "out.npy"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def ready() -> bool:  # main() has installed its handlers (SigCgt) and torch is loading
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        except OSError:
+            return False
+        caught = int(status.split("SigCgt:")[1].split()[0], 16)
+        return bool(caught >> (signal.SIGTERM - 1) & 1) and "libtorch" in maps
+
+    deadline = time.monotonic() + 60
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    lines = err.decode().splitlines()
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+    assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0] and out == b""
+    assert snapshot(tmp_path) == before

@@ -200,6 +200,18 @@ def output_format(out: str, requested: str | None, input_format: str) -> str:
     return found
 
 
+def output_rate(rate: float | None, stride: int, out_format: str, report: Reporter) -> float | None:
+    """Keeping every s-th sample divides the sample rate by s (audio needs whole Hz)."""
+    if rate is None or stride == 1:
+        return rate
+    decimated = rate / stride
+    if out_format != "npy" and decimated != int(decimated):
+        report.warn(f"--stride {stride} makes the rate {decimated:g} Hz; "
+                    f"{out_format.upper()} stores whole Hz, so it is written as {round(decimated)} Hz")
+        return float(round(decimated))
+    return decimated
+
+
 # --- filter -----------------------------------------------------------------------------------
 @app.command("filter")
 def filter_command(
@@ -303,26 +315,27 @@ def filter_command(
     for signal, out, data in zip(signals, outputs, results):
         out_format = output_format(out, fmt, signal.format)
         chosen = choose_subtype(out_format, signal, subtype)
-        writer, wrote = encode(data, out_format=out_format, rate=signal.rate, subtype=chosen,
+        out_rate = output_rate(signal.rate, stride, out_format, report)
+        writer, wrote = encode(data, out_format=out_format, rate=out_rate, subtype=chosen,
                                layout=signal.layout)
         wrote.path = out
         warning = clip_verdict(wrote, clip)  # --clip error raises here, before any write
-        writers.append((writer, wrote, warning, signal, data, chosen))
+        writers.append((writer, wrote, warning, signal, data, chosen, out_rate))
     with atomic_outputs(outputs) as handles:
         for handle, (writer, *_rest) in zip(handles, writers):
             writer(handle)
-    for out, (_writer, wrote, warning, signal, data, chosen) in zip(outputs, writers):
+    for out, (_writer, wrote, warning, signal, data, chosen, out_rate) in zip(outputs, writers):
         out_format = wrote.format
         if warning:
             report.warn(warning)
         batch, channels, frames = data.shape
         report.info(f"wrote [bold]{'stdout' if out == '-' else out}[/bold]: "
-                    f"{human_shape(channels, frames, signal.rate)}"
+                    f"{human_shape(channels, frames, out_rate)}"
                     f"{f', batch {batch}' if batch > 1 else ''}, {out_format.upper()}"
                     f"{f' {chosen}' if chosen else ''}")
         files.append({"input": signal.name, "output": out, "format": out_format, "subtype": chosen,
                       "shape_in": list(signal.shape), "shape_out": list(data.shape),
-                      "rate": signal.rate, "clipped": wrote.clipped, "peak": wrote.peak,
+                      "rate": out_rate, "clipped": wrote.clipped, "peak": wrote.peak,
                       "safe_gain_db": wrote.safe_gain_db})
     left, right = spec.pads(coefficients.shape[-1])
     report.info(f"{kernel_label(window, size, kernel, coefficients)}, "

@@ -14,7 +14,7 @@ which users and tests set to cap what convcli allows itself.
     >>> check_allocation(10**12, "a dense 10⁶ × 10⁶ Jacobian", "use --format banded", limit=2**30)
     Traceback (most recent call last):
     ...
-    convcli.errors.ResourceError: a dense 10⁶ × 10⁶ Jacobian needs about 931.3 GiB but only 1.0 GiB of memory is available
+    convcli.errors.ResourceError: a dense 10⁶ × 10⁶ Jacobian needs about 931.3 GiB but only 1.0 GiB of memory is available (hint: use --format banded)
 """
 
 from __future__ import annotations

@@ -301,7 +301,8 @@ def filter_command(
     from convcli.resources import check_filter_memory
 
     check_filter_memory([s.data for s in signals], coefficients, spec, method,
-                        "filter it in pieces with --block (streaming), or use fewer inputs at once")
+                        "filter it in pieces with --block (streaming), or use fewer inputs at once",
+                        device=device)
 
     started = time.perf_counter()
     results, run = filter_batches([s.data for s in signals], coefficients, spec,

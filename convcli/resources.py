@@ -145,29 +145,48 @@ def conv_bytes(batch: int, channels: int, length: int, out_channels: int, k: int
     return int(items) * itemsize
 
 
-def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str) -> None:
+def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str,
+                        device: str = "cpu") -> None:
     """Refuse a whole-signal filter of ``arrays`` (each ``[B, C, T]``) that cannot fit.
 
-    Equal shapes run as one batch (as ``engine.filter_batches`` does); the largest batch's
-    ``conv_bytes`` plus its concatenated copy and the encoding of its output (scaled copy and
-    bytes) is compared with the memory available. Call it after reading, before computing.
+    Equal shapes run as one batch (as ``engine.filter_batches`` does). Host memory must hold
+    the largest batch's concatenated copy, its output and the encoding of that output (scaled
+    copy and bytes), plus, on the CPU, the computation itself (``conv_bytes``); on a CUDA
+    device the computation is checked against the device's free memory instead. Call it after
+    reading, before computing.
     """
     from convcli.engine import choose_method
     from convcli.kernels import to_weight
 
+    on_gpu = False
+    if device != "cpu":
+        import torch
+
+        on_gpu = torch.cuda.is_available()  # cuda without CUDA: the engine says so, clearly
     shapes: dict[tuple, list] = {}
     for array in arrays:
         shapes.setdefault((array.shape[1:], array.dtype.itemsize), []).append(array.shape[0])
-    need = 0
+    host = gpu = 0
     k = coefficients.shape[-1]
     for ((channels, length), itemsize), batches in shapes.items():
         batch = sum(batches)
-        weight, groups = to_weight(coefficients, channels, spec.groups)
+        weight, _ = to_weight(coefficients, channels, spec.groups)
         out_channels = weight.shape[0]
         chosen = choose_method(length, k, spec, method).method
         run = conv_bytes(batch, channels, length, out_channels, k, spec, chosen, itemsize)
+        out_items = batch * out_channels * spec.output_length(length, k)
         copy = batch * channels * length * itemsize if len(batches) > 1 else 0
-        encoding = 2 * batch * out_channels * spec.output_length(length, k) * 8
-        need = max(need, run + copy + encoding)
+        encoding = 2 * out_items * 8
+        if on_gpu:
+            host = max(host, copy + out_items * itemsize + encoding)
+            gpu = max(gpu, run)
+        else:
+            host = max(host, copy + run + encoding)
     what = f"filtering {len(arrays)} signals whole" if len(arrays) > 1 else "filtering the signal whole"
-    check_allocation(need, what, hint)
+    check_allocation(host, what, hint)
+    if on_gpu:
+        import torch
+
+        target = torch.device("cuda" if device == "auto" else device)
+        free, _ = torch.cuda.mem_get_info(target)
+        check_allocation(gpu, f"{what} on {target}", hint, limit=free)

@@ -52,7 +52,7 @@ def _meminfo_available() -> int | None:
         text = Path("/proc/meminfo").read_text()
     except OSError:
         text = ""
-    match = re.search(r"^MemAvailable:\s+(\d+)\s+kB", text, re.M)
+    match = re.search(r"^MemAvailable:\s+(\d+)\s+kB", text, re.MULTILINE)
     if match:
         return int(match[1]) * 1024
     try:
@@ -87,7 +87,7 @@ def _rlimit_available() -> int | None:
     if soft == resource.RLIM_INFINITY:
         return None
     try:
-        size = re.search(r"^VmSize:\s+(\d+)\s+kB", Path("/proc/self/status").read_text(), re.M)
+        size = re.search(r"^VmSize:\s+(\d+)\s+kB", Path("/proc/self/status").read_text(), re.MULTILINE)
         used = int(size[1]) * 1024 if size else 0
     except OSError:
         used = 0

@@ -250,7 +250,7 @@ def load_npy(data: bytes, name: str) -> np.ndarray:
             ) from None
         raise InputError(f"cannot read {name} as NPY: {exc}",
                          "the file may be truncated or corrupt; save it again") from None
-    except Exception as exc:  # numpy raises OSError, EOFError, SyntaxError, ... for bad headers
+    except Exception as exc:  # noqa: BLE001 (numpy raises OSError, EOFError, SyntaxError, ...)
         raise InputError(f"cannot read {name} as NPY: {type(exc).__name__}: {exc}",
                          "the file may be truncated or corrupt; save it again") from None
 

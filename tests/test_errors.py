@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import SAMPLES, cli_env
 
 HAS_NVIDIA = Path("/dev/nvidiactl").exists()
@@ -173,7 +172,7 @@ def _mount(target: Path, options: str) -> bool:
             return True
         return False
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                            capture_output=True)
+                            capture_output=True, check=False)
     return result.returncode == 0
 
 
@@ -221,7 +220,7 @@ def results(tmp_path_factory):
     finally:
         for mount in mounts:
             if os.geteuid() == 0:
-                subprocess.run(["umount", str(mount)], capture_output=True)
+                subprocess.run(["umount", str(mount)], capture_output=True, check=False)
             else:
                 mount.chmod(0o755)
 
@@ -249,7 +248,7 @@ def _run_cases(tmp_path_factory, template: Path, mounts: list[Path]):
         where, _ = prepared[case.id]
         return subprocess.run([sys.executable, "-m", "convcli", *case.args], input=case.stdin,
                               capture_output=True, cwd=where, env={**cli_env(), **case.env},
-                              timeout=120)
+                              timeout=120, check=False)
 
     real = [c for c in CASES if c.id in prepared and c.real]
     done = {}
@@ -351,8 +350,6 @@ class _Failing:
                 import errno
 
                 raise OSError(errno.ENOSPC, "No space left on device")
-            import signal
-
             os.kill(os.getpid(), self.signum)  # the CLI's handler raises at the next bytecode
         self.budget -= len(data)
         return self.handle.write(data)
@@ -404,11 +401,11 @@ def test_several_outputs_appear_together_or_not_at_all(tmp_path):
     from convcli.signals import atomic_outputs
 
     (tmp_path / "b.npy").write_bytes(b"old b")
-    with pytest.raises(RuntimeError):
-        with atomic_outputs([str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]) as (a, b):
-            a.write(b"complete a")
-            b.write(b"half of b")
-            raise RuntimeError("the second encoder failed")
+    paths = [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]
+    with pytest.raises(RuntimeError), atomic_outputs(paths) as (a, b):
+        a.write(b"complete a")
+        b.write(b"half of b")
+        raise RuntimeError("the second encoder failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npy"]
     assert (tmp_path / "b.npy").read_bytes() == b"old b"
 

@@ -370,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     except Interrupted as exc:  # SIGTERM/SIGINT/SIGHUP: cleanups (temporary files) have run
         if debug:
             raise
-        _fail(f"interrupted by {exc.name}; no output was written or replaced", exc.exit_code)
+        _fail(f"interrupted by {exc.name}; unfinished outputs were removed", exc.exit_code,
+              "existing outputs were left as they were; rerun to produce them")
     except ConvcliError as exc:
         if debug:
             raise

@@ -504,11 +504,6 @@ def check_output_path(path: str) -> None:
                           "write elsewhere with -o (or --out-dir)")
 
 
-#: temporary files being written now (``AtomicFile.tmp``); a signal handler or a streaming
-#: writer can see what would be cleaned up
-LIVE_TEMPORARIES: set[str] = set()
-
-
 class AtomicFile:
     """A temporary file beside ``path`` that becomes ``path`` only on ``commit()``.
 
@@ -529,7 +524,6 @@ class AtomicFile:
                                             prefix=f".{self.target.name}.", suffix=".part")
         except OSError as exc:
             raise _write_failure(path, exc) from None
-        LIVE_TEMPORARIES.add(self.tmp)
         self.handle: BinaryIO = os.fdopen(fd, "wb")
         self.done = False
 
@@ -543,7 +537,6 @@ class AtomicFile:
         except OSError as exc:
             self.discard()
             raise _write_failure(self.path, exc) from None
-        LIVE_TEMPORARIES.discard(self.tmp)
         self.done = True
         with contextlib.suppress(OSError):  # make the rename itself durable (best effort)
             dirfd = os.open(self.target.parent, os.O_RDONLY)
@@ -559,7 +552,6 @@ class AtomicFile:
             self.handle.close()
         with contextlib.suppress(OSError):
             os.unlink(self.tmp)
-        LIVE_TEMPORARIES.discard(self.tmp)
         self.done = True
 
 

@@ -353,7 +353,9 @@ def autograd_banded(
     Forward mode with compressed seeds: seed ``r`` is 1 on every column ``m ≡ r (mod K)``.
     A row's footprint spans at most K consecutive columns, so each ``(J·seed_r)[i]`` is the one
     entry of row ``i`` in that class. The rows a non-zero padding folds (the first and last few)
-    are taken whole by reverse mode. The spec gives only the sparsity pattern, never a value.
+    read the same pass at the positions the spec's pattern names; circular padding's
+    wrap-around columns get one one-hot seed each. The spec gives where entries may be (the
+    sparsity pattern), never a value.
 
     Shape: ``f: [N] -> [L_out]``, ``primal [N]`` -> ``Banded``.
     """
@@ -372,40 +374,45 @@ def autograd_banded(
         compressed.append(push((classes[None, :] == seeds[:, None]).to(dtype)))
     compressed = torch.cat(compressed)  # [width, L_out]
     bands = primal.new_zeros(offsets.numel(), length)
-    rows = torch.arange(length, device=device)
+    base = (s * torch.arange(length, device=device)) % width  # class of column s·i
     for d, offset in enumerate(offsets.tolist()):
         first, last = max(0, -(offset // s)), min(length, (n - 1 - offset) // s + 1)
         if last > first:
-            r = rows[first:last]
-            bands[d, first:last] = compressed[(s * r + offset) % width, r]
+            shifted = base[first:last] + offset % width  # class of column s·i + offset
+            shifted = torch.where(shifted >= width, shifted - width, shifted)
+            bands[d, first:last] = compressed[:, first:last].gather(0, shifted[None])[0]
     edges = _edge_rows(n, k, spec, length).to(device)
-    found_rows, found_cols, found_vals = [], [], []
-    if edges.numel():
-        _, pullback = torch.func.vjp(f, primal)
-        pull = torch.func.vmap(lambda v: pullback(v)[0])
-        scale = float(bands.abs().max()) if bands.numel() else 1.0
-        floor = TOLERANCE.get(dtype, 1e-4) * max(1.0, scale) / 10
-        bands[:, edges] = 0
-        step = _chunk(primal.element_size() * 4 * (n + length))
-        for start in range(0, edges.numel(), step):  # chunks of edge rows, each one vmapped call
-            chunk = edges[start : start + step]
-            basis = torch.zeros(chunk.numel(), length, dtype=dtype, device=device)
-            basis[torch.arange(chunk.numel()), chunk] = 1
-            dense_rows = pull(basis)  # [chunk, N]
-            local, cols = torch.nonzero(dense_rows.abs() > floor, as_tuple=True)
-            er, ec, ev = _fill_edges(bands, offsets, s, chunk[local], cols, dense_rows[local, cols])
-            found_rows.append(er), found_cols.append(ec), found_vals.append(ev)
     empty = torch.zeros(0, dtype=torch.long, device=device)
-    banded = Banded(
-        offsets, bands,
-        torch.cat(found_rows) if found_rows else empty,
-        torch.cat(found_cols) if found_cols else empty.clone(),
-        torch.cat(found_vals) if found_vals else primal.new_zeros(0),
-        (length, n), s,
-    )
+    if edges.numel() == 0:
+        how = f"forward mode with {width} compressed seeds (torch.func.jvp vmapped)"
+        return Banded(offsets, bands, empty, empty.clone(), primal.new_zeros(0), (length, n), s), how
+    # Edge rows: where their entries may sit comes from the spec (tap/source); their values
+    # from the same compressed pass. A row's entries inside the K columns from its first one
+    # have distinct classes; entries beyond that (circular wrap-around) are "far": their
+    # columns get a one-hot seed each, and they are taken out of the compressed sums.
+    local, cols, _ = _input_entries(torch.ones(k, device=device), n, spec, edges)
+    keys = torch.unique(local * n + cols)
+    local, cols = keys // n, keys % n
+    first = torch.full((edges.numel(),), n, dtype=torch.long, device=device)
+    first = first.scatter_reduce(0, local, cols, reduce="amin")
+    far = torch.unique(cols[cols >= first[local] + width])
+    exact = primal.new_zeros(far.numel(), edges.numel())  # J[edges, far].T
+    for start in range(0, far.numel(), step):
+        chunk = far[start : start + step]
+        basis = torch.zeros(chunk.numel(), n, dtype=dtype, device=device)
+        basis[torch.arange(chunk.numel()), chunk] = 1
+        exact[start : start + chunk.numel()] = push(basis)[:, edges]
+    by_class = primal.new_zeros(width, edges.numel()).index_add_(0, far % width, exact)
+    is_far = torch.isin(cols, far)
+    values = compressed[cols % width, edges[local]] - by_class[cols % width, local]
+    if far.numel():
+        where = torch.searchsorted(far, cols[is_far])
+        values[is_far] = exact[where, local[is_far]]
+    bands[:, edges] = 0
+    er, ec, ev = _fill_edges(bands, offsets, s, edges[local], cols, values)
     how = (f"forward mode with {width} compressed seeds (torch.func.jvp vmapped)"
-           + (f", reverse mode for {edges.numel()} padded edge rows" if edges.numel() else ""))
-    return banded, how
+           + (f" and {far.numel()} one-hot seeds for wrapped-around columns" if far.numel() else ""))
+    return Banded(offsets, bands, er, ec, ev, (length, n), s), how
 
 
 # --- one channel pair of a conv --------------------------------------------------------------
@@ -689,15 +696,21 @@ def jacobian_formula(spec: ConvSpec, k: int, wrt: str = "input") -> list[str]:
         lines.append(f"banded: {k} non-zero diagonal{'s' if k > 1 else ''} at {diag} ∈ {{{listed}}}"
                      + ("" if s == 1 else f" (stride {s}: each row moves {s} columns)"))
     pads = f"pads {left} left, {right} right"
-    lines.append({
-        "zeros": f"zero padding ({pads}): taps that fall in the pad drop out near the edges",
-        "replicate": f"replicate padding ({pads}): the edge rows add the pad's taps to column 0 "
-                     "and column N−1",
-        "reflect": f"reflect padding ({pads}): the edge rows add the pad's taps at mirrored "
-                   f"columns (1…{left} and N−2…N−1−{right})",
-        "circular": f"circular padding ({pads}): the first rows also read the last {left} "
-                    f"columns and the last rows the first {right} (corner blocks)",
-    }[spec.padding] if left or right else "no padding (valid): every row has all k taps")
+    sides = {  # what the first rows (left pad) and the last rows (right pad) gain
+        "replicate": ("column 0", "column N−1"),
+        "reflect": (f"columns 1…{left}", f"columns N−{right + 1}…N−2"),
+        "circular": (f"columns N−{left}…N−1", f"columns 0…{right - 1}"),
+    }
+    if spec.padding == "zeros":
+        fold = "taps that fall in the pad read 0, so rows near the edges have fewer terms"
+    else:
+        named = [f"the first rows at {sides[spec.padding][0]}"] if left else []
+        named += [f"the last rows at {sides[spec.padding][1]}"] if right else []
+        fold = "the taps that fall in the pad fold back: " + " and ".join(named)
+        fold += " (corner blocks)" if spec.padding == "circular" else ""
+    folds = {spec.padding: fold}
+    lines.append(f"{spec.padding} padding ({pads}): {folds[spec.padding]}" if left or right
+                 else "no padding (valid): every row has all k taps")
     return lines
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from convcli.errors import InputError, UsageError
-from convcli.memory import refuse_dense
+from convcli.resources import refuse_dense
 from convcli.spec import ConvSpec
 
 WRT = ("input", "kernel")

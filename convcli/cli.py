@@ -532,7 +532,7 @@ def jacobian_command(
     pair_index = parse_channel(channel)
     row_slice, col_slice = parse_range(rows, "--rows"), parse_range(cols, "--cols")
     if not banded:  # refuse what cannot fit before torch is even imported
-        from convcli.memory import refuse_dense
+        from convcli.resources import refuse_dense
 
         k, n = coefficients.shape[-1], data.shape[-1]
         spec.check(n, k)

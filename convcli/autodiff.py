@@ -686,8 +686,8 @@ def jacobian_formula(spec: ConvSpec, k: int, wrt: str = "input") -> list[str]:
         if d == 1:
             lines = [f"J[i, j] = ∂y[i]/∂x[j] = w[{index}] where 0 ≤ {index} ≤ {k - 1}, else 0"]
         else:
-            lines = [f"J[i, j] = ∂y[i]/∂x[j] = w[({index})/{d}] where {d} divides {index} and "
-                     f"0 ≤ ({index})/{d} ≤ {k - 1}, else 0"]
+            lines = [(f"J[i, j] = ∂y[i]/∂x[j] = w[({index})/{d}] where {d} divides {index} and "
+                      f"0 ≤ ({index})/{d} ≤ {k - 1}, else 0")]
         offsets, _ = band_offsets(k, spec)
         shown = offsets.tolist()
         listed = (", ".join(map(str, shown)) if len(shown) <= 8

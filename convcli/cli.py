@@ -657,33 +657,41 @@ def jacobian_command(
             "rerun with --dtype float64; if it persists, please report it with the command")
 
 
-def save_gradient(grads: dict, output: str, signal, coefficients_shape, rate: float | None) -> str:
-    """Write the gradient(s): input as .npy or audio (FLOAT), kernel as .npy, both as .npz."""
-    import numpy as np
-
-    from convcli.signals import atomic_output, encode, format_from_path, to_file_layout
-
+def gradient_format(output: str, wrt_names: tuple[str, ...], rate: float | None) -> str:
+    """npy | wav | npz for ``-o``, refused before computing when it cannot hold the result."""
     suffix = Path(output).suffix.lower() if output != "-" else ".npy"
-    if len(grads) == 2:
+    if len(wrt_names) == 2:
         if suffix != ".npz":
             raise UsageError("--wrt both writes two arrays into one .npz (input, kernel)",
                              "use -o grads.npz")
+        return "npz"
+    if wrt_names == ("kernel",) and suffix != ".npy":
+        raise UsageError("the kernel gradient is written as .npy", "use -o dw.npy")
+    if suffix not in (".npy", ".wav"):
+        raise UsageError(f"the input gradient is written as .npy or .wav, not {output!r}",
+                         "use -o dx.npy or -o dx.wav")
+    if suffix == ".wav" and rate is None:
+        raise UsageError("WAV output needs a sample rate and the input is NPY", "pass --rate HZ")
+    return suffix[1:]
+
+
+def save_gradient(grads: dict, output: str, out_format: str, signal, coefficients_shape) -> str:
+    """Write the gradient(s): input as .npy or 32-bit float WAV, kernel as .npy, both as .npz."""
+    import numpy as np
+
+    from convcli.signals import atomic_output, encode, to_file_layout
+
+    if out_format == "npz":
         arrays = {"input": to_file_layout(grads["input"], signal.layout), "kernel": grads["kernel"]}
         with atomic_output(output) as handle:
             np.savez(handle, **arrays)
         return "NPZ (input, kernel)"
     (name, array), = grads.items()
     if name == "kernel":
-        if suffix != ".npy":
-            raise UsageError("the kernel gradient is written as .npy", "use -o dw.npy")
         with atomic_output(output) as handle:
             np.save(handle, array.reshape(coefficients_shape), allow_pickle=False)
         return f"NPY {tuple(coefficients_shape)}"
-    out_format = "npy" if output == "-" else format_from_path(output)
-    if out_format is None:
-        raise UsageError(f"cannot tell the output format from {output!r}",
-                         "use dx.npy, or dx.wav for the input gradient")
-    writer, _ = encode(array, out_format=out_format, rate=rate,
+    writer, _ = encode(array, out_format=out_format, rate=signal.rate,
                        subtype=None if out_format == "npy" else "FLOAT", layout=signal.layout)
     with atomic_output(output) as handle:
         writer(handle)
@@ -729,9 +737,10 @@ def grad_command(
         raise UsageError("--loss mse needs --target FILE", "give the output you want to match")
     if target is not None and loss != "mse":
         raise UsageError("--target is used by --loss mse only")
-    if output is not None and same_file(output, input_path):
-        raise UsageError(f"output {output} is also the input; convcli never overwrites its input",
-                         "choose another -o")
+    for source in (input_path, target, kernel):
+        if output is not None and source is not None and same_file(output, source):
+            raise UsageError(f"output {output} is also an input; convcli never overwrites its input",
+                             "choose another -o")
     stdin_users = [p for p in (input_path, kernel, target) if p == "-"]
     if len(stdin_users) > 1:
         raise UsageError("standard input can be read only once", "give files for the others")
@@ -745,6 +754,7 @@ def grad_command(
         check_finite(signal)
         if wanted is not None:
             check_finite(wanted)
+    out_format = gradient_format(output, wrt_names, signal.rate) if output is not None else None
 
     import torch
 
@@ -765,7 +775,7 @@ def grad_command(
 
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout=output == "-")
     arrays = {name: g.cpu().numpy() for name, g in grads.items()}
-    wrote = (save_gradient(arrays, output, signal, coefficients.shape, signal.rate)
+    wrote = (save_gradient(arrays, output, out_format, signal, coefficients.shape)
              if output is not None else None)
     symbols = {"input": "∂loss/∂x", "kernel": "∂loss/∂w"}
     report.info(f"loss ({loss}) = {float(value):.9g}")

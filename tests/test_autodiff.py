@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import SAMPLES
+
 from convcli import autodiff
 from convcli.autodiff import (
     Banded,
@@ -93,7 +93,8 @@ GRID = list(itertools.product(MODES, PADDINGS, (1, 2, 3), (1, 2), (False, True),
 def test_jacobians_match_numpy_reference(mode, padding, stride, dilation, correlate, k):
     rng = np.random.default_rng(hash((mode, padding, stride, dilation, correlate, k)) % 2**32)
     n = 11
-    options = dict(mode=mode, padding=padding, stride=stride, dilation=dilation, correlate=correlate)
+    options = {"mode": mode, "padding": padding, "stride": stride, "dilation": dilation,
+               "correlate": correlate}
     spec = ConvSpec(**options)
     x, w = rng.standard_normal(n), rng.standard_normal(k)
     case = f"{options} k={k}"
@@ -198,9 +199,10 @@ def test_gradcheck_float64(spec, method):
 
 
 @pytest.mark.parametrize("loss", autodiff.LOSSES)
-@pytest.mark.parametrize("options", [dict(mode="same"), dict(mode="valid", correlate=True, stride=2),
-                                     dict(mode="causal", padding="reflect", dilation=2),
-                                     dict(mode="full", padding="circular")])
+@pytest.mark.parametrize("options", [
+    {"mode": "same"}, {"mode": "valid", "correlate": True, "stride": 2},
+    {"mode": "causal", "padding": "reflect", "dilation": 2}, {"mode": "full", "padding": "circular"},
+])
 def test_grad_is_jacobian_transpose_times_loss_gradient(loss, options):
     rng = np.random.default_rng(11)
     n, k = 16, 4
@@ -278,7 +280,7 @@ def test_banded_npz_loads_and_densifies_with_numpy_alone(tmp_path):
     J = np.zeros((L, N), z["bands"].dtype)
     i = np.arange(L)
     for off, band in zip(z["offsets"], z["bands"]):
-        c = s * i + off; ok = (c >= 0) & (c < N); J[i[ok], c[ok]] = band[ok]  # noqa: E702
+        c = s * i + off; ok = (c >= 0) & (c < N); J[i[ok], c[ok]] = band[ok]
     J[z["edge_rows"], z["edge_cols"]] = z["edge_vals"]
     np.testing.assert_array_equal(J, input_jacobian(w, 13, spec).numpy())
 
@@ -355,3 +357,59 @@ def test_cli_grad_writes_wav_and_npz(cli, cli_fast, tmp_path):
         SAMPLES / "smooth5.txt", "-o", tmp_path / "g.npz", check=True)
     g = np.load(tmp_path / "g.npz")
     assert g["input"].shape == (4, 2, 8000) and g["kernel"].shape == (5,)
+
+
+def test_cli_check_mismatch_exits_1_and_png_needs_the_plot_extra(cli_fast, tmp_path, monkeypatch):
+    import json
+
+    from convcli import report
+
+    monkeypatch.setitem(autodiff.TOLERANCE, torch.float32, -1.0)  # no difference can pass
+    proc = cli_fast("jacobian", "--length", "16", "--size", "5", "--check", "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["check"]["ok"] is False
+    assert proc.stderr.decode().startswith("error: --check: autograd and the closed form differ")
+    monkeypatch.undo()
+    out = tmp_path / "J.png"
+    proc = cli_fast("jacobian", "--length", "16", "--size", "5", "-o", out)
+    if hasattr(report, "plot_matrix"):
+        assert proc.returncode == 0 and out.exists()
+    else:
+        assert proc.returncode == 1 and b"convcli[plot]" in proc.stderr and not out.exists()
+
+
+def test_cli_refuses_outputs_that_cannot_hold_the_result(cli_fast, tmp_path):
+    cases = [
+        (["jacobian", "--length", "16", "-o", tmp_path / "J.npy", "--format", "banded"], b"use -o J.npz"),
+        (["jacobian", "--length", "16", "--wrt", "kernel", "-o", tmp_path / "J.npz"], b"--wrt input"),
+        (["jacobian", "--length", "16", "--channel", "1:0"], b"only pairs C:C"),
+        (["grad", SAMPLES / "speech.wav", "--loss", "sum", "--wrt", "both", "-o", tmp_path / "g.npy"],
+         b"use -o grads.npz"),
+        (["grad", SAMPLES / "batch.npy", "--loss", "sum", "-o", tmp_path / "dx.wav"], b"--rate"),
+        (["grad", SAMPLES / "batch.npy", "--loss", "mse"], b"--target FILE"),
+    ]
+    for args, hint in cases:
+        proc = cli_fast(*args)
+        assert proc.returncode == 2 and hint in proc.stderr, (args, proc.stderr)
+    assert not list(tmp_path.iterdir())
+
+
+def test_jacobian_runs_on_the_device(device):
+    """Closed form, autograd and banded stay on the device of their inputs."""
+    spec = ConvSpec(mode="same", padding="circular", stride=2)
+    x = torch.randn(2, 40, dtype=torch.float64, device=device)
+    weight = torch.randn(2, 1, 5, dtype=torch.float64, device=device)
+    pair = channel_pair(x, weight, replace_groups(spec, 2), 1, 1)
+    dense = jacobian(pair, "input", check=True)
+    banded = jacobian(pair, "input", banded=True, check=True)
+    kernel = jacobian(pair, "kernel", check=True)
+    assert dense.check.ok and banded.check.ok and kernel.check.ok
+    assert dense.matrix.device == banded.matrix.bands.device == kernel.matrix.device == x.device
+    want = reference_input_jacobian(weight[1, 0].cpu().numpy(), 40, mode="same", padding="circular",
+                                    stride=2)
+    np.testing.assert_allclose(banded.matrix.to_dense().cpu().numpy(), want, atol=1e-12)
+
+
+def replace_groups(spec: ConvSpec, groups: int) -> ConvSpec:
+    from dataclasses import replace
+
+    return replace(spec, groups=groups)

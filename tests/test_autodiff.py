@@ -32,6 +32,9 @@ from convcli.engine import conv1d
 from convcli.errors import ConvcliError, InputError, UsageError
 from convcli.spec import ConvSpec
 
+#: torch.func.vjp imports torch._dynamo, whose import warns that torch.jit.script is deprecated
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
 MODES = ("same", "valid", "full", "causal")
 
 

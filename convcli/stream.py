@@ -32,8 +32,8 @@ DEFAULT_BLOCK = 1 << 19
 ProgressHook = Callable[[int, int], None]
 
 
-def audio_info(path: str) -> tuple[str, int, int] | None:
-    """``(format, frames, channels)`` of an audio file, or None for NPY/unknown/stdin."""
+def audio_info(path: str) -> tuple[str, int, int, int] | None:
+    """``(format, frames, channels, rate)`` of an audio file, or None for NPY/unknown/stdin."""
     if path == "-":
         return None
     try:
@@ -50,7 +50,7 @@ def audio_info(path: str) -> tuple[str, int, int] | None:
         info = sf.info(path)
     except (sf.LibsndfileError, RuntimeError, ValueError):
         return None
-    return fmt, int(info.frames), int(info.channels)
+    return fmt, int(info.frames), int(info.channels), int(info.samplerate)
 
 
 def stream_block(inputs: list[str], block: int | None, output: str | None = None,
@@ -73,7 +73,7 @@ def stream_block(inputs: list[str], block: int | None, output: str | None = None
             raise UsageError("--block streams WAV/FLAC/OGG files; NPY and stdin are filtered whole",
                              "drop --block, or convert the input to WAV")
         return None
-    in_format, frames, channels = info
+    in_format, frames, channels, _ = info
     if output is not None and (out_format or (in_format if output == "-" else format_from_path(output))) == "npy":
         if block is not None:
             raise UsageError("--block writes WAV/FLAC/OGG; NPY output is written whole")
@@ -109,6 +109,7 @@ def stream_filter(
     method: str = "auto",
     device: str = "auto",
     dtype: str = "auto",
+    out_rate: float | None = None,
     allow_nonfinite: bool = False,
     on_block: ProgressHook | None = None,
 ) -> StreamResult:
@@ -116,7 +117,8 @@ def stream_filter(
 
     Shape: the file's ``[1, C, N]`` -> ``[1, O, spec.output_length(N, k)]``; memory holds one
     block of ``block`` frames, the kernel span and the engine's chunk, never the file.
-    ``subtype`` None means the input's. ``on_block(done, total)`` is called after each block
+    ``subtype`` None means the input's; ``out_rate`` None the input's rate (``--stride`` divides
+    it, see ``cli.output_rate``). ``on_block(done, total)`` is called after each block
     (progress bars hook in here).
     """
     import soundfile as sf
@@ -160,7 +162,7 @@ def stream_filter(
         out_channels = weight.shape[0]
         wrote = WriteReport(path="", format=out_format, subtype=subtype)
         try:
-            sink = sf.SoundFile(out, "w", samplerate=rate, channels=out_channels, subtype=subtype,
+            sink = sf.SoundFile(out, "w", samplerate=int(out_rate or rate), channels=out_channels, subtype=subtype,
                                 format=SOUNDFILE_FORMATS[out_format])
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             raise OutputError(f"cannot encode {out_channels}-channel "
@@ -201,7 +203,7 @@ def stream_filter(
             weight.abs().sum((1, 2)).max())
     run["streamed"] = {"block": block, "blocks": blocks}
     return StreamResult(wrote=wrote, run=run, shape_in=(1, channels, n),
-                        shape_out=(1, out_channels, written), rate=float(rate),
+                        shape_out=(1, out_channels, written), rate=float(out_rate or rate),
                         seconds=time.perf_counter() - started, blocks=blocks)
 
 

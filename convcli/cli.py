@@ -979,6 +979,8 @@ def grad_command(
         "dtype": str(torch_dtype)[6:],
         "seconds": elapsed,
         "output": output,
+    }
+    report.finish()
 
 
 def _filter_streamed(path, out, fmt, subtype, coefficients, spec, block, method, device, dtype,

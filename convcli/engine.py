@@ -192,12 +192,20 @@ def dynamic_range(x: torch.Tensor, sample: int = 1 << 16) -> float:
     return peak / quiet if quiet > 0 else math.inf
 
 
+def has_only_finite(x: torch.Tensor) -> bool:
+    """No NaN/Inf in ``x`` (one reduction; a float32 overflow of the sum only errs on the safe side)."""
+    return bool(torch.isfinite(x.detach().sum()))
+
+
 def choose_method(
     length: int, k: int, spec: ConvSpec, requested: str = "auto", *,
     batch: int = 1, channels: int = 1, out_channels: int | None = None,
     dtype: torch.dtype = torch.float32, device: str = "cpu", x: torch.Tensor | None = None,
 ) -> MethodChoice:
     """Pick direct or FFT (and how) for ``batch × channels`` signals of ``length`` samples.
+
+    With non-finite samples in ``x`` (``--allow-nonfinite``) direct runs as ``F.conv1d``, the only
+    algorithm that propagates a NaN exactly to the outputs whose taps touch it.
 
     The cost model (``estimate_costs``) prices the banded GEMM, ``F.conv1d`` and overlap-save at
     its best frame size; ``auto`` takes the cheapest. In float32, where ``x`` (if given) spans
@@ -219,6 +227,11 @@ def choose_method(
     estimates = {name: round(seconds, 6) for name, (seconds, _) in costs.items()}
     gemm_ok = "gemm" in costs and (spec.dilation == 1 or costs["gemm"][0] <= costs["conv1d"][0])
     direct_name = "gemm" if gemm_ok else "conv1d"
+    if x is not None and requested != "fft" and not has_only_finite(x):
+        # NaN/Inf (--allow-nonfinite): the banded matrix's zeros and an FFT would smear them
+        # over whole blocks (0·NaN = NaN); F.conv1d multiplies only the taps, as SPEC says
+        why = "non-finite samples: F.conv1d propagates them only through the taps that touch them"
+        return MethodChoice("direct", why, "conv1d", 0, None, estimates)
     fft_seconds, nfft = costs["fft"]
     fft_dtype = None
     note = ""

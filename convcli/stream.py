@@ -124,7 +124,7 @@ def stream_filter(
     import soundfile as sf
     import torch
 
-    from convcli.engine import Streamer, choose_method, describe, edge_extent, prepare_weight, resolve_device
+    from convcli.engine import MethodChoice, Streamer, choose_method, describe, edge_extent, prepare_weight, resolve_device
 
     source = io.BytesIO(read_bytes(path)) if path == "-" else path
     name = "stdin" if path == "-" else path
@@ -158,6 +158,10 @@ def stream_filter(
         choice = choose_method(n, k, run_spec, method, batch=1, channels=channels,
                                out_channels=weight.shape[0], dtype=head_t.dtype, device=str(target),
                                x=head_t if method == "auto" else None)
+        if allow_nonfinite and choice.method == "direct" and choice.algorithm != "conv1d":
+            # blocks may hold NaN/Inf: only F.conv1d keeps them to the taps that touch them
+            choice = MethodChoice("direct", "--allow-nonfinite: F.conv1d propagates NaN/Inf "
+                                  "only through the taps that touch them", "conv1d")
         streamer = Streamer(weight, run_spec, n, head_t, tail_t, choice)
         out_channels = weight.shape[0]
         wrote = WriteReport(path="", format=out_format, subtype=subtype)

@@ -179,11 +179,14 @@ def dynamic_range(x: torch.Tensor, sample: int = 1 << 16) -> float:
     An FFT's error is about ``eps · log2(nfft) · max|x|`` everywhere in a frame, so samples this
     much quieter than the peak keep only ``eps · range`` of relative precision (scipy issue 22390).
     """
-    magnitude = x.detach().abs()
-    peak = float(magnitude.max()) if magnitude.numel() else 0.0
-    flat = magnitude.reshape(-1)
+    if x.numel() == 0:
+        return 1.0
+    low, high = torch.aminmax(x.detach())  # one pass, no |x| copy of a long signal
+    peak = max(-float(low), float(high))
+    flat = x.detach().reshape(-1)
     if flat.numel() > sample:
         flat = flat[:: flat.numel() // sample]
+    flat = flat.abs()
     nonzero = flat[flat > 0]
     if peak == 0.0 or not math.isfinite(peak) or nonzero.numel() == 0:
         return 1.0

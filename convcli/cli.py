@@ -117,6 +117,50 @@ AllowNonfiniteOpt = Annotated[
     bool, typer.Option("--allow-nonfinite", rich_help_panel=IO,
                        help="Let NaN/Inf samples propagate instead of refusing them.")
 ]
+# FIR design (issue 7): a reusable option set; `filter` takes it, jacobian/explain can too.
+DESIGN = "FIR design (Hz)"
+LowpassOpt = Annotated[
+    Optional[float],
+    typer.Option("--lowpass", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Windowed-sinc lowpass with its −6 dB cutoff at HZ (= scipy firwin); "
+                 "--window/--size shape it."),
+]
+HighpassOpt = Annotated[
+    Optional[float],
+    typer.Option("--highpass", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Windowed-sinc highpass (odd --size)."),
+]
+BandpassOpt = Annotated[
+    Optional[str],
+    typer.Option("--bandpass", metavar="LO:HI", rich_help_panel=DESIGN,
+                 help="Windowed-sinc bandpass between LO and HI Hz."),
+]
+BandstopOpt = Annotated[
+    Optional[str],
+    typer.Option("--bandstop", metavar="LO:HI", rich_help_panel=DESIGN,
+                 help="Windowed-sinc bandstop (notch) between LO and HI Hz (odd --size)."),
+]
+TransitionOpt = Annotated[
+    Optional[float],
+    typer.Option("--transition", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Transition width: with --attenuation (default 60 dB) Kaiser's formulas "
+                 "choose the window's beta and the tap count."),
+]
+AttenuationOpt = Annotated[
+    Optional[float],
+    typer.Option("--attenuation", metavar="DB", rich_help_panel=DESIGN,
+                 help="Stopband attenuation in dB for the Kaiser design (≥ 8)."),
+]
+GainOpt = Annotated[
+    Optional[float],
+    typer.Option("--gain", metavar="DB", rich_help_panel=IO,
+                 help="Scale the result by DB decibels before writing."),
+]
+NormalizeOutputOpt = Annotated[
+    Optional[float],
+    typer.Option("--normalize-output", metavar="[DBFS]", rich_help_panel=IO,
+                 help="Scale the result so its peak is DBFS (default −1 dBFS) before writing."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", rich_help_panel=RUN, help="Print a JSON summary.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=RUN, help="No messages.")]
 
@@ -145,9 +189,12 @@ def conv_spec(mode: str, padding: str, stride: int, dilation: int, correlate: bo
 
 
 def load_kernel(
-    window: str | None, size: int, periodic: bool, normalize: str | None, kernel: str | None
+    window: str | None, size: int | None, periodic: bool, normalize: str | None,
+    kernel: str | None, design=None, rate: float | None = None,
 ):
-    """The coefficients as applied, from ``--window``/``--size`` or ``--kernel PATH|-``."""
+    """The coefficients as applied, from ``--window``/``--size``, ``--kernel PATH|-`` or a FIR
+    design (``design`` from ``fir_request``, for a signal at ``rate`` Hz; ``size`` None = not
+    given on the command line, so Kaiser's formulas may choose it)."""
     from convcli.kernels import make_kernel
     from convcli.signals import read_bytes
 
@@ -155,10 +202,56 @@ def load_kernel(
     if kernel is not None:
         data = read_bytes(kernel)
     return make_kernel(window_spec=window, size=size, periodic=periodic, normalization=normalize,
-                       kernel_bytes=data, kernel_name="stdin" if kernel == "-" else kernel or "")
+                       kernel_bytes=data, kernel_name="stdin" if kernel == "-" else kernel or "",
+                       design=design, rate=rate)
 
 
-def kernel_label(window: str | None, size: int, kernel: str | None, coefficients) -> str:
+def fir_request(lowpass=None, highpass=None, bandpass=None, bandstop=None, transition=None,
+                attenuation=None):
+    """The FIR design flags as one ``fir.FirRequest`` (None when no band flag is given)."""
+    from convcli.fir import request_from_options
+
+    return request_from_options(lowpass, highpass, bandpass, bandstop, transition, attenuation)
+
+
+def design_rate(request, signals) -> float:
+    """The one sample rate a design is made for; refuses NPY without --rate and mixed rates."""
+    from convcli.fir import format_cutoffs
+
+    flag = f"--{request.band} {format_cutoffs(request.cutoffs)}"
+    missing = [s.name for s in signals if s.rate is None]
+    if missing:
+        raise UsageError(f"{flag} is in Hz, and {missing[0]} is NPY with no sample rate",
+                         "pass --rate HZ")
+    rates = sorted({s.rate for s in signals})
+    if len(rates) > 1:
+        by_rate = {s.rate: s.name for s in signals}
+        listed = ", ".join(f"{by_rate[r]} at {r:g} Hz" for r in rates)
+        raise UsageError(f"{flag} designs a different filter for each sample rate, and the inputs "
+                         f"have {len(rates)} ({listed})", "filter each rate in its own run")
+    request.check_rate(rates[0], signals[0].name)
+    return rates[0]
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not just defaulted)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def load_design(request, signals, window: str | None, size: int | None, periodic: bool,
+                normalize: str | None, kernel: str | None):
+    """A designed filter for ``signals`` (their one rate): ``(coefficients [k], fir.Design)``."""
+    from convcli.kernels import designed_kernel
+
+    return designed_kernel(request, design_rate(request, signals), window_spec=window, size=size,
+                           periodic=periodic, normalization=normalize, has_file=kernel is not None)
+
+
+def kernel_label(window: str | None, size: int, kernel: str | None, coefficients,
+                 design=None) -> str:
+    if design is not None:
+        return design.describe()
     if kernel is not None:
         return f"kernel {('stdin' if kernel == '-' else kernel)} {tuple(coefficients.shape)}"
     return f"{window or 'hann'}({size})"
@@ -197,6 +290,7 @@ def output_format(out: str, requested: str | None, input_format: str) -> str:
 # --- filter -----------------------------------------------------------------------------------
 @app.command("filter")
 def filter_command(
+    ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Signal files, or - for stdin.")],
     output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=IO,
                       help="Output path, or - for stdout. Default: INPUT_STEM.filtered.EXT.")] = None,
@@ -214,6 +308,14 @@ def filter_command(
     normalize: NormalizeOpt = None,
     kernel: KernelOpt = None,
     groups: GroupsOpt = 1,
+    lowpass: LowpassOpt = None,
+    highpass: HighpassOpt = None,
+    bandpass: BandpassOpt = None,
+    bandstop: BandstopOpt = None,
+    transition: TransitionOpt = None,
+    attenuation: AttenuationOpt = None,
+    gain: GainOpt = None,
+    normalize_output: NormalizeOutputOpt = None,
     mode: ModeOpt = "same",
     padding: PaddingOpt = "zeros",
     stride: StrideOpt = 1,
@@ -227,6 +329,7 @@ def filter_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Convolve signals with a window or kernel: [b]convcli filter in.wav --window hann --size 31[/b]."""
+    from convcli.gain import apply_level, check_level_options
     from convcli.signals import check_finite, read_signal
 
     # 1. where each result goes, decided (and refused) before any work
@@ -258,7 +361,11 @@ def filter_command(
 
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout="-" in outputs)
-    coefficients = load_kernel(window, size, periodic, normalize, kernel)
+    request = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
+    check_level_options(gain, normalize_output)
+    design = None
+    if request is None:
+        coefficients = load_kernel(window, size, periodic, normalize, kernel)
 
     # 2. read every input whole and check it before computing anything
     signals = []
@@ -272,6 +379,9 @@ def filter_command(
         if out_format != "npy" and signal.rate is None:
             raise UsageError(f"{out_format.upper()} output needs a sample rate and {signal.name} "
                              "is NPY", "pass --rate HZ")
+    if request is not None:  # a design depends on the inputs' sample rate
+        coefficients, design = load_design(request, signals, window, size if given(ctx, "size")
+                                           else None, periodic, normalize, kernel)
 
     # 3. compute, batching equal-shaped inputs into one tensor
     from convcli.engine import filter_batches
@@ -288,6 +398,11 @@ def filter_command(
     for signal, out, data in zip(signals, outputs, results):
         out_format = output_format(out, fmt, signal.format)
         chosen = choose_subtype(out_format, signal, subtype)
+        data, level = apply_level(data, gain_db=gain, peak_dbfs=normalize_output)
+        if level.silent:
+            report.warn(f"{out}: the result is silent; --normalize-output left it as it is")
+        elif level.gain_db or normalize_output is not None:
+            report.info(f"{out}: gain {level.gain_db:+.2f} dB, peak {dbfs(level.peak_after)}")
         writer, wrote = encode(data, out_format=out_format, rate=signal.rate, subtype=chosen,
                                layout=signal.layout)
         with atomic_output(out) as handle:
@@ -304,15 +419,16 @@ def filter_command(
                     f"{f' {chosen}' if chosen else ''}")
         files.append({"input": signal.name, "output": out, "format": out_format, "subtype": chosen,
                       "shape_in": list(signal.shape), "shape_out": list(data.shape),
-                      "rate": signal.rate, "clipped": wrote.clipped, "peak": wrote.peak})
+                      "rate": signal.rate, "clipped": wrote.clipped, "peak": wrote.peak,
+                      "gain_db": level.gain_db})
     left, right = spec.pads(coefficients.shape[-1])
-    report.info(f"{kernel_label(window, size, kernel, coefficients)}, "
+    report.info(f"{kernel_label(window, size, kernel, coefficients, design)}, "
                 f"{'correlate' if correlate else 'convolve'} {mode}, {run['method']} on "
                 f"{run['device']} {run['dtype']}, {elapsed:.3f} s")
     report.summary = {
         "command": "filter",
-        "kernel": {"source": kernel or (window or "hann"), "taps": coefficients.shape[-1],
-                   "shape": list(coefficients.shape)},
+        "kernel": {"source": kernel or (design.describe() if design else window or "hann"),
+                   "taps": coefficients.shape[-1], "shape": list(coefficients.shape)},
         "spec": {"mode": mode, "padding": padding, "stride": stride, "dilation": dilation,
                  "correlate": correlate, "groups": groups, "pads": [left, right]},
         **run,
@@ -329,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     if debug:
         args = [a for a in args if a != "--debug"]
+    args = _optional_values(args)
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="convcli", standalone_mode=False)
@@ -358,6 +475,26 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"internal error: {type(exc).__name__}: {exc}", 1,
               "rerun with --debug for the traceback, and please report it")
     sys.exit(code or 0)
+
+
+#: options whose value may be left out (click cannot express it): option -> value when omitted
+OPTIONAL_VALUES = {"--normalize-output": "-1"}
+
+
+def _optional_values(args: list[str]) -> list[str]:
+    """``--normalize-output`` with no number after it gets its default value (−1 dBFS)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--":
+            return out + args[i + 1 :]
+        if arg in OPTIONAL_VALUES:
+            following = args[i + 1] if i + 1 < len(args) else None
+            try:
+                float(following)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                out.append(OPTIONAL_VALUES[arg])
+    return out
 
 
 def _command_name(args: list[str]) -> str:

@@ -3,9 +3,9 @@
 Applied to a filtered result before it is written (and before integer PCM is rounded and
 clipped), so ``--normalize-output`` is how a filter with gain above 1 avoids clipping.
 
-    >>> y, info = apply_level(np.array([[[0.5, -0.25]]]), peak_dbfs=-6.0206)
-    >>> y.round(4).tolist(), round(info.gain_db, 2)
-    ([[[0.5, -0.25]]], 0.0)
+    >>> y, info = apply_level(np.array([[[0.5, -0.25]]]), peak_dbfs=0.0)
+    >>> y.tolist(), round(info.gain_db, 2)
+    ([[[1.0, -0.5]]], 6.02)
     >>> y, info = apply_level(np.array([[[0.5, -0.25]]]), gain_db=6.0206)
     >>> y.round(4).tolist()
     [[[1.0, -0.5]]]

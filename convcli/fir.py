@@ -245,7 +245,12 @@ def firwin(
         scale_frequency = 1.0
     else:
         scale_frequency = 0.5 * (left + right)
-    h /= np.sum(h * np.cos(np.pi * m * scale_frequency))
+    gain = np.sum(h * np.cos(np.pi * m * scale_frequency))
+    if gain == 0 or not np.isfinite(gain):  # scipy returns NaNs here
+        raise UsageError(f"a {size}-tap {band} with the {name} window has no gain to scale "
+                         "(the window is zero where the filter needs taps)",
+                         "use a larger --size")
+    h /= gain
     return h
 
 

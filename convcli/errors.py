@@ -17,6 +17,9 @@ class ConvcliError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.line()
+
     def line(self) -> str:
         """The one line the CLI prints (without the ``error: `` prefix)."""
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message

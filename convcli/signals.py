@@ -208,12 +208,15 @@ def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None,
 
 
 def find_nonfinite(data: np.ndarray) -> tuple[int, int, int] | None:
-    """(batch, channel, sample) of the first NaN/Inf in ``data[B, C, T]`` (time order), or None."""
+    """(batch, channel, sample) of the first NaN/Inf in ``data[B, C, T]``, or None.
+
+    First in time (then channel), as a listener would meet it.
+    """
     bad = ~np.isfinite(data)
     if not bad.any():
         return None
     b, c, t = np.nonzero(bad)
-    first = int(np.argmin(t + data.shape[2] * (c + data.shape[1] * b)))
+    first = int(np.argmin(c + data.shape[1] * (t + data.shape[2] * b)))
     return int(b[first]), int(c[first]), int(t[first])
 
 

@@ -135,7 +135,7 @@ def parse_window(spec: str) -> tuple[str, float | None]:
     name = ALIASES.get(name.lower(), name.lower())
     if name not in WINDOWS:
         close = difflib.get_close_matches(name, [*WINDOWS, *ALIASES], n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(WINDOWS)}"
+        hint = f"did you mean {ALIASES.get(close[0], close[0])!r}?" if close else f"known: {', '.join(WINDOWS)}"
         raise UsageError(f"unknown window {spec!r}", hint)
     kind = WINDOWS[name]
     if kind.param is None:

@@ -11,6 +11,16 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/reference.py
+
+
+def pytest_configure(config):
+    # Tests use tiny tensors: one intra-op thread avoids spin-waiting workers, which made each
+    # small conv 50x slower on a busy 2-core machine (benchmarks, not tests, measure speed).
+    import torch
+
+    torch.set_num_threads(1)
+
 SAMPLES = ROOT / "sample_data"
 
 
@@ -37,9 +47,50 @@ def run_cli(*args: str, input: bytes | None = None, cwd: Path | str | None = Non
     return proc
 
 
+def run_inprocess(*args: str, input: bytes | None = None,
+                  check: bool = False) -> subprocess.CompletedProcess:
+    """``convcli ARGS`` inside this process: the same ``main()``, without paying for a fresh
+    ``import torch`` (2+ s) per call. Subprocess tests (``run_cli``) cover the real process."""
+    import contextlib
+    import io
+
+    from convcli.cli import main
+
+    class Std(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return False
+
+    out, err = io.BytesIO(), io.BytesIO()
+    stdout, stderr = Std(out, write_through=True), Std(err, write_through=True)
+    stdin = Std(io.BytesIO(input or b""))
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
+    code = 0
+    try:
+        with contextlib.suppress(SystemExit):
+            try:
+                main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                raise
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+    if check and code != 0:
+        raise AssertionError(f"convcli {' '.join(map(str, args))} exited {code}:\n"
+                             f"{err.getvalue().decode(errors='replace')}")
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def cli():
+    """The CLI in a real subprocess, exactly as a user runs it (slow: use for a few checks)."""
     return run_cli
+
+
+@pytest.fixture
+def cli_fast():
+    """The CLI's ``main()`` in-process, for the many checks that do not need a fresh process."""
+    return run_inprocess
 
 
 @pytest.fixture

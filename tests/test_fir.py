@@ -230,9 +230,9 @@ def test_cli_lowpass_equals_firwin_convolution(cli, tmp_path):
     assert np.max(np.abs(got - np.rint(y * 32768))) <= 1
 
 
-def test_cli_filter_bank_writes_16_channel_wav(cli, tmp_path):
+def test_cli_filter_bank_writes_16_channel_wav(cli_fast, tmp_path):
     out = tmp_path / "bank.wav"
-    proc = cli("filter", SAMPLES / "chord.wav", "--kernel", SAMPLES / "conv1d_2x16x3.npy",
+    proc = cli_fast("filter", SAMPLES / "chord.wav", "--kernel", SAMPLES / "conv1d_2x16x3.npy",
                "--gain", "-3", "--json", "-o", out)
     assert proc.returncode == 0, proc.stderr.decode()
     x, rate = sf.read(SAMPLES / "chord.wav", dtype="float64")
@@ -243,12 +243,12 @@ def test_cli_filter_bank_writes_16_channel_wav(cli, tmp_path):
     assert np.max(np.abs(got - np.clip(np.rint(want * 32768), -32768, 32767))) <= 1
 
 
-def test_cli_design_errors(cli, tmp_path):
-    proc = cli("filter", SAMPLES / "batch.npy", "--highpass", "500", "-o", tmp_path / "y.npy")
+def test_cli_design_errors(cli_fast, tmp_path):
+    proc = cli_fast("filter", SAMPLES / "batch.npy", "--highpass", "500", "-o", tmp_path / "y.npy")
     assert proc.returncode == 2
     assert proc.stderr.decode().startswith("error: --highpass 500 is in Hz")
     assert "--rate" in proc.stderr.decode()
-    proc = cli("filter", SAMPLES / "chord.wav", SAMPLES / "speech.wav", "--lowpass", "3000",
+    proc = cli_fast("filter", SAMPLES / "chord.wav", SAMPLES / "speech.wav", "--lowpass", "3000",
                "--out-dir", tmp_path)
     assert proc.returncode == 2 and b"different filter for each sample rate" in proc.stderr
     assert not list(tmp_path.iterdir())

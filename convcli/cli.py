@@ -287,6 +287,18 @@ def output_format(out: str, requested: str | None, input_format: str) -> str:
     return found
 
 
+def output_rate(rate: float | None, stride: int, out_format: str, report: Reporter) -> float | None:
+    """Keeping every s-th sample divides the sample rate by s (audio needs whole Hz)."""
+    if rate is None or stride == 1:
+        return rate
+    decimated = rate / stride
+    if out_format != "npy" and decimated != int(decimated):
+        report.warn(f"--stride {stride} makes the rate {decimated:g} Hz; "
+                    f"{out_format.upper()} stores whole Hz, so it is written as {round(decimated)} Hz")
+        return float(round(decimated))
+    return decimated
+
+
 # --- filter -----------------------------------------------------------------------------------
 @app.command("filter")
 def filter_command(
@@ -403,7 +415,8 @@ def filter_command(
             report.warn(f"{out}: the result is silent; --normalize-output left it as it is")
         elif level.gain_db or normalize_output is not None:
             report.info(f"{out}: gain {level.gain_db:+.2f} dB, peak {dbfs(level.peak_after)}")
-        writer, wrote = encode(data, out_format=out_format, rate=signal.rate, subtype=chosen,
+        out_rate = output_rate(signal.rate, stride, out_format, report)
+        writer, wrote = encode(data, out_format=out_format, rate=out_rate, subtype=chosen,
                                layout=signal.layout)
         with atomic_output(out) as handle:
             writer(handle)
@@ -414,12 +427,12 @@ def filter_command(
                         f"(peak {wrote.peak:.3f}, {dbfs(wrote.peak)}); --gain {avoid:.1f} would avoid it")
         batch, channels, frames = data.shape
         report.info(f"wrote [bold]{'stdout' if out == '-' else out}[/bold]: "
-                    f"{human_shape(channels, frames, signal.rate)}"
+                    f"{human_shape(channels, frames, out_rate)}"
                     f"{f', batch {batch}' if batch > 1 else ''}, {out_format.upper()}"
                     f"{f' {chosen}' if chosen else ''}")
         files.append({"input": signal.name, "output": out, "format": out_format, "subtype": chosen,
                       "shape_in": list(signal.shape), "shape_out": list(data.shape),
-                      "rate": signal.rate, "clipped": wrote.clipped, "peak": wrote.peak,
+                      "rate": out_rate, "clipped": wrote.clipped, "peak": wrote.peak,
                       "gain_db": level.gain_db})
     left, right = spec.pads(coefficients.shape[-1])
     report.info(f"{kernel_label(window, size, kernel, coefficients, design)}, "

@@ -151,7 +151,9 @@ class Response:
             rows.append((label, text))
         rows.append(("peak side lobe", db(self.peak_sidelobe_db)))
         if self.band is not None:
-            rows.append(("passband ripple", db(self.passband_ripple_db) + " peak-to-peak"))
+            ripple = self.passband_ripple_db
+            rows.append(("passband ripple", "—" if ripple is None else
+                         f"{ripple:.3g} dB peak-to-peak"))
             rows.append(("stopband attenuation", db(self.stopband_attenuation_db)))
             if self.transition is not None:
                 rows.append(("transition used", freq(self.transition)))

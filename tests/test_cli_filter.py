@@ -120,3 +120,14 @@ def test_refusals(cli_fast, tmp_path):
 
     if not torch.cuda.is_available():
         assert proc.returncode == 1 and b"CUDA" in proc.stderr
+
+
+def test_stride_divides_the_rate(cli_fast, tmp_path):
+    """Keeping every 3rd sample of 44.1 kHz audio is 14.7 kHz audio, and the samples are y[::3]."""
+    cli_fast("filter", SAMPLES / "chord.wav", "--stride", "3", "--subtype", "FLOAT",
+             "-o", tmp_path / "s3.wav", check=True)
+    y, rate = sf.read(tmp_path / "s3.wav", dtype="float64")
+    x, _ = sf.read(SAMPLES / "chord.wav", dtype="float64")
+    assert rate == 14700
+    expected = scipy.signal.convolve(x[:, 0], HANN31, mode="same")[::3]
+    np.testing.assert_allclose(y[:, 0], expected, atol=1e-6)

@@ -182,7 +182,7 @@ def kaiserord(attenuation: float, width: float) -> tuple[int, float]:
         raise UsageError(f"transition width must be > 0, got {width:g}")
     beta = kaiser_beta(a)
     taps = (a - 7.95) / 2.285 / (np.pi * width) + 1
-    return int(math.ceil(taps)), beta
+    return math.ceil(taps), beta
 
 
 # --- design -------------------------------------------------------------------------------

@@ -239,7 +239,7 @@ def measure(
     # transition half-widths: from each cutoff to the first null on its stopband side
     auto_half = []
     for i, c in enumerate(cut):
-        start = int(round(c / fs * (resp.nfft)))
+        start = round(c / fs * resp.nfft)
         start = min(max(start, 0), len(g) - 1)
         pass_below = (i % 2 == 0) == pass_zero
         j = _first_minimum(g, start, 1 if pass_below else -1)

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import scipy.signal
 import soundfile as sf
+from conftest import SAMPLES
 
 from convcli import fir
 from convcli.errors import UsageError
 from convcli.gain import apply_level, check_level_options
 from convcli.kernels import designed_kernel, make_kernel, to_weight
-
-from conftest import SAMPLES
 
 RATE = 44100.0
 CASES = {
@@ -235,7 +234,7 @@ def test_cli_filter_bank_writes_16_channel_wav(cli_fast, tmp_path):
     proc = cli_fast("filter", SAMPLES / "chord.wav", "--kernel", SAMPLES / "conv1d_2x16x3.npy",
                "--gain", "-3", "--json", "-o", out)
     assert proc.returncode == 0, proc.stderr.decode()
-    x, rate = sf.read(SAMPLES / "chord.wav", dtype="float64")
+    x, _ = sf.read(SAMPLES / "chord.wav", dtype="float64")
     w = np.load(SAMPLES / "conv1d_2x16x3.npy").astype(np.float64)
     want = bank_reference(x.T, w, groups=1, correlate=False).T * 10 ** (-3 / 20)
     got, _ = sf.read(out, dtype="int16")

@@ -71,7 +71,8 @@ def test_blackman_bandwidth_by_root_finding():
     r = measure(w)
     for level, got in ((LVL3, r.bandwidth_3db_bins), (LVL6, r.bandwidth_6db_bins)):
         # b: two-sided width in bins, so |H| is evaluated at b/2 bins = b/(2n) cycles/sample
-        root = brentq(lambda b: freqz_gain(w, b / (2 * n), rate=1.0)[0] / w.sum() - level, 0.1, 3)
+        root = brentq(lambda b, lv=level: freqz_gain(w, b / (2 * n), rate=1.0)[0] / w.sum() - lv,
+                      0.1, 3)
         assert got == pytest.approx(root, abs=1e-3)
 
 

@@ -151,6 +151,24 @@ AttenuationOpt = Annotated[
     typer.Option("--attenuation", metavar="DB", rich_help_panel=DESIGN,
                  help="Stopband attenuation in dB for the Kaiser design (≥ 8)."),
 ]
+ResponseOpt = Annotated[
+    bool,
+    typer.Option("--response", rich_help_panel=DESIGN,
+                 help="Measure the frequency response instead of printing coefficients: DC gain, "
+                 "−3/−6 dB bandwidth, peak side lobe; passband ripple and stopband attenuation "
+                 "of a design."),
+]
+PlotOpt = Annotated[
+    Optional[str],
+    typer.Option("--plot", metavar="FILE.png", rich_help_panel=DESIGN,
+                 help="Draw the taps and the magnitude response in dB to a PNG "
+                 "(needs matplotlib: pip install 'convcli[plot]')."),
+]
+DesignRateOpt = Annotated[
+    Optional[float],
+    typer.Option("--rate", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Sample rate: needed by --lowpass & co., puts --response and --plot in Hz."),
+]
 GainOpt = Annotated[
     Optional[float],
     typer.Option("--gain", metavar="DB", rich_help_panel=IO,
@@ -246,6 +264,51 @@ def load_design(request, signals, window: str | None, size: int | None, periodic
 
     return designed_kernel(request, design_rate(request, signals), window_spec=window, size=size,
                            periodic=periodic, normalization=normalize, has_file=kernel is not None)
+
+
+def window_design(ctx: typer.Context, request, name: str, size: int, periodic: bool,
+                  normalize: str | None, rate: float | None):
+    """``(coefficients [k], fir.Design)`` for ``window NAME --lowpass ... --rate HZ``: NAME is
+    the design's window; ``--size``/``--normalize`` count only when given on the command line."""
+    from convcli.kernels import designed_kernel
+
+    if rate is None:
+        raise UsageError(f"--{request.band} is in Hz and needs the sample rate", "pass --rate HZ")
+    if rate <= 0 or not math.isfinite(rate):
+        raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
+    request.check_rate(rate)
+    return designed_kernel(request, rate, window_spec=name,
+                           size=size if given(ctx, "size") else None, periodic=periodic,
+                           normalization=normalize if given(ctx, "normalize") else None)
+
+
+def window_response(coefficients, *, rate: float | None, design=None, response: bool = False,
+                    plot: str | None = None, title: str = ""):
+    """``--response`` and ``--plot`` of the window command: the measured ``Response`` (None
+    without ``--response``); the PNG is drawn when ``plot`` names one."""
+    measured = None
+    if response:
+        from convcli.response import measure
+
+        if design is not None:
+            measured = measure(coefficients, rate, band=design.request.band,
+                               cutoffs=list(design.request.cutoffs),
+                               transition=design.request.transition)
+        else:
+            measured = measure(coefficients, rate)
+    if plot is not None:
+        from convcli.plot import plot_window
+
+        plot_window(coefficients, rate, plot, title=title)
+    return measured
+
+
+def render_response(measured) -> str:
+    """The response figures as aligned ``label  value`` lines (what ``--response`` prints)."""
+    rows = measured.rows()
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    return "\n".join(lines + [f"note: {n}" for n in measured.notes]) + "\n"
 
 
 def kernel_label(window: str | None, size: int, kernel: str | None, coefficients,

@@ -149,6 +149,8 @@ class Response:
             if bins is not None:
                 text += f" ({bins:.2f} bins)"
             rows.append((label, text))
+        if self.band is None and self.first_null is not None:
+            rows.append(("first null", freq(self.first_null)))
         rows.append(("peak side lobe", db(self.peak_sidelobe_db)))
         if self.band is not None:
             ripple = self.passband_ripple_db

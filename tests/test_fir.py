@@ -251,3 +251,16 @@ def test_cli_design_errors(cli_fast, tmp_path):
                "--out-dir", tmp_path)
     assert proc.returncode == 2 and b"different filter for each sample rate" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_normalize_output_value_is_optional():
+    from convcli.cli import _optional_values
+
+    assert _optional_values(["filter", "a.wav", "--normalize-output"]) == [
+        "filter", "a.wav", "--normalize-output", "-1"]
+    assert _optional_values(["filter", "--normalize-output", "-3", "a.wav"]) == [
+        "filter", "--normalize-output", "-3", "a.wav"]
+    assert _optional_values(["filter", "--normalize-output", "-o", "b.wav", "a.wav"]) == [
+        "filter", "--normalize-output", "-1", "-o", "b.wav", "a.wav"]
+    assert _optional_values(["filter", "--", "--normalize-output"]) == [
+        "filter", "--", "--normalize-output"]

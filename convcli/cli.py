@@ -6,7 +6,7 @@ Every error ends as one ``error: ...`` line on stderr (``--debug`` shows the tra
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 import sys
 import time
@@ -16,8 +16,8 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from convcli import __version__
-from convcli.errors import ConvcliError, InputError, OutputError, UsageError
-from convcli.report import Reporter, dbfs, human_shape
+from convcli.errors import ConvcliError, InputError, Interrupted, OutputError, UsageError
+from convcli.report import Reporter, human_shape
 
 app = typer.Typer(
     name="convcli",
@@ -178,6 +178,11 @@ NormalizeOutputOpt = Annotated[
     Optional[float],
     typer.Option("--normalize-output", metavar="[DBFS]", rich_help_panel=IO,
                  help="Scale the result so its peak is DBFS (default −1 dBFS) before writing."),
+ClipOpt = Annotated[
+    Literal["warn", "error", "clamp"],
+    typer.Option("--clip", rich_help_panel=IO,
+                 help="Integer PCM output that would clip: warn (clamp and report count, peak and "
+                 "the gain that avoids it), error (write nothing, exit 1) or clamp (silently)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", rich_help_panel=RUN, help="Print a JSON summary.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=RUN, help="No messages.")]
@@ -218,7 +223,7 @@ def load_kernel(
 
     data = None
     if kernel is not None:
-        data = read_bytes(kernel)
+        data = read_bytes(kernel, what="kernel")
     return make_kernel(window_spec=window, size=size, periodic=periodic, normalization=normalize,
                        kernel_bytes=data, kernel_name="stdin" if kernel == "-" else kernel or "",
                        design=design, rate=rate)
@@ -311,6 +316,17 @@ def render_response(measured) -> str:
     return "\n".join(lines + [f"note: {n}" for n in measured.notes]) + "\n"
 
 
+def full_scale(subtype: str | None) -> float:
+    """The largest sample an output holds: (2^(b−1) − 1)/2^(b−1) for b-bit PCM, else 1.0, so
+    ``--normalize-output 0`` reaches full scale without clipping a sample."""
+    from convcli.signals import PCM
+
+    if subtype in PCM:
+        scale = PCM[subtype][0]
+        return (scale - 1) / scale
+    return 1.0
+
+
 def kernel_label(window: str | None, size: int, kernel: str | None, coefficients,
                  design=None) -> str:
     if design is not None:
@@ -400,6 +416,7 @@ def filter_command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     allow_nonfinite: AllowNonfiniteOpt = False,
+    clip: ClipOpt = "warn",
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -433,6 +450,10 @@ def filter_command(
                                  "choose another -o")
     if len(set(map(os.path.abspath, outputs))) != len(outputs):
         raise UsageError("two inputs would write the same output name", "rename one input")
+    from convcli.signals import check_output_path
+
+    for out in outputs:
+        check_output_path(out)
 
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout="-" in outputs)
@@ -458,22 +479,28 @@ def filter_command(
         coefficients, design = load_design(request, signals, window, size if given(ctx, "size")
                                            else None, periodic, normalize, kernel)
 
-    # 3. compute, batching equal-shaped inputs into one tensor
+    # 3. compute, batching equal-shaped inputs into one tensor (refused if it cannot fit)
     from convcli.engine import filter_batches
+    from convcli.resources import check_filter_memory
+
+    check_filter_memory([s.data for s in signals], coefficients, spec, method,
+                        "filter it in pieces with --block (streaming), or use fewer inputs at once",
+                        device=device)
 
     started = time.perf_counter()
     results, run = filter_batches([s.data for s in signals], coefficients, spec,
                                   method=method, device=device)
     elapsed = time.perf_counter() - started
 
-    # 4. write, each output atomically, and report
-    from convcli.signals import atomic_output, choose_subtype, encode
+    # 4. encode all, apply the --clip policy, then write all outputs atomically together
+    from convcli.signals import atomic_outputs, choose_subtype, clip_verdict, encode
 
-    files = []
+    files, writers = [], []
     for signal, out, data in zip(signals, outputs, results):
         out_format = output_format(out, fmt, signal.format)
         chosen = choose_subtype(out_format, signal, subtype)
-        data, level = apply_level(data, gain_db=gain, peak_dbfs=normalize_output)
+        data, level = apply_level(data, gain_db=gain, peak_dbfs=normalize_output,
+                                  full_scale=full_scale(chosen))
         if level.silent:
             report.warn(f"{out}: the result is silent; --normalize-output left it as it is")
         elif level.gain_db or normalize_output is not None:
@@ -481,13 +508,19 @@ def filter_command(
         out_rate = output_rate(signal.rate, stride, out_format, report)
         writer, wrote = encode(data, out_format=out_format, rate=out_rate, subtype=chosen,
                                layout=signal.layout)
-        with atomic_output(out) as handle:
-            writer(handle)
         wrote.path = out
-        if wrote.clipped:
-            avoid = -20 * math.log10(wrote.peak) - 0.1
-            report.warn(f"{out}: {wrote.clipped:,} samples clipped to the {chosen} range "
-                        f"(peak {wrote.peak:.3f}, {dbfs(wrote.peak)}); --gain {avoid:.1f} would avoid it")
+        warning = clip_verdict(wrote, clip)  # --clip error raises here, before any write
+        if warning and gain and wrote.safe_gain_db is not None:
+            warning += f" (on top of --gain {gain:g}: use --gain {gain + wrote.safe_gain_db:.1f})"
+        writers.append((writer, wrote, warning, signal, data, chosen, out_rate, level))
+    with atomic_outputs(outputs) as handles:
+        for handle, (writer, *_rest) in zip(handles, writers):
+            writer(handle)
+    for out, (_writer, wrote, warning, signal, data, chosen, out_rate, level) in zip(outputs,
+                                                                                 writers):
+        out_format = wrote.format
+        if warning:
+            report.warn(warning)
         batch, channels, frames = data.shape
         report.info(f"wrote [bold]{'stdout' if out == '-' else out}[/bold]: "
                     f"{human_shape(channels, frames, out_rate)}"
@@ -496,7 +529,7 @@ def filter_command(
         files.append({"input": signal.name, "output": out, "format": out_format, "subtype": chosen,
                       "shape_in": list(signal.shape), "shape_out": list(data.shape),
                       "rate": out_rate, "clipped": wrote.clipped, "peak": wrote.peak,
-                      "gain_db": level.gain_db})
+                      "gain_db": level.gain_db, "safe_gain_db": wrote.safe_gain_db})
     left, right = spec.pads(coefficients.shape[-1])
     report.info(f"{kernel_label(window, size, kernel, coefficients, design)}, "
                 f"{'correlate' if correlate else 'convolve'} {mode}, {run['method']} on "
@@ -509,6 +542,7 @@ def filter_command(
                  "correlate": correlate, "groups": groups, "pads": [left, right]},
         **run,
         "seconds": elapsed,
+        "clip": clip,
         "files": files,
     }
     report.finish()
@@ -524,7 +558,13 @@ def main(argv: list[str] | None = None) -> None:
     args = _optional_values(args)
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=args, prog_name="convcli", standalone_mode=False)
+        with _signals_raise():
+            code = command.main(args=args, prog_name="convcli", standalone_mode=False)
+    except Interrupted as exc:  # SIGTERM/SIGINT/SIGHUP: cleanups (temporary files) have run
+        if debug:
+            raise
+        _fail(f"interrupted by {exc.name}; unfinished outputs were removed", exc.exit_code,
+              "existing outputs were left as they were; rerun to produce them")
     except ConvcliError as exc:
         if debug:
             raise
@@ -571,6 +611,40 @@ def _optional_values(args: list[str]) -> list[str]:
             except (TypeError, ValueError):
                 out.append(OPTIONAL_VALUES[arg])
     return out
+
+
+#: signals that end a run; each is turned into an ``Interrupted`` exception while main() runs
+_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """While a command runs, SIGTERM/SIGINT/SIGHUP raise ``Interrupted`` in the main thread, so
+    every ``with`` block on the way up runs (``atomic_output`` removes its temporary file);
+    the previous handlers come back afterwards. Python runs handlers between bytecodes: a
+    signal that arrives inside one long torch call takes effect when that call returns, and
+    no output file exists before the write phase. Outside the main thread nothing is changed.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum, signal.Signals(signum).name)
+
+    previous = {}
+    for name in _STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None:
+            previous[number] = signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 def _command_name(args: list[str]) -> str:

@@ -37,3 +37,22 @@ class InputError(ConvcliError):
 
 class OutputError(ConvcliError):
     """An output that cannot be written where or how it was asked."""
+
+
+class ResourceError(ConvcliError):
+    """An operation that would need more memory (or another resource) than there is."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT/SIGHUP arrived; raised by the CLI's handlers so cleanups run.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so that no ``except Exception`` swallows
+    it on the way up; ``with`` blocks such as ``signals.atomic_output`` remove their temporary
+    files as it passes. The exit code is the shell's convention, 128 + the signal number.
+    """
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum
+        self.name = name
+        self.exit_code = 128 + signum

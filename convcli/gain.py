@@ -45,12 +45,18 @@ def check_level_options(gain_db: float | None, peak_dbfs: float | None) -> None:
 
 
 def apply_level(
-    data: np.ndarray, *, gain_db: float | None = None, peak_dbfs: float | None = None
+    data: np.ndarray,
+    *,
+    gain_db: float | None = None,
+    peak_dbfs: float | None = None,
+    full_scale: float = 1.0,
 ) -> tuple[np.ndarray, LevelChange]:
     """Scale ``data`` by ``gain_db`` dB, or so that its peak |sample| is ``peak_dbfs`` dBFS.
 
     The peak is taken over the whole array (every batch item and channel of one output), so
     the balance between channels is kept. An all-zero result is returned unchanged.
+    ``full_scale`` is the largest sample the output holds (0 dBFS): 1.0 for float formats,
+    32767/32768 for PCM_16, so that ``peak_dbfs=0`` does not clip its peak sample.
 
     Shape: ``[...] -> [...]`` (same shape and dtype; a new array unless nothing changes).
     """
@@ -61,7 +67,7 @@ def apply_level(
     if peak_dbfs is not None:
         if peak == 0 or not math.isfinite(peak):
             return data, LevelChange(0.0, peak, peak, silent=peak == 0)
-        factor = 10.0 ** (peak_dbfs / 20.0) / peak
+        factor = 10.0 ** (peak_dbfs / 20.0) * full_scale / peak
     else:
         factor = 10.0 ** (gain_db / 20.0)  # type: ignore[operator]
     out = (data * factor).astype(data.dtype, copy=False)

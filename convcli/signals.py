@@ -11,6 +11,7 @@ import contextlib
 import io
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -74,24 +75,36 @@ def format_from_path(path: str) -> str | None:
     return ext if ext in FORMATS else None
 
 
-def read_bytes(path: str, stdin: BinaryIO | None = None) -> bytes:
-    """All bytes of ``path`` (``-`` = stdin), with a clear error for missing/empty inputs."""
+def read_bytes(path: str, stdin: BinaryIO | None = None, what: str = "input") -> bytes:
+    """All bytes of ``path`` (``-`` = stdin), with a clear error for missing/empty inputs.
+
+    ``what`` names the role in messages ("input", "kernel").
+    """
     if path == "-":
-        data = (stdin or sys.stdin.buffer).read()
+        try:
+            data = (stdin or sys.stdin.buffer).read()
+        except OSError as exc:
+            raise InputError(f"cannot read the {what} from standard input: {exc.strerror or exc}") from None
         if not data:
-            raise InputError("standard input is empty", "pipe a WAV/FLAC/OGG/NPY stream into convcli")
+            raise InputError(f"standard input is empty (the {what} was to come from it)",
+                             "pipe a WAV/FLAC/OGG/NPY stream into convcli, or give a file")
         return data
     p = Path(path)
     if not p.exists():
-        raise InputError(f"no such file: {path}", "check the path")
+        raise InputError(f"no such {what} file: {path}", "check the path")
     if p.is_dir():
-        raise InputError(f"{path} is a directory, not a signal file")
+        raise InputError(f"{what} {path} is a directory, not a file", "give a file path")
     try:
+        from convcli.resources import check_allocation
+
+        check_allocation(p.stat().st_size, f"reading {what} {path}",
+                         "split the file, or filter it in pieces with --block (streaming)")
         data = p.read_bytes()
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}",
+                         "check the file's permissions") from None
     if not data:
-        raise InputError(f"{path} is empty (0 bytes)", "check the file was written completely")
+        raise InputError(f"{what} {path} is empty (0 bytes)", "check the file was written completely")
     return data
 
 
@@ -126,20 +139,82 @@ def read_signal(
     return _read_audio(data, name, fmt, dtype=dtype)
 
 
+def _decode_message(exc: Exception) -> str:
+    """libsndfile's message without the ``Error opening <_io.BytesIO object at 0x...>:`` noise."""
+    text = re.sub(r"Error opening <[^>]*>:\s*", "", str(exc)).strip()
+    return re.sub(r"^Error\s*:\s*", "", text) or type(exc).__name__
+
+
+#: a WAV ``data`` size meaning "unknown length" (streaming writers put these before they know)
+_UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF)
+
+
+def wav_data_shortfall(data: bytes) -> tuple[int, int] | None:
+    """``(declared, present)`` bytes of the ``data`` chunk when the file holds fewer than its
+    header says (a truncated WAV), else None. Streams that do not know their length
+    (size 0 or 0xFFFFFFFF, or ≥ 0x7FFFF000 as some pipe writers use) are not truncated.
+
+    >>> import struct
+    >>> head = b"RIFF" + struct.pack("<I", 0) + b"WAVE" + b"data" + struct.pack("<I", 8)
+    >>> wav_data_shortfall(head + bytes(8)), wav_data_shortfall(head + bytes(3))
+    (None, (8, 3))
+    """
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RF64") or data[8:12] != b"WAVE":
+        return None
+    ds64_data_size = None
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if chunk == b"ds64" and offset + 8 + 24 <= len(data):
+            ds64_data_size = int.from_bytes(data[offset + 16 : offset + 24], "little")
+        if chunk == b"data":
+            if size == 0xFFFFFFFF and ds64_data_size is not None:
+                size = ds64_data_size
+            elif size in _UNKNOWN_WAV_SIZES or size >= 0x7FFFF000:
+                return None
+            present = len(data) - offset - 8
+            return (size, present) if present < size else None
+        offset += 8 + size + (size & 1)
+    return None
+
+
 def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
     import soundfile as sf
 
+    from convcli.resources import check_allocation
+
+    if fmt == "wav" and (short := wav_data_shortfall(data)) is not None:
+        declared, present = short
+        raise InputError(
+            f"{name} is truncated: its header announces {declared:,} bytes of samples but only "
+            f"{present:,} are there",
+            "convcli refuses a partial recording; to use what is there, rewrite it first: "
+            "sox in.wav fixed.wav",
+        )
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            subtype, rate = f.subtype, f.samplerate
+            subtype, rate, declared = f.subtype, f.samplerate, f.frames
             if dtype == "auto":
                 dtype = "float64" if subtype in ("PCM_32", "DOUBLE") else "float32"
+            check_allocation(max(declared, 0) * f.channels * np.dtype(dtype).itemsize,
+                             f"decoding {name}", "split the file, or use --dtype float32")
             frames = f.read(dtype=dtype, always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+            log = f.extra_info if fmt == "ogg" else ""
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OverflowError) as exc:
         raise InputError(
-            f"cannot decode {name} as {fmt.upper()}: {exc}",
+            f"cannot decode {name} as {fmt.upper()}: {_decode_message(exc)}",
             "the file may be truncated or corrupt; check it with `soxi` or `ffprobe`",
         ) from None
+    if 0 < frames.shape[0] < declared:
+        what = f"the {fmt.upper()} stream ends after {frames.shape[0]:,} of {declared:,} frames"
+    elif "ended unexpectedly" in log or "lacks an end-of-stream" in log:
+        what = f"the {fmt.upper()} stream ends without its end-of-stream mark"
+    else:
+        what = None
+    if what:
+        raise InputError(f"{name} is truncated: {what}",
+                         "convcli refuses a partial recording; re-encode what is there first "
+                         "if you want it (sox in.ogg fixed.ogg)")
     if frames.shape[0] == 0:
         raise InputError(f"{name} has no samples (0 frames)", "check the file was written completely")
     return Signal(
@@ -152,18 +227,55 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
     )
 
 
-def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None, dtype: str) -> Signal:
+def load_npy(data: bytes, name: str) -> np.ndarray:
+    """An array from NPY bytes, pickles refused: a crafted object array never runs code.
+
+    The one place convcli calls ``np.load`` (signals and kernels both come here). Truncated
+    or corrupt files, and object arrays, become an ``InputError``.
+    """
+    import warnings
+
+    stream = io.BytesIO(data)
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
+        with warnings.catch_warnings():  # a crafted header can make Python warn while parsing it
+            warnings.simplefilter("ignore")
+            return _load_npy(stream, data, name)
+    except InputError:
+        raise
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise InputError(
                 f"{name} holds Python objects, which convcli never unpickles",
                 "save a plain float array with numpy.save",
             ) from None
-        raise InputError(f"cannot read {name} as NPY: {exc}", "is the file complete?") from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"cannot read {name} as NPY: {exc}", "is the file complete?") from None
+        raise InputError(f"cannot read {name} as NPY: {exc}",
+                         "the file may be truncated or corrupt; save it again") from None
+    except Exception as exc:  # noqa: BLE001 (numpy raises OSError, EOFError, SyntaxError, ...)
+        raise InputError(f"cannot read {name} as NPY: {type(exc).__name__}: {exc}",
+                         "the file may be truncated or corrupt; save it again") from None
+
+
+def _load_npy(stream: io.BytesIO, data: bytes, name: str) -> np.ndarray:
+    fmt = np.lib.format
+    version = fmt.read_magic(stream)
+    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    header = read_header[version](stream) if version in read_header else None
+    if header is not None and not header[2].hasobject:
+        shape, _, dtype = header
+        expected = math.prod(shape) * dtype.itemsize
+        present = len(data) - stream.tell()
+        if present < expected:  # refuse before numpy allocates what the header claims
+            raise InputError(
+                f"{name} is truncated: its header announces {shape} {dtype} "
+                f"({expected:,} bytes) but only {present:,} bytes follow",
+                "the file was cut short; save it again",
+            )
+    stream.seek(0)
+    return np.load(stream, allow_pickle=False)
+
+
+def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None, dtype: str) -> Signal:
+    array = load_npy(data, name)
     if array.dtype.kind not in "biuf":
         raise InputError(
             f"{name} has dtype {array.dtype}; convcli filters real numbers",
@@ -245,6 +357,53 @@ class WriteReport:
     clipped: int = 0  # samples clamped to the integer range
     peak: float = 0.0  # largest |sample| before clamping, full scale = 1.0
 
+    @property
+    def safe_gain_db(self) -> float | None:
+        """The gain (dB, ≤ 0, rounded down to 0.1 dB) that would avoid the clipping; None if
+        nothing clipped.
+
+        >>> WriteReport("o.wav", "wav", "PCM_16", clipped=3, peak=1.2).safe_gain_db
+        -1.6
+        """
+        if not self.clipped or self.subtype not in PCM or not self.peak > 0:
+            return None
+        scale = PCM[self.subtype][0]
+        return math.floor(200 * math.log10((scale - 1) / (scale * self.peak))) / 10
+
+
+#: ``--clip``: what to do when integer PCM output would clip
+CLIP_POLICIES = ("warn", "error", "clamp")
+
+
+def clip_verdict(report: WriteReport, policy: str = "warn") -> str | None:
+    """Apply the ``--clip`` policy to an encoded output, before anything is written.
+
+    Every policy clamps (that is what ``encode`` did); ``warn`` returns the warning to show
+    (count, peak, the gain that avoids it), ``clamp`` returns None (silent), ``error`` raises
+    ``OutputError`` so nothing is written. Nothing clipped: None under every policy.
+
+    >>> r = WriteReport("o.wav", "wav", "PCM_16", clipped=12, peak=1.5)
+    >>> clip_verdict(r, "warn")
+    'o.wav: 12 samples clipped to the PCM_16 range (peak 1.500, +3.5 dBFS); --gain -3.6 would avoid it'
+    >>> clip_verdict(r, "clamp") is None
+    True
+    """
+    if policy not in CLIP_POLICIES:
+        raise UsageError(f"--clip must be one of {', '.join(CLIP_POLICIES)}, got {policy!r}")
+    if not report.clipped or policy == "clamp":
+        return None
+    peak = f"peak {report.peak:.3f}, {20 * math.log10(report.peak):+.1f} dBFS"
+    gain = report.safe_gain_db
+    if policy == "error":
+        raise OutputError(
+            f"{report.path}: {report.clipped:,} samples would clip to the {report.subtype} range "
+            f"({peak}); nothing written (--clip error)",
+            f"lower the level with --gain {gain:.1f}, write --subtype FLOAT, or allow it with "
+            "--clip warn",
+        )
+    return (f"{report.path}: {report.clipped:,} samples clipped to the {report.subtype} range "
+            f"({peak}); --gain {gain:.1f} would avoid it")
+
 
 def choose_subtype(out_format: str, source: Signal | None, requested: str | None) -> str | None:
     """The soundfile subtype for an audio output (None for NPY).
@@ -302,36 +461,145 @@ def to_file_layout(data: np.ndarray, layout: str) -> np.ndarray:
     return data[0]
 
 
+def _new_file_mode(target: Path) -> int:
+    """Permissions for a new output: the replaced file's, else 0o666 minus the umask
+    (``mkstemp`` creates 0o600, which is right for a temporary file but not for a result)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def _write_failure(path: str, exc: OSError) -> OutputError:
+    """An ``OutputError`` for an OSError while writing ``path``, with the fix for the cause."""
+    import errno
+
+    hints = {
+        errno.ENOSPC: "the disk is full: free some space or write elsewhere with -o",
+        errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere with -o",
+        errno.EROFS: "the file system is read-only: write elsewhere with -o",
+        errno.EACCES: "no permission: write elsewhere with -o",
+        errno.EPERM: "no permission: write elsewhere with -o",
+    }
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OutputError(f"cannot write {path}: {reason}; nothing was written",
+                       hints.get(exc.errno or 0, "check the disk and the path"))
+
+
+def check_output_path(path: str) -> None:
+    """Refuse, before any work, an output that cannot be written: its directory missing or
+    not writable, or the path a directory. ``-`` (stdout) is always fine."""
+    if path == "-":
+        return
+    target = Path(path)
+    directory = target.parent
+    if not directory.is_dir():
+        raise OutputError(f"output directory {directory} does not exist", f"mkdir -p {directory}")
+    if target.is_dir():
+        raise OutputError(f"output {path} is a directory", "give a file name, e.g. -o out.wav")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write in {directory}: permission denied or read-only",
+                          "write elsewhere with -o (or --out-dir)")
+
+
+class AtomicFile:
+    """A temporary file beside ``path`` that becomes ``path`` only on ``commit()``.
+
+    The building block of ``atomic_output`` and ``atomic_outputs``, and of any writer that
+    streams its output block by block: write to ``handle``; ``commit()`` flushes, fsyncs and
+    renames over ``path`` (an existing file is replaced only now, whole, keeping its
+    permissions); ``discard()`` (on any failure, also SIGTERM/SIGINT raised as exceptions by
+    the CLI) removes the temporary file. OSErrors (ENOSPC, EROFS...) become ``OutputError``.
+    The temporary is named ``.NAME.XXXX.part`` in the target directory.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.target = Path(path)
+        check_output_path(path)
+        try:
+            fd, self.tmp = tempfile.mkstemp(dir=self.target.parent,
+                                            prefix=f".{self.target.name}.", suffix=".part")
+        except OSError as exc:
+            raise _write_failure(path, exc) from None
+        self.handle: BinaryIO = os.fdopen(fd, "wb")
+        self.done = False
+
+    def commit(self) -> None:
+        try:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            os.chmod(self.tmp, _new_file_mode(self.target))
+            os.replace(self.tmp, self.target)
+        except OSError as exc:
+            self.discard()
+            raise _write_failure(self.path, exc) from None
+        self.done = True
+        with contextlib.suppress(OSError):  # make the rename itself durable (best effort)
+            dirfd = os.open(self.target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+
+    def discard(self) -> None:
+        if self.done:
+            return
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+        self.done = True
+
+
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[BinaryIO]:
     """A binary file that becomes ``path`` only when the block ends without error.
 
-    ``-`` buffers in memory and goes to stdout at the end. Otherwise a temporary file in the
-    target directory is renamed over ``path``; on any failure it is removed.
+    ``-`` buffers in memory and goes to stdout at the end (so an error writes nothing there
+    either). Otherwise an ``AtomicFile``: a temporary file in the target directory, renamed
+    over ``path`` at the end and removed on any failure or interruption.
     """
-    if path == "-":
-        buffer = io.BytesIO()
-        yield buffer
-        write_stdout(buffer.getvalue())
-        return
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise OutputError(f"output directory {directory} does not exist", "create it first")
+    with atomic_outputs([path]) as (handle,):
+        yield handle
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths: list[str]) -> Iterator[list[BinaryIO]]:
+    """Several outputs that appear together: all are written to temporaries first and renamed
+    only when every one is complete, so a failure on the third leaves none of them (and the
+    files they would replace untouched). ``-`` entries buffer and go to stdout last.
+    """
+    files: list[AtomicFile | None] = []
+    handles: list[BinaryIO] = []
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")
-    except OSError as exc:
-        raise OutputError(f"cannot write in {directory}: {exc.strerror}", "check permissions") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        for path in paths:
+            if path == "-":
+                files.append(None)
+                handles.append(io.BytesIO())
+            else:
+                files.append(AtomicFile(path))
+                handles.append(files[-1].handle)  # type: ignore[union-attr]
+        try:
+            yield handles
+        except OSError as exc:
+            named = [f.path for f in files if f is not None]
+            where = named[0] if len(named) == 1 else f"the {len(named)} outputs in " + ", ".join(
+                sorted({str(Path(p).parent) for p in named}))
+            raise _write_failure(where, exc) from None
+        for file in files:
+            if file is not None:
+                file.commit()
+        for file, handle in zip(files, handles):
+            if file is None:
+                write_stdout(handle.getvalue())  # type: ignore[attr-defined]
+    finally:
+        for file in files:
+            if file is not None:
+                file.discard()
 
 
 def write_stdout(data: bytes) -> None:
@@ -358,7 +626,7 @@ def encode(
     report = WriteReport(path="", format=out_format, subtype=subtype)
     if out_format == "npy":
         array = to_file_layout(data, layout)
-        return (lambda handle: np.save(handle, array, allow_pickle=False)), report
+        return (lambda handle: np.save(_Chunks(handle), array, allow_pickle=False)), report
     import soundfile as sf
 
     batch, channels, _ = data.shape
@@ -382,9 +650,25 @@ def encode(
     major = SOUNDFILE_FORMATS[out_format]
 
     def write(handle: BinaryIO) -> None:
+        # encode in memory, then one plain write: libsndfile writing through a Python file
+        # swallows OSErrors (ENOSPC) inside its cffi callback and reports nonsense
+        buffer = io.BytesIO()
         try:
-            sf.write(handle, frames, int(rate), subtype=subtype, format=major)
+            sf.write(buffer, frames, int(rate), subtype=subtype, format=major)
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise OutputError(f"cannot encode {channels}-channel {major}/{subtype}: {exc}") from None
+            raise OutputError(f"cannot encode {channels}-channel {major}/{subtype}: "
+                              f"{_decode_message(exc)}") from None
+        handle.write(buffer.getbuffer())
 
     return write, report
+
+
+class _Chunks:
+    """Hide a real file from ``np.save`` so it writes in 16 MiB ``write()`` calls (whose
+    OSError carries errno, e.g. ENOSPC) instead of ``ndarray.tofile`` (whose does not)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def write(self, data: bytes) -> int:
+        return self.handle.write(data)

@@ -55,7 +55,8 @@ class ConvSpec:
         for name in ("stride", "dilation", "groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise UsageError(f"--{name} must be a whole number ≥ 1, got {value!r}")
+                raise UsageError(f"--{name} must be a whole number ≥ 1, got {value!r}",
+                                 f"--{name} 1 is the plain convolution")
 
     # --- lengths and pads -------------------------------------------------------------
     def span(self, k: int) -> int:

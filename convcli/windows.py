@@ -89,7 +89,8 @@ class WindowKind:
 
     def check_param(self, name: str, value: float) -> None:
         if name in ("gaussian",) and value <= 0:
-            raise UsageError(f"window {name}: {self.param} must be > 0, got {value:g}")
+            raise UsageError(f"window {name}: {self.param} must be > 0, got {value:g}",
+                             f"e.g. --window {name}:3")
 
 
 WINDOWS: dict[str, WindowKind] = {
@@ -155,7 +156,8 @@ def parse_window(spec: str) -> tuple[str, float | None]:
             f"window {name!r}: {kind.param} must be a number, got {raw!r}", f"e.g. {name}:8"
         ) from None
     if not np.isfinite(value):
-        raise UsageError(f"window {name!r}: {kind.param} must be finite, got {raw!r}")
+        raise UsageError(f"window {name!r}: {kind.param} must be finite, got {raw!r}",
+                         f"e.g. --window {name}:8")
     kind.check_param(name, value)
     return name, value
 
@@ -166,7 +168,7 @@ def window(name: str, size: int, param: float | None = None, periodic: bool = Fa
     Symmetric by default (filter design); ``periodic=True`` is scipy's ``fftbins=True``.
     """
     if size < 1:
-        raise UsageError(f"--size must be ≥ 1, got {size}")
+        raise UsageError(f"--size must be ≥ 1, got {size}", "a window has at least one tap")
     if size > MAX_SIZE:
         raise UsageError(f"--size {size} is too large (at most {MAX_SIZE:,})", "use a shorter window")
     kind = WINDOWS[name]

@@ -7,6 +7,7 @@ Every error ends as one ``error: ...`` line on stderr (``--debug`` shows the tra
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -17,7 +18,7 @@ import typer
 
 from convcli import __version__
 from convcli.errors import ConvcliError, InputError, Interrupted, OutputError, UsageError
-from convcli.report import Reporter, human_shape
+from convcli.report import Reporter, dbfs, human_shape
 
 app = typer.Typer(
     name="convcli",
@@ -178,6 +179,7 @@ NormalizeOutputOpt = Annotated[
     Optional[float],
     typer.Option("--normalize-output", metavar="[DBFS]", rich_help_panel=IO,
                  help="Scale the result so its peak is DBFS (default −1 dBFS) before writing."),
+]
 ClipOpt = Annotated[
     Literal["warn", "error", "clamp"],
     typer.Option("--clip", rich_help_panel=IO,

@@ -223,7 +223,7 @@ def test_cli_lowpass_equals_firwin_convolution(cli, tmp_path):
     x, rate = sf.read(SAMPLES / "chord.wav", dtype="float64")
     h = scipy.signal.firwin(101, 4000, window=("kaiser", 8.0), fs=rate)
     y = np.stack([scipy.signal.convolve(x[:, c], h, mode="same") for c in range(2)], axis=1)
-    y *= 10 ** (-1 / 20) / np.max(np.abs(y))  # --normalize-output: peak to −1 dBFS
+    y *= 10 ** (-1 / 20) * 32767 / 32768 / np.max(np.abs(y))  # peak to −1 dBFS of PCM_16
     got, got_rate = sf.read(out, dtype="int16")
     assert got_rate == rate and got.shape == x.shape
     assert np.max(np.abs(got - np.rint(y * 32768))) <= 1

@@ -273,7 +273,7 @@ def load_design(request, signals, window: str | None, size: int | None, periodic
                            periodic=periodic, normalization=normalize, has_file=kernel is not None)
 
 
-def window_design(ctx: typer.Context, request, name: str, size: int, periodic: bool,
+def window_design(ctx: typer.Context, request, name: str | None, size: int, periodic: bool,
                   normalize: str | None, rate: float | None):
     """``(coefficients [k], fir.Design)`` for ``window NAME --lowpass ... --rate HZ``: NAME is
     the design's window; ``--size``/``--normalize`` count only when given on the command line."""
@@ -284,6 +284,8 @@ def window_design(ctx: typer.Context, request, name: str, size: int, periodic: b
     if rate <= 0 or not math.isfinite(rate):
         raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
     request.check_rate(rate)
+    if name.strip().lower() == "kaiser" and (request.transition or request.attenuation):
+        name = None  # `window kaiser --transition ...`: Kaiser's formulas choose beta
     return designed_kernel(request, rate, window_spec=name,
                            size=size if given(ctx, "size") else None, periodic=periodic,
                            normalization=normalize if given(ctx, "normalize") else None)
@@ -546,6 +548,91 @@ def filter_command(
         "seconds": elapsed,
         "clip": clip,
         "files": files,
+    }
+    report.finish()
+
+
+# --- window (a minimal command by issue 7 for --response/--plot; issue 5 owns the full one) -----
+@app.command("window")
+def window_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(
+        metavar="NAME[:PARAM]",
+        help="hann, hamming, blackman, bartlett, rect, kaiser:BETA, gaussian:STD, tukey:ALPHA, "
+        "triang, cosine, nuttall, blackmanharris, flattop, bohman.")],
+    size: SizeOpt = 31,
+    periodic: PeriodicOpt = False,
+    normalize: NormalizeOpt = None,
+    output: Annotated[str, typer.Option(
+        "--output", "-o", rich_help_panel=IO, metavar="FILE|-",
+        help="- (default): one coefficient per line on stdout; FILE.npy: float64 NPY; "
+        "any other name: the same text.")] = "-",
+    rate: DesignRateOpt = None,
+    lowpass: LowpassOpt = None,
+    highpass: HighpassOpt = None,
+    bandpass: BandpassOpt = None,
+    bandstop: BandstopOpt = None,
+    transition: TransitionOpt = None,
+    attenuation: AttenuationOpt = None,
+    response: ResponseOpt = False,
+    plot: PlotOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Print window (or designed FIR) coefficients, exactly as [b]filter[/b] applies them.
+
+    [b]convcli window hann --size 101 --lowpass 4000 --rate 44100 --response --plot lp.png[/b]
+    measures the design and draws it.
+    """
+    from convcli.kernels import make_kernel
+    from convcli.signals import atomic_output, format_from_path
+
+    request = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
+    coefficients_to_stdout = output == "-" and not response
+    if plot == "-" and (coefficients_to_stdout or response):
+        raise UsageError("--plot - and the text output would share stdout",
+                         "name a file for one of them: --plot FILE.png or -o FILE")
+    design = None
+    if request is not None:
+        coefficients, design = window_design(ctx, request, name, size, periodic, normalize, rate)
+        label = design.describe()
+    else:
+        coefficients = make_kernel(window_spec=name, size=size, periodic=periodic,
+                                   normalization=normalize or "sum")
+        label = f"{name}({size}{', periodic' if periodic else ''})"
+    measured = window_response(coefficients, rate=rate, design=design, response=response,
+                               plot=plot, title=label)
+    as_npy = output != "-" and format_from_path(output) == "npy"
+    report = Reporter(quiet=quiet, json_mode=json_,
+                      data_on_stdout=coefficients_to_stdout or plot == "-")
+    if output != "-" or coefficients_to_stdout:
+        with atomic_output(output) as handle:
+            if as_npy:
+                import numpy as np
+
+                np.save(handle, coefficients, allow_pickle=False)
+            else:
+                handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
+        if output != "-":
+            report.info(f"wrote [bold]{output}[/bold]: {coefficients.size} coefficients of {label}")
+    if plot is not None and plot != "-":
+        report.info(f"wrote [bold]{plot}[/bold]: taps and magnitude response of {label}")
+    if measured is not None and not json_:
+        from convcli.signals import write_stdout
+
+        write_stdout(render_response(measured).encode())
+    report.summary = {
+        "command": "window", "window": name, "size": int(coefficients.size),
+        "periodic": periodic, "output": output, "label": label,
+        "design": None if design is None else {
+            "band": design.request.band, "cutoffs": list(design.request.cutoffs),
+            "rate": design.rate, "window": design.window_text(), "taps": design.size,
+            "transition": design.request.transition, "attenuation": design.request.attenuation},
+        "response": None if measured is None else measured.to_dict(),
+        "plot": plot,
+        "coefficients": [float(v) for v in coefficients],
     }
     report.finish()
 

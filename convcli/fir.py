@@ -304,8 +304,9 @@ def design(
     kaiser = request.transition is not None or request.attenuation is not None
     if kaiser and window is not None:
         raise UsageError("--transition/--attenuation choose a Kaiser window themselves; "
-                         f"--window {window} contradicts them",
-                         "drop --window, or drop --transition/--attenuation and give --size")
+                         f"the window {window!r} contradicts them",
+                         "drop --window (window command: name it kaiser), or drop "
+                         "--transition/--attenuation and give --size")
     note = ""
     if request.transition is not None and size is None:
         attenuation = request.attenuation if request.attenuation is not None else DEFAULT_ATTENUATION

@@ -126,3 +126,30 @@ def test_degenerate_kernels():
     assert r.peak_sidelobe_db is None and "monotonically" in r.notes[0]
     d = measure(np.ones(4), RATE).to_dict()
     assert d["rate"] == RATE and d["dc_gain"] == 4.0 and isinstance(d["notes"], list)
+
+
+def test_cli_window_response_json_and_plot(cli_fast, tmp_path):
+    """`window NAME --lowpass ... --response --json --plot`: the design, its figures and a PNG."""
+    import json
+    import struct
+
+    png = tmp_path / "lp.png"
+    proc = cli_fast("window", "hann", "--size", "101", "--lowpass", "4000", "--rate", "44100",
+                    "--response", "--json", "--plot", png)
+    assert proc.returncode == 0, proc.stderr.decode()
+    summary = json.loads(proc.stdout)
+    h = np.array(summary["coefficients"])
+    np.testing.assert_allclose(h, scipy.signal.firwin(101, 4000, window="hann", fs=RATE),
+                               rtol=1e-12, atol=1e-15)
+    r = summary["response"]
+    assert r["dc_gain"] == pytest.approx(abs(freqz_gain(h, 0.0)[0]))
+    assert freqz_gain(h, r["edges_6db"][0])[0] == pytest.approx(LVL6, abs=2e-5)
+    assert r["bandwidth_3db"] == pytest.approx(r["edges_3db"][0])
+    assert r["stopband_attenuation_db"] > 40 and summary["design"]["taps"] == 101
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (900, 640)
+    # the text form: one "label  value" line per figure, on stdout
+    proc = cli_fast("window", "hamming", "--size", "64", "--response")
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 0 and lines[0].split() == ["taps", "64"]
+    assert any(line.startswith("peak side lobe") for line in lines)

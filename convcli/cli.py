@@ -469,11 +469,16 @@ def filter_command(
 
     # 2. read every input whole and check it before computing anything
     signals = []
-    for path in inputs:
-        signal = read_signal(path, layout=layout, rate=rate, dtype=dtype or "auto")
-        if not allow_nonfinite:
-            check_finite(signal)
-        signals.append(signal)
+    clock = time.perf_counter()
+    with report.progress(len(inputs), "reading") as tick:
+        for path in inputs:
+            tick(0, description=f"reading {path}")
+            signal = read_signal(path, layout=layout, rate=rate, dtype=dtype or "auto")
+            if not allow_nonfinite:
+                check_finite(signal)
+            signals.append(signal)
+            tick()
+    read_seconds = time.perf_counter() - clock
     for signal, out in zip(signals, outputs):  # refuse impossible outputs before computing
         out_format = output_format(out, fmt, signal.format)
         if out_format != "npy" and signal.rate is None:
@@ -492,34 +497,43 @@ def filter_command(
                         device=device)
 
     started = time.perf_counter()
-    results, run = filter_batches([s.data for s in signals], coefficients, spec,
-                                  method=method, device=device)
+    with report.progress(None, f"filtering {len(signals)} signal{'s' * (len(signals) > 1)}"):
+        results, run = filter_batches([s.data for s in signals], coefficients, spec,
+                                      method=method, device=device)
     elapsed = time.perf_counter() - started
 
     # 4. encode all, apply the --clip policy, then write all outputs atomically together
     from convcli.signals import atomic_outputs, choose_subtype, clip_verdict, encode
 
     files, writers = [], []
-    for signal, out, data in zip(signals, outputs, results):
-        out_format = output_format(out, fmt, signal.format)
-        chosen = choose_subtype(out_format, signal, subtype)
-        data, level = apply_level(data, gain_db=gain, peak_dbfs=normalize_output,
-                                  full_scale=full_scale(chosen))
-        if level.silent:
-            report.warn(f"{out}: the result is silent; --normalize-output left it as it is")
-        elif level.gain_db or normalize_output is not None:
-            report.info(f"{out}: gain {level.gain_db:+.2f} dB, peak {dbfs(level.peak_after)}")
-        out_rate = output_rate(signal.rate, stride, out_format, report)
-        writer, wrote = encode(data, out_format=out_format, rate=out_rate, subtype=chosen,
-                               layout=signal.layout)
-        wrote.path = out
-        warning = clip_verdict(wrote, clip)  # --clip error raises here, before any write
-        if warning and gain and wrote.safe_gain_db is not None:
-            warning += f" (on top of --gain {gain:g}: use --gain {gain + wrote.safe_gain_db:.1f})"
-        writers.append((writer, wrote, warning, signal, data, chosen, out_rate, level))
-    with atomic_outputs(outputs) as handles:
-        for handle, (writer, *_rest) in zip(handles, writers):
-            writer(handle)
+    clock = time.perf_counter()
+    with report.progress(2 * len(outputs), "encoding") as tick:
+        for signal, out, data in zip(signals, outputs, results):
+            tick(0, description=f"encoding {'stdout' if out == '-' else out}")
+            out_format = output_format(out, fmt, signal.format)
+            chosen = choose_subtype(out_format, signal, subtype)
+            data, level = apply_level(data, gain_db=gain, peak_dbfs=normalize_output,
+                                      full_scale=full_scale(chosen))
+            if level.silent:
+                report.warn(f"{out}: the result is silent; --normalize-output left it as it is")
+            elif level.gain_db or normalize_output is not None:
+                report.info(f"{out}: gain {level.gain_db:+.2f} dB, peak {dbfs(level.peak_after)}")
+            out_rate = output_rate(signal.rate, stride, out_format, report)
+            writer, wrote = encode(data, out_format=out_format, rate=out_rate, subtype=chosen,
+                                   layout=signal.layout)
+            wrote.path = out
+            warning = clip_verdict(wrote, clip)  # --clip error raises here, before any write
+            if warning and gain and wrote.safe_gain_db is not None:
+                warning += (f" (on top of --gain {gain:g}: use --gain "
+                            f"{gain + wrote.safe_gain_db:.1f})")
+            writers.append((writer, wrote, warning, signal, data, chosen, out_rate, level))
+            tick()
+        with atomic_outputs(outputs) as handles:
+            for out, handle, (writer, *_rest) in zip(outputs, handles, writers):
+                tick(0, description=f"writing {'stdout' if out == '-' else out}")
+                writer(handle)
+                tick()
+    write_seconds = time.perf_counter() - clock
     for out, (_writer, wrote, warning, signal, data, chosen, out_rate, level) in zip(outputs,
                                                                                  writers):
         out_format = wrote.format
@@ -546,13 +560,15 @@ def filter_command(
                  "correlate": correlate, "groups": groups, "pads": [left, right]},
         **run,
         "seconds": elapsed,
+        "timings": {"read": read_seconds, "compute": elapsed, "write": write_seconds},
+        "clipped": sum(f["clipped"] for f in files),
         "clip": clip,
         "files": files,
     }
     report.finish()
 
 
-# --- window (a minimal command by issue 7 for --response/--plot; issue 5 owns the full one) -----
+# --- window -----------------------------------------------------------------------------------
 @app.command("window")
 def window_command(
     ctx: typer.Context,
@@ -562,7 +578,9 @@ def window_command(
         "triang, cosine, nuttall, blackmanharris, flattop, bohman.")],
     size: SizeOpt = 31,
     periodic: PeriodicOpt = False,
-    normalize: NormalizeOpt = None,
+    normalize: Annotated[Normalization, typer.Option(
+        "--normalize", rich_help_panel=KERNEL,
+        help="sum: unity DC gain (as filter does); peak: max |w| = 1; none: raw window.")] = "sum",
     output: Annotated[str, typer.Option(
         "--output", "-o", rich_help_panel=IO, metavar="FILE|-",
         help="- (default): one coefficient per line on stdout; FILE.npy: float64 NPY; "
@@ -579,13 +597,18 @@ def window_command(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Print window (or designed FIR) coefficients, exactly as [b]filter[/b] applies them.
+    """Print window coefficients, exactly as [b]filter --window[/b] applies them.
 
-    [b]convcli window hann --size 101 --lowpass 4000 --rate 44100 --response --plot lp.png[/b]
-    measures the design and draws it.
+    [b]convcli window kaiser:6 --size 21 | convcli filter in.wav --kernel - -o out.wav[/b]
+    gives the same output as [b]--window kaiser:6 --size 21[/b]: every coefficient is printed
+    with full float64 precision (shortest repr that reads back to the same number).
+    With [b]--lowpass/--highpass/--bandpass/--bandstop --rate HZ[/b] NAME is the window of a
+    FIR design (as [b]filter[/b] makes it); [b]--response[/b] prints the measured response
+    instead of the coefficients, [b]--plot FILE.png[/b] draws it.
     """
     from convcli.kernels import make_kernel
     from convcli.signals import atomic_output, format_from_path
+    from convcli.windows import parse_window
 
     request = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
@@ -597,11 +620,14 @@ def window_command(
     design = None
     if request is not None:
         coefficients, design = window_design(ctx, request, name, size, periodic, normalize, rate)
+        window_name, param = design.window
         label = design.describe()
     else:
+        window_name, param = parse_window(name)
         coefficients = make_kernel(window_spec=name, size=size, periodic=periodic,
-                                   normalization=normalize or "sum")
-        label = f"{name}({size}{', periodic' if periodic else ''})"
+                                   normalization=normalize)
+        label = (f"{window_name}{'' if param is None else f':{param:g}'}({size}"
+                 f"{', periodic' if periodic else ''})")
     measured = window_response(coefficients, rate=rate, design=design, response=response,
                                plot=plot, title=label)
     as_npy = output != "-" and format_from_path(output) == "npy"
@@ -615,17 +641,19 @@ def window_command(
                 np.save(handle, coefficients, allow_pickle=False)
             else:
                 handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
-        if output != "-":
-            report.info(f"wrote [bold]{output}[/bold]: {coefficients.size} coefficients of {label}")
+    if output != "-":
+        scaled = normalize if design is None or given(ctx, "normalize") else "as firwin"
+        report.info(f"wrote [bold]{output}[/bold]: {coefficients.size} coefficients of "
+                    f"{label}, normalized {scaled}, {'NPY float64' if as_npy else 'text'}")
     if plot is not None and plot != "-":
         report.info(f"wrote [bold]{plot}[/bold]: taps and magnitude response of {label}")
     if measured is not None and not json_:
-        from convcli.signals import write_stdout
-
-        write_stdout(render_response(measured).encode())
+        write_text(render_response(measured))
     report.summary = {
-        "command": "window", "window": name, "size": int(coefficients.size),
-        "periodic": periodic, "output": output, "label": label,
+        "command": "window", "window": window_name, "param": param,
+        "size": int(coefficients.size), "periodic": periodic, "normalize": normalize,
+        "output": output, "format": "npy" if as_npy else "text",
+        "sum": float(coefficients.sum()), "peak": float(abs(coefficients).max()),
         "design": None if design is None else {
             "band": design.request.band, "cutoffs": list(design.request.cutoffs),
             "rate": design.rate, "window": design.window_text(), "taps": design.size,
@@ -635,6 +663,99 @@ def window_command(
         "coefficients": [float(v) for v in coefficients],
     }
     report.finish()
+
+
+# --- info -------------------------------------------------------------------------------------
+@app.command("info")
+def info_command(
+    files: Annotated[list[str], typer.Argument(metavar="FILE...",
+                                               help="Signal files, or - for stdin.")],
+    layout: LayoutOpt = None,
+    rate: RateOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Rate, channels, frames, duration, subtype or dtype, peak, RMS and DC (per channel too).
+
+    Reads the files with numpy and soundfile only (no torch), so it answers fast. Levels are
+    on the float scale (full scale = 1.0, 0 dBFS) over the finite samples.
+    """
+    from convcli.describe import describe
+    from convcli.signals import read_bytes
+
+    if files.count("-") > 1:
+        raise UsageError("standard input can be read only once")
+    report = Reporter(quiet=quiet, json_mode=json_)
+    described, failed = [], []
+    with report.progress(len(files), "reading") as tick:
+        for path in files:
+            tick(0, description=f"reading {path}")
+            try:
+                described.append(describe(read_bytes(path), "stdin" if path == "-" else path,
+                                          layout=layout, rate=rate))
+            except ConvcliError as exc:
+                if len(files) == 1:
+                    raise
+                failed.append(path)
+                report.warn(f"skipped {path}: {exc.line()}")
+            tick()
+    if not json_:
+        from convcli.report import render_info
+
+        write_text("".join(render_info(d) for d in described))
+    report.summary = {"command": "info", "files": described, "failed": failed}
+    report.finish()
+    if failed:
+        raise InputError(f"{len(failed)} of {len(files)} files could not be read: "
+                         f"{', '.join(failed)}", "see the warnings above")
+
+
+# --- explain ----------------------------------------------------------------------------------
+@app.command("explain")
+def explain_command(
+    length: Annotated[int, typer.Option("--length", "-N", min=1, metavar="N",
+                                        help="Input length N in samples.")],
+    size: SizeOpt = 31,
+    window: WindowOpt = None,
+    periodic: PeriodicOpt = False,
+    normalize: NormalizeOpt = None,
+    kernel: KernelOpt = None,
+    groups: GroupsOpt = 1,
+    mode: ModeOpt = "same",
+    padding: PaddingOpt = "zeros",
+    stride: StrideOpt = 1,
+    dilation: DilationOpt = 1,
+    correlate: CorrelateOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    r"""Output length, pads, the formula of y\[i], the Jacobian and a worked example for any options.
+
+    [b]convcli explain --length 8 --size 3[/b];
+    [b]convcli explain --length 64 --size 3 --correlate --mode valid[/b] (= torch Conv1d).
+    The kernel length is --size, or the length of --kernel; the worked example uses the given
+    kernel's numbers when it is small, else w = 1, 2, …, k so the flip is visible.
+    """
+    from convcli.explain import explain, render
+
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    coefficients = None
+    if kernel is not None or window is not None:
+        coefficients = load_kernel(window, size, periodic, normalize, kernel)
+    k = size if coefficients is None else coefficients.shape[-1]
+    result = explain(spec, length, k, coefficients)
+    report = Reporter(quiet=quiet, json_mode=json_)
+    if not json_:
+        write_text(render(result) + "\n")
+    report.summary = result
+    report.finish()
+
+
+def write_text(text: str) -> None:
+    """Text that is the command's output, to stdout (a closed pipe ends quietly in main())."""
+    from convcli.signals import write_stdout
+
+    write_stdout(text.encode())
 
 
 # --- entry point ------------------------------------------------------------------------------
@@ -648,7 +769,14 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         with _signals_raise():
-            code = command.main(args=args, prog_name="convcli", standalone_mode=False)
+            try:
+                code = command.main(args=args, prog_name="convcli", standalone_mode=False)
+            except SystemExit as exc:
+                # Typer catches EPIPE itself, wraps stdout in PacifyFlushWrapper and exits 1;
+                # a reader that stops reading (| head) is not our failure: exit 0, quietly.
+                if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+                    raise BrokenPipeError from None
+                raise
     except Interrupted as exc:  # SIGTERM/SIGINT/SIGHUP: cleanups (temporary files) have run
         if debug:
             raise

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+#: a bar appears only once work has run this long (short runs stay silent)
+PROGRESS_DELAY = 1.0
 
 
 @dataclass
@@ -21,6 +27,7 @@ class Reporter:
     data_on_stdout: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     _console: Any = None
+    _started: float = field(default_factory=time.monotonic)  # bars wait PROGRESS_DELAY from here
 
     @property
     def console(self) -> Any:
@@ -38,12 +45,131 @@ class Reporter:
         if not self.quiet:
             self.console.print(f"[yellow]warning:[/yellow] {message}")
 
+    def progress(self, total: float | None, description: str, *, delay: float = PROGRESS_DELAY):
+        """A progress bar on stderr for this command (none with --quiet or --json); it shows
+        once the command has run ``delay`` seconds, counted from the Reporter's creation."""
+        return progress(total, description, enabled=not (self.quiet or self.json_mode),
+                        delay=delay, console=self._console, since=self._started)
+
     def finish(self, stream: TextIO | None = None) -> None:
         if not self.json_mode:
             return
         out = stream or (sys.stderr if self.data_on_stdout else sys.stdout)
         out.write(json.dumps(self.summary, indent=2, default=_jsonable) + "\n")
         out.flush()
+
+
+class Ticker:
+    """Advance a progress bar: ``tick(n)`` adds n units of work done; ``tick(description=...)``
+    relabels it. The bar is drawn on stderr only when stderr is a terminal, and only once the
+    work has run ``delay`` seconds (counted from ``since``, default now): a timer shows it then
+    even if nothing ticks, so one long step still gets a bar with its elapsed time. Without a
+    terminal, ticking just counts.
+
+    >>> tick = Ticker(10, "blocks", enabled=False)
+    >>> tick(3); tick(2); tick.done
+    5.0
+    """
+
+    def __init__(self, total: float | None, description: str, *, enabled: bool = True,
+                 delay: float = PROGRESS_DELAY, console: Any = None,
+                 since: float | None = None) -> None:
+        import threading
+
+        self.total, self.description = total, description
+        self.done = 0.0
+        self._console = console
+        self._bar: Any = None
+        self._task: Any = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._timer: Any = None
+        if enabled and _stderr_is_terminal(console):
+            wait = delay - (0.0 if since is None else time.monotonic() - since)
+            if wait <= 0:
+                self._start()
+            else:
+                self._timer = threading.Timer(wait, self._start)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def __call__(self, advance: float = 1, *, description: str | None = None,
+                 total: float | None = None) -> None:
+        self.done += advance
+        if description is not None:
+            self.description = description
+        if total is not None:
+            self.total = total
+        if self._bar is not None:
+            with self._lock:
+                if self._bar is not None:
+                    self._bar.update(self._task, completed=self.done, total=self.total,
+                                     description=self.description)
+
+    def _start(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        with self._lock:
+            if self._closed:
+                return
+            console = self._console or Console(stderr=True)
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                           transient=True)
+            self._task = bar.add_task(self.description, total=self.total, completed=self.done)
+            bar.start()
+            self._bar = bar
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._bar is not None:
+                self._bar.stop()
+                self._bar = None
+
+
+@contextlib.contextmanager
+def progress(total: float | None, description: str, *, enabled: bool = True,
+             delay: float = PROGRESS_DELAY, console: Any = None,
+             since: float | None = None) -> Iterator[Ticker]:
+    """A progress bar for work that may take more than about a second.
+
+    Yields a ``Ticker``: call it with the units done since the last call (files, blocks,
+    samples). Nothing is drawn when stderr is not a terminal (no escape codes in logs or
+    pipes), when ``enabled`` is False, or before ``delay`` seconds have passed; the bar is
+    removed when the block ends. Usable by any command and by the streaming engine, which can
+    take the ticker as its per-block callback::
+
+        with report.progress(n_blocks, "filtering") as tick:
+            for block in blocks:
+                ...
+                tick()
+    """
+    ticker = Ticker(total, description, enabled=enabled, delay=delay, console=console,
+                    since=since)
+    try:
+        yield ticker
+    finally:
+        ticker.close()
+
+
+def _stderr_is_terminal(console: Any = None) -> bool:
+    if console is not None:
+        return bool(console.is_terminal)
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _jsonable(value: Any) -> Any:
@@ -66,3 +192,32 @@ def dbfs(peak: float) -> str:
     import math
 
     return "−inf dBFS" if peak <= 0 else f"{20 * math.log10(peak):+.1f} dBFS"
+
+
+def render_info(d: dict[str, Any]) -> str:
+    """The human text of ``convcli info`` for one file (plain text: it is stdout data)."""
+    kind = d["format"].upper() + (f" {d['subtype']}" if d.get("subtype") else "")
+    if d.get("dtype"):
+        kind += f" {d['dtype']}"
+        if d.get("layout"):
+            kind += f", layout {d['layout']}" + (" (guessed)" if d.get("layout_guessed") else "")
+    rate = f"{d['rate']:,.0f} Hz" if d["rate"] else "no rate"
+    duration = f", {d['duration']:.3f} s" if d["duration"] is not None else ""
+    batch = f"{d['batch']} × " if d["batch"] > 1 else ""
+    lines = [
+        f"{d['file']}: {kind}, {rate}, {batch}{d['channels']} ch × {d['frames']:,} frames{duration}",
+        (f"  {'channel':8s} {'peak':>10s} {'dBFS':>7s} {'RMS':>10s} {'dBFS':>7s} {'DC':>10s} "
+         f"{'|x|≥1':>7s}"),
+    ]
+    rows = [("all", d)] + ([(str(c["channel"]), c) for c in d["channel"]] if d["channels"] > 1 else [])
+    for label, r in rows:
+        lines.append(
+            f"  {label:8s} {r['peak']:10.6f} {_db(r['peak_dbfs']):>7s} {r['rms']:10.6f} "
+            f"{_db(r['rms_dbfs']):>7s} {r['dc']:+10.6f} {r['full_scale']:7d}")
+    if d.get("nonfinite"):
+        lines.append(f"  {d['nonfinite']:,} NaN/Inf samples (levels are over the finite ones)")
+    return "\n".join(lines) + "\n"
+
+
+def _db(value: float | None) -> str:
+    return "-inf" if value is None else f"{value:.2f}"

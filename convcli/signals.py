@@ -122,10 +122,18 @@ def read_signal(
     rate of NPY input (audio keeps its own). ``dtype`` is float32, float64 or auto: float64
     where float32 would lose bits (float64 NPY, 32-bit and double audio), else float32.
     """
+    data = read_bytes(path, stdin)
+    return decode_signal(data, "stdin" if path == "-" else path, layout=layout, rate=rate,
+                         dtype=dtype)
+
+
+def decode_signal(
+    data: bytes, name: str, *, layout: str | None = None, rate: float | None = None,
+    dtype: str = "auto",
+) -> Signal:
+    """``read_signal`` for bytes already in memory; ``name`` is used in messages."""
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
         raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
-    data = read_bytes(path, stdin)
-    name = "stdin" if path == "-" else path
     fmt = sniff_format(data[:12])
     if fmt is None:
         raise InputError(
@@ -137,6 +145,61 @@ def read_signal(
     if layout is not None:
         raise UsageError("--layout applies to NPY input only")
     return _read_audio(data, name, fmt, dtype=dtype)
+
+
+def fix_wav_lengths(data: bytes) -> bytes:
+    """Fill in the lengths of a WAV written to a pipe, so it is read to the end of the stream.
+
+    A writer that cannot seek back (``sox ... -t wav -``, ``ffmpeg ... -f wav -``) leaves a
+    placeholder where the sizes belong: 0, 0xFFFFFFFF, or a guess such as 0x7FFFF000.
+    libsndfile reads 0 frames for a ``data`` size of 0, so when the ``data`` chunk's size is 0,
+    0xFFFFFFFF or more than the bytes present, it is set (in memory) to the whole frames that
+    are there, and the RIFF size to the bytes present. Honest headers come back untouched.
+    ``_read_audio`` refuses a truncated file (``wav_data_shortfall``) before calling this, so
+    only the unknown-length markers (0, 0xFFFFFFFF, ≥ 0x7FFFF000) reach the repair there.
+
+    >>> import struct
+    >>> fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, 8000, 16000, 2, 16)
+    >>> head = b"RIFF" + struct.pack("<I", 0) + b"WAVE" + fmt + b"data" + struct.pack("<I", 0)
+    >>> fixed = fix_wav_lengths(head + bytes(7))       # 3 whole 2-byte frames and one odd byte
+    >>> struct.unpack("<I", fixed[40:44])[0], struct.unpack("<I", fixed[4:8])[0]
+    (6, 43)
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return data
+    pos, align = 12, 1
+    while pos + 8 <= len(data):
+        chunk = data[pos : pos + 4]
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = pos + 8
+        if chunk == b"fmt " and size >= 14 and body + 14 <= len(data):
+            align = max(1, int.from_bytes(data[body + 12 : body + 14], "little"))
+        if chunk == b"data":
+            available = len(data) - body
+            if size == 0 and _looks_like_chunk(data, body):
+                return data  # an honest empty data chunk followed by another chunk
+            if 0 < size <= available and size != 0xFFFFFFFF:
+                return data  # honest
+            whole = min(available - available % align, 0xFFFFFFFF - 36)
+            if whole <= 0:
+                return data
+            fixed = bytearray(data)
+            fixed[pos + 4 : pos + 8] = whole.to_bytes(4, "little")
+            fixed[4:8] = min(len(data) - 8, 0xFFFFFFFF).to_bytes(4, "little")
+            return bytes(fixed)
+        pos = body + size + (size & 1)
+    return data
+
+
+def _looks_like_chunk(data: bytes, pos: int) -> bool:
+    """True when ``data[pos:]`` starts with a plausible RIFF chunk header that fits."""
+    if pos + 8 > len(data):
+        return False
+    chunk = data[pos : pos + 4]
+    size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+    return all(48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 32 for c in chunk) and (
+        pos + 8 + size <= len(data)
+    )
 
 
 def _decode_message(exc: Exception) -> str:
@@ -191,6 +254,8 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
             "convcli refuses a partial recording; to use what is there, rewrite it first: "
             "sox in.wav fixed.wav",
         )
+    if fmt == "wav":  # after the truncation check: only "unknown length" markers are left
+        data = fix_wav_lengths(data)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             subtype, rate, declared = f.subtype, f.samplerate, f.frames
@@ -605,8 +670,18 @@ def atomic_outputs(paths: list[str]) -> Iterator[list[BinaryIO]]:
 def write_stdout(data: bytes) -> None:
     """Write to stdout; a closed pipe (``| head``) is the reader's choice, not an error."""
     try:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        # os.write, not sys.stdout.buffer.write: when the reader goes away mid-write, the
+        # buffered writer returns a short count instead of raising, and the loss goes unseen.
+        sys.stdout.flush()
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # a captured stdout (tests) has no fd
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     except BrokenPipeError:
         # stop Python from complaining again when it flushes stdout at exit
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -1,0 +1,332 @@
+"""``convcli explain``: what a 1-D convolution with given options does, in words and numbers.
+
+Everything here is asked of the ``ConvSpec`` (pads, lengths, ``tap``, ``source``, ``formula``);
+nothing recomputes a pad. Pure Python and numpy: no torch, so ``explain`` starts fast.
+
+Notation as in SPEC.md: N input length, k taps, d dilation, K = d·(k−1)+1, s stride. ``x[m]``
+with m outside 0…N−1 denotes the pad value (0, a reflection, the edge sample, or a wrap).
+
+    >>> from convcli.spec import ConvSpec
+    >>> e = explain(ConvSpec(mode="same"), 8, 3)
+    >>> e["output_length"], e["pads"], e["formula"]
+    (8, [1, 1], 'y[i] = Σ_{j=0}^{2} w[j]·x[i + 1 − j]')
+    >>> e["example"]["terms"]["0"]
+    ['w[0]·x[1]', 'w[1]·x[0]', 'w[2]·0 (pad x[-1])']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from convcli.spec import ConvSpec
+
+#: worked examples use the real N and k when they are this small, else a small stand-in
+EXAMPLE_MAX_N = 12
+EXAMPLE_MAX_K = 5
+#: the JSON lists the Jacobian's diagonals tap by tap up to this many taps
+MAX_LISTED_TAPS = 1000
+
+PAD_WORDS = {
+    "zeros": "0",
+    "reflect": "x[−m] left, x[2(N−1)−m] right (mirror about the edge sample, numpy 'reflect')",
+    "replicate": "x[0] left, x[N−1] right (the edge sample repeated, numpy 'edge')",
+    "circular": "x[m mod N] (the signal wrapped around, numpy 'wrap')",
+}
+
+
+def explain(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = None) -> dict[str, Any]:
+    """Everything ``convcli explain`` prints, as a JSON-able dict.
+
+    Args:
+        spec: the convolution options.
+        n: input length N (samples per channel).
+        k: kernel length (taps).
+        coefficients: ``[k]`` kernel used for the worked example when it is small enough;
+            None uses ``w = [1, 2, …, k]`` (distinct values, so the flip is visible).
+
+    Raises ``InputError`` (from ``spec.check``) when these options cannot convolve N samples.
+    """
+    spec.check(n, k)
+    left, right = spec.pads(k)
+    span = spec.span(k)
+    s, d = spec.stride, spec.dilation
+    length = spec.output_length(n, k)
+    first_interior, last_interior = _interior_rows(spec, n, k)
+    return {
+        "command": "explain",
+        "operation": "correlation" if spec.correlate else "convolution",
+        "operation_words": _operation_words(spec),
+        "spec": {"mode": spec.mode, "padding": spec.padding, "stride": s, "dilation": d,
+                 "correlate": spec.correlate, "groups": spec.groups},
+        "input_length": n,
+        "taps": k,
+        "span": span,
+        "pads": [left, right],
+        "padded_length": n + left + right,
+        "stride1_length": spec.stride1_length(n, k),
+        "output_length": length,
+        "length_formula": f"⌊(N + {left} + {right} − K)/s⌋ + 1 = ⌊({n} + {left} + {right} − {span})/{s}⌋"
+        f" + 1 = {length}",
+        "formula": spec.formula(k),
+        "index_expr": spec.index_expr(k),
+        "pad_value": PAD_WORDS[spec.padding],
+        "equivalents": _equivalents(spec, left, right),
+        "interior_rows": [first_interior, last_interior],
+        "jacobian_input": _jacobian_input(spec, n, k, length, first_interior, last_interior),
+        "jacobian_kernel": _jacobian_kernel(spec, k, length, left),
+        "channels": "Each channel is filtered on its own (depthwise) by a (k,) or (C, k) kernel; "
+        "with an (O, C/G, k) kernel and --groups G, output channel o adds this sum over the C/G "
+        "input channels of its group.",
+        "example": example(spec, n, k, coefficients),
+    }
+
+
+def input_index(spec: ConvSpec, i: int, j: int, k: int) -> int:
+    """The unpadded input index y[i] reads through tap j (negative or ≥ N: a pad value)."""
+    return spec.tap(i, j, k) - spec.pads(k)[0]
+
+
+def _operation_words(spec: ConvSpec) -> str:
+    if spec.correlate:
+        return ("cross-correlation: the kernel slides over the input as written, w[0] meets the "
+                "earliest sample of the window (torch.nn.functional.conv1d, which PyTorch calls "
+                "convolution)")
+    return ("true convolution: the kernel is flipped, w[0] meets the latest sample of the window "
+            "(numpy.convolve, scipy.signal.convolve, lfilter in causal mode)")
+
+
+def _equivalents(spec: ConvSpec, left: int, right: int) -> dict[str, str]:
+    """The same numbers from numpy/scipy/torch (x, w 1-D float arrays)."""
+    np_pad = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+    t_pad = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+             "circular": "circular"}
+    s, d = spec.stride, spec.dilation
+    stride = f"[::{s}]" if s > 1 else ""
+    weight = "w[None, None]" if spec.correlate else "w.flip(-1)[None, None]"
+    torch_call = (f"F.conv1d(F.pad(x[None, None], ({left}, {right}), mode='{t_pad[spec.padding]}'), "
+                  f"{weight}{f', stride={s}' if s > 1 else ''}"
+                  f"{f', dilation={d}' if d > 1 else ''})[0, 0]")
+    wd = "w" if d == 1 else f"np.insert(w, np.repeat(np.arange(1, len(w)), {d - 1}), 0)"
+    w_np = wd if spec.correlate else f"{wd}[::-1]"
+    numpy_call = (f"np.correlate(np.pad(x, ({left}, {right}), mode='{np_pad[spec.padding]}'), "
+                  f"{w_np}, mode='valid'){stride}")
+    out = {"numpy": numpy_call, "torch": torch_call}
+    if spec.padding == "zeros" and d == 1:
+        if not spec.correlate and spec.mode in ("full", "valid", "same"):
+            out["scipy"] = f"scipy.signal.convolve(x, w, mode='{spec.mode}'){stride}"
+        elif not spec.correlate and spec.mode == "causal":
+            out["scipy"] = f"scipy.signal.lfilter(w, 1, x){stride}"
+        elif spec.correlate and spec.mode == "valid":
+            out["scipy"] = f"scipy.signal.correlate(x, w, mode='valid'){stride}"
+    return out
+
+
+def _interior_rows(spec: ConvSpec, n: int, k: int) -> tuple[int, int]:
+    """First and last output index whose taps all fall inside the signal (first > last: none).
+
+    Output i reads padded positions s·i … s·i+K−1, i.e. unpadded s·i−left … s·i−left+K−1.
+    """
+    left, _ = spec.pads(k)
+    span, s = spec.span(k), spec.stride
+    length = spec.output_length(n, k)
+    first = -(-left // s)  # ceil(left / s)
+    last = (n + left - span) // s  # s·i − left + K − 1 ≤ N − 1
+    return min(first, length), min(last, length - 1)
+
+
+def _jacobian_input(spec: ConvSpec, n: int, k: int, length: int, first: int, last: int) -> dict:
+    """J[i, m] = ∂y[i]/∂x[m], shape (L_out, N), in words plus its diagonals."""
+    s = spec.stride
+    left, right = spec.pads(k)
+    # diagonal offsets e = m − i are monotonic in j, so the band ends are taps 0 and k−1;
+    # list every tap for reasonable k, the first and last 10 beyond (k may be millions)
+    taps = range(k) if k <= MAX_LISTED_TAPS else [*range(10), *range(k - 10, k)]
+    diagonals = [{"offset": input_index(spec, 0, j, k), "value": f"w[{j}]"} for j in taps]
+    diagonals.sort(key=lambda e: e["offset"])
+    offsets = [e["offset"] for e in diagonals]
+    listed = [f"{e['offset']:+d}: {e['value']}" for e in reversed(diagonals)]
+    where = ", ".join(listed if len(listed) <= 7 else [*listed[:3], "…", *listed[-3:]])
+    if s == 1:
+        c = input_index(spec, 0, 0, k)
+        e_of_j = f"{c} {'+' if spec.correlate else '−'} {_times(spec.dilation, 'j')}"
+        shape_words = (f"banded Toeplitz ({length} × {n}): J[i, i+e] = w[j] on diagonal "
+                       f"e = {e_of_j}; nonzero diagonals {where}")
+        if spec.dilation > 1:
+            shape_words += f" (every {spec.dilation}th diagonal of the band; the others are 0)"
+    else:
+        shape_words = (f"strided banded ({length} × {n}): row i is row 0 shifted right by "
+                       f"{s}·i columns, i.e. rows 0, {s}, {2 * s}, … of the stride-1 Toeplitz "
+                       f"matrix (not Toeplitz itself); J[i, {s}·i+e] = w[j] for e in {where}")
+    boundary_rows = max(first, 0) + max(length - 1 - last, 0)
+    if left == 0 and right == 0:
+        edges = "no pad: every row holds all k taps"
+    elif spec.padding == "zeros":
+        rows = [r for r in (_rows(0, first - 1), _rows(last + 1, length - 1)) if r]
+        edges = (f"zero pad: {' and '.join(rows)} lose the taps that fall on the pad (the band "
+                 f"is cut at the matrix edges)" if rows else "zero pad: no row reaches the pad")
+    else:
+        fold = {
+            "reflect": "adds its weight to the mirrored sample's column (x[−m] / x[2(N−1)−m])",
+            "replicate": "adds its weight to column 0 (left) or column N−1 (right)",
+            "circular": "wraps around to the opposite end's column",
+        }[spec.padding]
+        edges = (f"{spec.padding} pad: in the {boundary_rows} boundary rows a tap that falls on "
+                 f"the pad {fold}, so J = banded Toeplitz + corrections in those rows")
+        if spec.padding == "circular" and spec.mode == "same" and s == 1 and k > 1:
+            edges += f" (here J is exactly circulant, {n} × {n})"
+    return {
+        "shape": [length, n],
+        "entry": "J[i, m] = Σ_j w[j] over the taps j with source(index(i, j)) = m",
+        "structure": shape_words,
+        "diagonals": diagonals,
+        "diagonals_complete": k <= MAX_LISTED_TAPS,
+        "band": [min(offsets), max(offsets)],
+        "edges": edges,
+        "nonzeros_per_row": k,
+        "note": "independent of x: the convolution is linear, so J is the same for every input",
+    }
+
+
+def _jacobian_kernel(spec: ConvSpec, k: int, length: int, left: int) -> dict:
+    """∂y[i]/∂w[j] = x̃[tap(i, j)], shape (L_out, k), x̃ the padded input."""
+    s, d = spec.stride, spec.dilation
+    if spec.correlate:
+        kind = "Hankel (constant along anti-diagonals: depends on i + j)" if s == d == 1 else (
+            f"a strided Hankel-like matrix (entry depends on {_times(s, 'i')} + {_times(d, 'j')})")
+    else:
+        kind = "Toeplitz (constant along diagonals: depends on i − j)" if s == d == 1 else (
+            f"a strided Toeplitz-like matrix (entry depends on {_times(s, 'i')} − {_times(d, 'j')})")
+    return {
+        "shape": [length, k],
+        "entry": f"∂y[i]/∂w[j] = x[{spec.index_expr(k)}] (the padded input)",
+        "structure": f"{kind}, built from the padded input; depends on x, not on w",
+    }
+
+
+def example(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = None) -> dict:
+    """A worked example with numbers: x = 1, 2, …, N_ex and explicit sums for a few y[i].
+
+    Uses the real N and k when N ≤ 12 and k ≤ 5; otherwise N_ex = 8 (or more if the span needs
+    it) and k_ex = k if k ≤ 5, else 3, with the same options.
+    """
+    ek = k if k <= EXAMPLE_MAX_K else 3
+    span = spec.span(ek)
+    en = n if (n <= EXAMPLE_MAX_N and ek == k) else max(8, span + 1)
+    if coefficients is not None and ek == k:
+        w = [float(v) for v in np.asarray(coefficients, dtype=float).reshape(-1, k)[0]]
+        w_from = "the kernel given" + (" (first row)" if np.asarray(coefficients).ndim > 1 else "")
+    else:
+        w = [float(j + 1) for j in range(ek)]
+        w_from = "distinct integers, so the flip shows"
+    x = [float(m + 1) for m in range(en)]
+    left, _ = spec.pads(ek)
+    length = spec.output_length(en, ek)
+    terms: dict[str, list[str]] = {}
+    y = []
+    for i in range(length):
+        total, parts = 0.0, []
+        for j in range(ek):
+            m = spec.tap(i, j, ek) - left
+            src = spec.source(spec.tap(i, j, ek), en, ek)
+            value = 0.0 if src is None else x[src]
+            total += w[j] * value
+            if 0 <= m < en:
+                parts.append(f"w[{j}]·x[{m}]")
+            elif src is None:
+                parts.append(f"w[{j}]·0 (pad x[{m}])")
+            else:
+                parts.append(f"w[{j}]·x[{src}] (pad x[{m}] = x[{src}])")
+        y.append(total)
+        terms[str(i)] = parts
+    shown = sorted({0, min(1, length - 1), length - 1})
+    return {
+        "n": en,
+        "k": ek,
+        "same_as_asked": en == n and ek == k,
+        "x": x,
+        "w": w,
+        "w_from": w_from,
+        "pads": list(spec.pads(ek)),
+        "y": y,
+        "shown": shown,
+        "terms": {str(i): terms[str(i)] for i in shown},
+        "sums": {str(i): _numbers(terms[str(i)], w, x, spec, i, ek, en) for i in shown},
+    }
+
+
+def _numbers(parts: list[str], w: list[float], x: list[float], spec: ConvSpec, i: int, k: int,
+             n: int) -> str:
+    """``1·2 + 2·1 + 3·0 = 4`` for one output of the example."""
+    products, total = [], 0.0
+    for j in range(k):
+        src = spec.source(spec.tap(i, j, k), n, k)
+        value = 0.0 if src is None else x[src]
+        total += w[j] * value
+        products.append(f"{_num(w[j])}·{_num(value)}")
+    return " + ".join(products) + f" = {_num(total)}"
+
+
+def _times(factor: int, name: str) -> str:
+    return name if factor == 1 else f"{factor}·{name}"
+
+
+def _rows(a: int, b: int) -> str:
+    return "" if b < a else f"row {a}" if a == b else f"rows {a}…{b}"
+
+
+def _num(v: float) -> str:
+    return f"{v:g}" if abs(v - round(v)) > 1e-12 or abs(v) >= 1e15 else str(round(v))
+
+
+def _interior_words(e: dict[str, Any]) -> str:
+    first, last = e["interior_rows"]
+    if first > last:
+        return "every output reaches into the pad"
+    if first == 0 and last == e["output_length"] - 1:
+        return "every output reads only real samples"
+    return f"y[{first}]…y[{last}] read only real samples; the others reach into the pad"
+
+
+def render(e: dict[str, Any]) -> str:
+    """The human text of ``convcli explain`` (plain text, no markup)."""
+    sp = e["spec"]
+    left, right = e["pads"]
+    ex = e["example"]
+    sizes = "exactly these sizes" if ex["same_as_asked"] else "same options, smaller sizes"
+    opts = (f"mode={sp['mode']}, padding={sp['padding']}, stride={sp['stride']}, "
+            f"dilation={sp['dilation']}")
+    lines = [
+        (f"{e['operation'].capitalize()} of N = {e['input_length']} samples with "
+         f"k = {e['taps']} taps ({opts})"),
+        "",
+        f"  what        {e['operation_words']}",
+        f"  span        K = d·(k−1)+1 = {e['span']}",
+        f"  pads        left {left}, right {right} (padded length {e['padded_length']})",
+        f"  length      L_out = {e['length_formula']}",
+        f"  formula     {e['formula']}    for i = 0…{e['output_length'] - 1}",
+        f"  pad value   x[m] for m < 0 or m ≥ N is {e['pad_value']}",
+        f"  interior    {_interior_words(e)}",
+        "",
+        "  same numbers as",
+    ]
+    lines += [f"    {name:7s} {call}" for name, call in e["equivalents"].items()]
+    ji, jk = e["jacobian_input"], e["jacobian_kernel"]
+    lines += [
+        "",
+        f"  ∂y/∂x       {ji['structure']}",
+        f"              {ji['edges']}; {ji['note']}",
+        f"  ∂y/∂w       {jk['shape'][0]} × {jk['shape'][1]}: {jk['entry']}; {jk['structure']}",
+        f"  channels    {e['channels']}",
+        "",
+        (f"  worked example ({sizes}): N = {ex['n']}, k = {ex['k']}, "
+         f"pads {ex['pads'][0]}/{ex['pads'][1]}"),
+        f"    x = {[_num(v) for v in ex['x']]}".replace("'", ""),
+        f"    w = {[_num(v) for v in ex['w']]}   ({ex['w_from']})".replace("'", ""),
+    ]
+    for i in ex["shown"]:
+        lines.append(f"    y[{i}] = {' + '.join(ex['terms'][str(i)])}")
+        lines.append(f"    {' ' * len(f'y[{i}]')} = {ex['sums'][str(i)]}")
+    lines.append(f"    y = {[_num(v) for v in ex['y']]}".replace("'", ""))
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Every convcli command line of README.md runs, and exits 0, against sample_data/.
+
+The convention (also stated in a comment at the top of README's Usage section):
+
+- Only fenced blocks opened with ```sh are run. Use ```text (or ```console, or a bare ```)
+  for examples with placeholder files such as in.wav or taps.txt.
+- In a ```sh block, a line runs when it calls convcli as a command: it starts with `convcli `
+  (or `$ convcli `), or `convcli ` follows `|`, `;`, `&&`, `||` or `(`. So
+  `sox sample_data/chord.wav -t wav - | convcli filter - -o - | sox -t wav - out.wav` runs, and
+  the Quick start's `.venv/bin/convcli ...` (which would build a virtual environment) does not.
+  A line ending in a backslash continues on the next one.
+- Each line runs on its own, in bash with `set -o pipefail`, in a fresh temporary directory
+  that holds a copy of sample_data/ (so `sample_data/chord.wav` resolves and outputs land in
+  that directory). Lines run in parallel (one per core; each pays for `import torch`), so a
+  line cannot use another line's output: chain dependent steps with `&&` on one line.
+  `convcli` there is this checkout's `python -m convcli`.
+- Lines that call `sox` or `ffmpeg` are left out, with the reason in the test's output, where
+  that program is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLES, cli_env
+
+README = ROOT / "README.md"
+CALLS_CONVCLI = re.compile(r"(^|[|;(]|&&|\|\|)\s*(\$\s+)?convcli\s")
+
+
+def readme_commands(text: str) -> list[tuple[int, str]]:
+    """(line number, command) for every line of a ```sh block that calls convcli."""
+    commands: list[tuple[int, str]] = []
+    in_sh = False
+    pending, start = "", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_sh = not in_sh and stripped[3:].strip() == "sh"
+            continue
+        if not in_sh:
+            continue
+        if pending:
+            line = pending + " " + stripped
+        else:
+            start = number
+        if line.rstrip().endswith("\\"):
+            pending = line.rstrip()[:-1].rstrip()
+            continue
+        pending = ""
+        command = re.sub(r"^\s*\$\s+", "", line).strip()
+        if CALLS_CONVCLI.search(command):
+            commands.append((start, command))
+    return commands
+
+
+def test_convention_picks_the_right_lines():
+    text = "\n".join([
+        "```sh", "convcli info a.wav", "$ convcli window hann", "sox a.wav -t wav - | convcli filter -",
+        "python3 -m venv .venv && .venv/bin/convcli filter x.wav", "# convcli commented",
+        "convcli filter a.wav \\", "  --size 3", "```", "```text", "convcli filter in.wav", "```",
+        "```", "convcli filter bare.wav", "```",
+    ])
+    assert [c for _, c in readme_commands(text)] == [
+        "convcli info a.wav", "convcli window hann", "sox a.wav -t wav - | convcli filter -",
+        "convcli filter a.wav --size 3"]
+
+
+def _run_line(command: str, workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    shutil.copytree(SAMPLES, workdir / "sample_data")
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=workdir, env=env,
+                          capture_output=True, check=False, timeout=600)
+
+
+def test_readme_commands_run(tmp_path):
+    commands = readme_commands(README.read_text())
+    assert commands, "README.md has no ```sh lines that call convcli"
+    bindir = tmp_path / "_bin"
+    bindir.mkdir()
+    (bindir / "convcli").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m convcli "$@"\n')
+    (bindir / "convcli").chmod(0o755)
+    env = cli_env()
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    skipped, jobs = [], {}
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        for number, command in commands:
+            missing = [tool for tool in ("sox", "ffmpeg")
+                       if re.search(rf"(^|[|;&(]\s*){tool}\s", command) and not shutil.which(tool)]
+            if missing:
+                skipped.append(f"README.md:{number} needs {', '.join(missing)}: {command}")
+                continue
+            workdir = tmp_path / f"line{number}"
+            workdir.mkdir()
+            jobs[(number, command)] = pool.submit(_run_line, command, workdir, env)
+    failures = []
+    for (number, command), job in jobs.items():
+        proc = job.result()
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip()[-800:]
+            failures.append(f"README.md:{number} exit {proc.returncode}: {command}\n    {err}")
+    assert not failures, "README commands failed:\n" + "\n".join(failures)
+    if skipped:
+        pytest.skip(f"{len(skipped)} README lines need tools not installed: "
+                    + "; ".join(shlex.quote(s) for s in skipped))

@@ -204,7 +204,7 @@ def measure(
             resp.first_null = float(freqs[null])
             resp.peak_sidelobe_db = _db(float(np.max(g[null:])))
         else:
-            resp.notes.append("no side lobes: |H| falls monotonically to Nyquist")
+            resp.notes.append("no side lobes: |H| has no minimum below Nyquist")
         return resp
 
     if band not in BANDS:

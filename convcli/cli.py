@@ -758,6 +758,458 @@ def write_text(text: str) -> None:
     write_stdout(text.encode())
 
 
+# --- jacobian and grad ------------------------------------------------------------------------
+# The math lives in convcli/autodiff.py; these two commands parse, pick the channel pair,
+# call the core and render (heatmap and words in the terminal, or a file).
+WrtJac = Literal["input", "kernel"]
+WrtGrad = Literal["input", "kernel", "both"]
+Loss = Literal["sum", "mean", "energy", "mse"]
+JacFormat = Literal["dense", "banded"]
+Via = Literal["auto", "closed", "autograd"]
+JAC_OUTPUTS = (".npy", ".csv", ".npz", ".png")
+DEFAULT_LENGTH = 64
+CORNER = (12, 24)  # rows, columns of the heatmap
+
+
+def parse_channel(text: str | None) -> tuple[int, int]:
+    """``C`` -> (C, C) (depthwise: the channel itself); ``O:C`` -> output O, input C."""
+    if text is None:
+        return 0, 0
+    parts = text.split(":")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or min(numbers, default=-1) < 0:
+        raise UsageError(f"--channel takes C or O:C (whole numbers ≥ 0), got {text!r}",
+                         "e.g. --channel 1, or --channel 3:0 for output 3, input 0 of a mixing kernel")
+    return (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
+
+
+def parse_range(text: str | None, flag: str) -> slice | None:
+    """``A:B`` (either end may be left out, negatives count from the end) or ``A`` (one index)."""
+    if text is None:
+        return None
+    try:
+        if ":" not in text:
+            start = int(text)
+            return slice(start, start + 1 if start != -1 else None)
+        start, stop = (int(p) if p.strip() else None for p in text.split(":", 1))
+        return slice(start, stop)
+    except ValueError:
+        raise UsageError(f"{flag} takes A:B like Python slices, got {text!r}",
+                         f"e.g. {flag} 0:100") from None
+
+
+def jacobian_input(input_path, length, seed, layout, dtype, allow_nonfinite, coefficients, groups):
+    """``[C, N]`` numpy: batch item 0 of INPUT, or a seeded random signal of ``--length``."""
+    import numpy as np
+
+    from convcli.signals import check_finite, read_signal
+
+    if input_path is not None:
+        if length is not None:
+            raise UsageError("--length makes a random input; it cannot go with INPUT",
+                             "drop one of them")
+        signal = read_signal(input_path, layout=layout, dtype=dtype or "auto")
+        if not allow_nonfinite:
+            check_finite(signal)
+        return signal.data[0], signal.name
+    if coefficients.ndim == 1:
+        channels = 1
+    elif coefficients.ndim == 2:
+        channels = coefficients.shape[0]
+    else:
+        channels = coefficients.shape[1] * groups
+    n = length or DEFAULT_LENGTH
+    data = np.random.default_rng(seed).standard_normal((channels, n)).astype(dtype or "float32")
+    return data, f"random normal ({channels} ch × {n:,}, seed {seed})"
+
+
+def save_matrix(result, output: str) -> str:
+    """Write the Jacobian as .npy/.csv/.npz/.png or text on stdout; returns what was written."""
+    import io
+
+    import numpy as np
+
+    from convcli.autodiff import Banded
+    from convcli.signals import atomic_output, write_stdout
+
+    matrix = result.matrix
+    if isinstance(matrix, Banded):
+        with atomic_output(output) as handle:
+            np.savez(handle, **matrix.arrays())
+        return f"banded .npz, {len(matrix.offsets)} diagonals + {len(matrix.edge_vals)} edge entries"
+    array = matrix.cpu().numpy()
+    suffix = Path(output).suffix.lower()
+    if output == "-":
+        buffer = io.StringIO()
+        np.savetxt(buffer, array, fmt="%.9g")
+        write_stdout(buffer.getvalue().encode())
+        return "text"
+    if suffix == ".png":
+        from convcli import report
+
+        plot = getattr(report, "plot_matrix", None)
+        if plot is None:
+            raise OutputError("PNG output needs convcli's plotting, which is not installed here",
+                              "pip install 'convcli[plot]', or write J.npy / J.csv")
+        plot(array, output)
+        return "PNG"
+    with atomic_output(output) as handle:
+        if suffix == ".csv":
+            buffer = io.StringIO()
+            np.savetxt(buffer, array, fmt="%.9g", delimiter=",")
+            handle.write(buffer.getvalue().encode())
+        else:
+            np.save(handle, array, allow_pickle=False)
+    return suffix.lstrip(".").upper()
+
+
+@app.command("jacobian")
+def jacobian_command(
+    input_path: Annotated[Optional[str], typer.Argument(
+        metavar="[INPUT]", help="Signal file (batch item 0 is used). Default: random, --length.")] = None,
+    wrt: Annotated[WrtJac, typer.Option("--wrt", help="input: J[i, j] = ∂y[i]/∂x[j]; "
+                   "kernel: J[i, j] = ∂y[i]/∂w[j].")] = "input",
+    length: Annotated[Optional[int], typer.Option("--length", min=1, rich_help_panel=IO,
+                      help=f"Samples of the random input used without INPUT (default {DEFAULT_LENGTH}).")] = None,
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=IO,
+                    help="Seed of the random input.")] = 0,
+    channel: Annotated[Optional[str], typer.Option("--channel", metavar="C|O:C",
+                       help="Which channel pair: C (depthwise: channel C), or O:C (output O, "
+                       "input C) for an (O, C/G, k) kernel. Default 0.")] = None,
+    rows: Annotated[Optional[str], typer.Option("--rows", metavar="A:B",
+                    help="Only these rows (output samples).")] = None,
+    cols: Annotated[Optional[str], typer.Option("--cols", metavar="A:B",
+                    help="Only these columns (input samples or taps).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Compute J by autograd and by the closed "
+                     "form, report the largest difference; exit 1 on mismatch.")] = False,
+    fmt: Annotated[Optional[JacFormat], typer.Option("--format", "-f", help="dense [L_out, N], "
+                   "or banded .npz (diagonals + offsets, scales to N = 10⁶). Default: banded for "
+                   "-o *.npz, else dense.")] = None,
+    via: Annotated[Via, typer.Option("--via", rich_help_panel=RUN, help="auto = closed form "
+                   "(exists for every option, cheapest); autograd = torch.func.")] = "auto",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=IO,
+                      help="J.npy, J.csv, J.npz (banded), J.png, or - for text on stdout. "
+                      "Default: a summary with a heatmap.")] = None,
+    layout: LayoutOpt = None,
+    window: WindowOpt = None,
+    size: SizeOpt = 31,
+    periodic: PeriodicOpt = False,
+    normalize: NormalizeOpt = None,
+    kernel: KernelOpt = None,
+    groups: GroupsOpt = 1,
+    mode: ModeOpt = "same",
+    padding: PaddingOpt = "zeros",
+    stride: StrideOpt = 1,
+    dilation: DilationOpt = 1,
+    correlate: CorrelateOpt = False,
+    method: MethodOpt = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    allow_nonfinite: AllowNonfiniteOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Jacobian of conv1d, closed form or autograd: [b]convcli jacobian --length 10 --mode valid[/b]."""
+    # 1. refuse contradictions before reading or computing anything
+    suffix = Path(output).suffix.lower() if output and output != "-" else None
+    if suffix is not None and suffix not in JAC_OUTPUTS:
+        raise UsageError(f"cannot tell the Jacobian's format from {output!r}",
+                         "use J.npy, J.csv, J.npz (banded), J.png or - (text)")
+    banded = (fmt or ("banded" if suffix == ".npz" else "dense")) == "banded"
+    if banded and output is not None and suffix != ".npz":
+        raise UsageError("--format banded writes a .npz (offsets, bands, edge entries)",
+                         "use -o J.npz")
+    if not banded and suffix == ".npz":
+        raise UsageError(".npz is the banded format", "drop --format dense, or write J.npy")
+    if "-" in (input_path, kernel) and input_path == kernel:
+        raise UsageError("standard input can be read only once", "give a file for one of them")
+
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    coefficients = load_kernel(window, size, periodic, normalize, kernel)
+    data, source = jacobian_input(input_path, length, seed, layout, dtype, allow_nonfinite,
+                                  coefficients, groups)
+    pair_index = parse_channel(channel)
+    row_slice, col_slice = parse_range(rows, "--rows"), parse_range(cols, "--cols")
+    if not banded:  # refuse what cannot fit before torch is even imported
+        from convcli.resources import refuse_dense
+
+        k, n = coefficients.shape[-1], data.shape[-1]
+        spec.check(n, k)
+        length_out = spec.output_length(n, k)
+        r_start, r_stop, _ = (row_slice or slice(None)).indices(length_out)
+        c_start, c_stop, _ = (col_slice or slice(None)).indices(n if wrt == "input" else k)
+        itemsize = 8 if (dtype or data.dtype.name) == "float64" else 4
+        refuse_dense(max(0, r_stop - r_start), max(0, c_stop - c_start), itemsize,
+                     2 if check or via == "autograd" else 1)
+
+    import torch
+
+    from convcli import autodiff
+    from convcli.engine import choose_method, resolve_device, resolve_dtype
+    from convcli.kernels import to_weight
+
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype) if dtype else (
+        torch.float64 if data.dtype.name == "float64" else torch.float32)
+    weight_np, run_groups = to_weight(coefficients, data.shape[0], spec.groups)
+    spec = conv_spec(mode, padding, stride, dilation, correlate, run_groups)
+    x = torch.from_numpy(data).to(device=target, dtype=torch_dtype)
+    weight = torch.from_numpy(weight_np).to(device=target, dtype=torch_dtype)
+    if coefficients.ndim < 3 and pair_index[0] != pair_index[1]:
+        raise UsageError(f"--channel {channel}: a (k,) or (C, k) kernel filters each channel "
+                         "on its own, so only pairs C:C exist", "use --channel C")
+    pair = autodiff.channel_pair(x, weight, spec, *pair_index)
+    k, n = weight.shape[-1], x.shape[-1]
+    pair.spec.check(n, k)
+    engine = choose_method(n, k, pair.spec, method)
+
+    # 2. compute
+    started = time.perf_counter()
+    result = autodiff.jacobian(pair, wrt, rows=row_slice, cols=col_slice, banded=banded,
+                               via=via, check=check, method=method)
+    elapsed = time.perf_counter() - started
+
+    # 3. write or show, then report
+    from rich.markup import escape
+
+    from convcli.report import heatmap
+
+    report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout=output == "-")
+    wrote = save_matrix(result, output) if output is not None else None
+    length_out, width = result.full_shape
+    (r0, r1), (c0, c1) = result.rows, result.cols
+    block = f"[{r0}:{r1}, {c0}:{c1}] of " if (r1 - r0, c1 - c0) != (length_out, width) else ""
+    of = "∂y/∂x" if wrt == "input" else "∂y/∂w"
+    pair_text = (f"output {pair.output} ← input {pair.input}" if coefficients.ndim == 3
+                 else f"channel {pair.input}")
+    head = (f"J = {of}: {block}{length_out:,} × {width:,} "
+            f"({'banded' if banded else 'dense'}), {pair_text}, "
+            f"{kernel_label(window, size, kernel, coefficients)}, "
+            f"{'correlate' if correlate else 'convolve'} {mode}, input {source}")
+    formula = autodiff.jacobian_formula(pair.spec, k, wrt)
+    details = result.details
+    how = (f"autograd ({details['autograd']}) in {details['autograd_seconds']:.3f} s"
+           if result.method == "autograd" else f"closed form in {details['closed_seconds']:.3f} s")
+    lines = [escape(head), *map(escape, formula),
+             f"computed by {escape(how)} on {target} {str(torch_dtype)[6:]}"]
+    if result.check is not None:
+        c = result.check
+        other = ("closed form" if result.method == "autograd" else
+                 f"autograd ({escape(c.autograd)}) in {details['autograd_seconds']:.3f} s")
+        lines.append(f"check: {other}, max |autograd − closed form| "
+                     f"{c.max_abs_diff:.3g} {'≤' if c.ok else '>'} tolerance {c.tolerance:.3g}: "
+                     f"{'[green]ok[/green]' if c.ok else '[red]MISMATCH[/red]'}")
+    if output is None and not json_:
+        from rich.console import Console
+
+        console = Console(highlight=False, soft_wrap=True)
+        for line in lines:
+            console.print(line)
+        rows_shown = min(CORNER[0], r1 - r0)
+        cols_shown = min(CORNER[1], c1 - c0)
+        if isinstance(result.matrix, autodiff.Banded):
+            corner = result.matrix.block((0, rows_shown), (0, cols_shown))
+        else:
+            corner = result.matrix[:rows_shown, :cols_shown]
+        console.print(f"top-left corner (rows {r0}…{r0 + rows_shown - 1}):")
+        console.print(heatmap(corner.cpu().numpy(), r0, c0))
+    else:
+        for line in lines:
+            report.info(line)
+        if wrote is not None:
+            report.info(f"wrote [bold]{'stdout' if output == '-' else output}[/bold]: {wrote}")
+    matrix = result.matrix
+    report.summary = {
+        "command": "jacobian",
+        "wrt": wrt,
+        "shape": [length_out, width],
+        "rows": [r0, r1],
+        "cols": [c0, c1],
+        "channel": {"output": pair.output, "input": pair.input},
+        "format": "banded" if banded else "dense",
+        "method": "closed form" if result.method == "closed form" else "autograd",
+        "autograd": result.details.get("autograd"),
+        "engine": {"method": engine.method, "reason": engine.reason},
+        "formula": formula,
+        "check": None if result.check is None else {
+            "ok": result.check.ok, "max_abs_diff": result.check.max_abs_diff,
+            "tolerance": result.check.tolerance, "autograd": result.check.autograd},
+        "spec": {"mode": mode, "padding": padding, "stride": stride, "dilation": dilation,
+                 "correlate": correlate, "groups": run_groups, "pads": list(pair.spec.pads(k))},
+        "kernel": {"source": kernel or (window or "hann"), "taps": k,
+                   "shape": list(coefficients.shape)},
+        "input": source,
+        "device": str(target),
+        "dtype": str(torch_dtype)[6:],
+        "seconds": elapsed,
+        "seconds_closed_form": details.get("closed_seconds"),
+        "seconds_autograd": details.get("autograd_seconds"),
+        "output": output,
+        "bytes": matrix.nbytes if isinstance(matrix, autodiff.Banded)
+        else matrix.numel() * matrix.element_size(),
+    }
+    report.finish()
+    if result.check is not None and not result.check.ok:
+        raise ConvcliError(
+            f"--check: autograd and the closed form differ by {result.check.max_abs_diff:.3g} "
+            f"(tolerance {result.check.tolerance:.3g})",
+            "rerun with --dtype float64; if it persists, please report it with the command")
+
+
+def gradient_format(output: str, wrt_names: tuple[str, ...], rate: float | None) -> str:
+    """npy | wav | npz for ``-o``, refused before computing when it cannot hold the result."""
+    suffix = Path(output).suffix.lower() if output != "-" else ".npy"
+    if len(wrt_names) == 2:
+        if suffix != ".npz":
+            raise UsageError("--wrt both writes two arrays into one .npz (input, kernel)",
+                             "use -o grads.npz")
+        return "npz"
+    if wrt_names == ("kernel",) and suffix != ".npy":
+        raise UsageError("the kernel gradient is written as .npy", "use -o dw.npy")
+    if suffix not in (".npy", ".wav"):
+        raise UsageError(f"the input gradient is written as .npy or .wav, not {output!r}",
+                         "use -o dx.npy or -o dx.wav")
+    if suffix == ".wav" and rate is None:
+        raise UsageError("WAV output needs a sample rate and the input is NPY", "pass --rate HZ")
+    return suffix[1:]
+
+
+def save_gradient(grads: dict, output: str, out_format: str, signal, coefficients_shape) -> str:
+    """Write the gradient(s): input as .npy or 32-bit float WAV, kernel as .npy, both as .npz."""
+    import numpy as np
+
+    from convcli.signals import atomic_output, encode, to_file_layout
+
+    if out_format == "npz":
+        arrays = {"input": to_file_layout(grads["input"], signal.layout), "kernel": grads["kernel"]}
+        with atomic_output(output) as handle:
+            np.savez(handle, **arrays)
+        return "NPZ (input, kernel)"
+    (name, array), = grads.items()
+    if name == "kernel":
+        with atomic_output(output) as handle:
+            np.save(handle, array.reshape(coefficients_shape), allow_pickle=False)
+        return f"NPY {tuple(coefficients_shape)}"
+    writer, _ = encode(array, out_format=out_format, rate=signal.rate,
+                       subtype=None if out_format == "npy" else "FLOAT", layout=signal.layout)
+    with atomic_output(output) as handle:
+        writer(handle)
+    return f"{out_format.upper()}{'' if out_format == 'npy' else ' FLOAT'}"
+
+
+@app.command("grad")
+def grad_command(
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Signal file, or - for stdin.")],
+    loss: Annotated[Loss, typer.Option("--loss", help="sum | mean of the output; energy = Σ y²; "
+                    "mse = mean (y − target)² over every output element.")],
+    target: Annotated[Optional[str], typer.Option("--target", metavar="FILE", rich_help_panel=IO,
+                      help="The target output for --loss mse, shaped like the output.")] = None,
+    wrt: Annotated[WrtGrad, typer.Option("--wrt", help="Gradient with respect to the input, "
+                   "the kernel (as written), or both.")] = "input",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=IO,
+                      help="dx.npy or dx.wav (input), dw.npy (kernel), g.npz (both), - = NPY "
+                      "on stdout. Default: print the loss and norms only.")] = None,
+    layout: LayoutOpt = None,
+    rate: RateOpt = None,
+    window: WindowOpt = None,
+    size: SizeOpt = 31,
+    periodic: PeriodicOpt = False,
+    normalize: NormalizeOpt = None,
+    kernel: KernelOpt = None,
+    groups: GroupsOpt = 1,
+    mode: ModeOpt = "same",
+    padding: PaddingOpt = "zeros",
+    stride: StrideOpt = 1,
+    dilation: DilationOpt = 1,
+    correlate: CorrelateOpt = False,
+    method: MethodOpt = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    allow_nonfinite: AllowNonfiniteOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Gradient of a scalar loss of conv1d: [b]convcli grad in.wav --loss energy --wrt input -o dx.wav[/b]."""
+    from convcli.signals import check_finite, read_signal
+
+    if loss == "mse" and target is None:
+        raise UsageError("--loss mse needs --target FILE", "give the output you want to match")
+    if target is not None and loss != "mse":
+        raise UsageError("--target is used by --loss mse only")
+    for source in (input_path, target, kernel):
+        if output is not None and source is not None and same_file(output, source):
+            raise UsageError(f"output {output} is also an input; convcli never overwrites its input",
+                             "choose another -o")
+    stdin_users = [p for p in (input_path, kernel, target) if p == "-"]
+    if len(stdin_users) > 1:
+        raise UsageError("standard input can be read only once", "give files for the others")
+    wrt_names = ("input", "kernel") if wrt == "both" else (wrt,)
+
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    coefficients = load_kernel(window, size, periodic, normalize, kernel)
+    signal = read_signal(input_path, layout=layout, rate=rate, dtype=dtype or "auto")
+    wanted = read_signal(target, layout=layout, dtype=dtype or "auto") if target else None
+    if not allow_nonfinite:
+        check_finite(signal)
+        if wanted is not None:
+            check_finite(wanted)
+    out_format = gradient_format(output, wrt_names, signal.rate) if output is not None else None
+
+    import torch
+
+    from convcli import autodiff
+    from convcli.engine import resolve_device, resolve_dtype
+
+    where = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype) if dtype else (
+        torch.float64 if signal.data.dtype.name == "float64" else torch.float32)
+    x = torch.from_numpy(signal.data).to(device=where, dtype=torch_dtype)
+    w = torch.from_numpy(coefficients).to(device=where, dtype=torch_dtype)
+    y_target = (torch.from_numpy(wanted.data).to(device=where, dtype=torch_dtype)
+                if wanted is not None else None)
+
+    started = time.perf_counter()
+    value, grads = autodiff.grad(x, w, spec, loss, wrt_names, y_target, method)
+    elapsed = time.perf_counter() - started
+
+    report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout=output == "-")
+    arrays = {name: g.cpu().numpy() for name, g in grads.items()}
+    wrote = (save_gradient(arrays, output, out_format, signal, coefficients.shape)
+             if output is not None else None)
+    symbols = {"input": "∂loss/∂x", "kernel": "∂loss/∂w"}
+    report.info(f"loss ({loss}) = {float(value):.9g}")
+    for name, g in grads.items():
+        report.info(f"‖{symbols[name]}‖₂ = {autodiff.norm(g):.6g}, max |{symbols[name]}| = "
+                    f"{float(g.abs().max()):.6g}, shape {tuple(g.shape)}")
+    report.info(f"{kernel_label(window, size, kernel, coefficients)}, "
+                f"{'correlate' if correlate else 'convolve'} {mode}, reverse-mode autograd on "
+                f"{where} {str(torch_dtype)[6:]}, {elapsed:.3f} s")
+    if wrote is not None:
+        report.info(f"wrote [bold]{'stdout' if output == '-' else output}[/bold]: {wrote}")
+    report.summary = {
+        "command": "grad",
+        "loss": loss,
+        "value": float(value),
+        "wrt": list(wrt_names),
+        "method": "autograd (reverse mode, torch.autograd.grad)",
+        "norms": {name: autodiff.norm(g) for name, g in grads.items()},
+        "max_abs": {name: float(g.abs().max()) for name, g in grads.items()},
+        "shapes": {name: list(g.shape) for name, g in grads.items()},
+        "input": signal.name,
+        "target": target,
+        "spec": {"mode": mode, "padding": padding, "stride": stride, "dilation": dilation,
+                 "correlate": correlate, "groups": groups},
+        "device": str(where),
+        "dtype": str(torch_dtype)[6:],
+        "seconds": elapsed,
+        "output": output,
+    }
+    report.finish()
+
+
 # --- entry point ------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map every failure to one ``error:`` line and an exit code."""

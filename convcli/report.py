@@ -221,3 +221,35 @@ def render_info(d: dict[str, Any]) -> str:
 
 def _db(value: float | None) -> str:
     return "-inf" if value is None else f"{value:.2f}"
+
+
+# --- matrices in the terminal (jacobian) -------------------------------------------------------
+HEAT_SHADES = "░▒▓█"
+
+
+def heatmap(block: Any, row0: int = 0, col0: int = 0) -> Any:
+    """A small matrix ``block [R, C]`` (numpy) as a rich ``Text`` heatmap, 2 characters a cell.
+
+    Shade = |value| relative to the largest |value| in the block; red > 0, blue < 0; a zero is
+    ``·`` so the band structure shows even without colour. Row and column numbers start at
+    ``row0``/``col0`` (the corner of the Jacobian the block was cut from).
+    """
+    from rich.text import Text
+
+    rows, cols = block.shape
+    peak = float(abs(block).max()) if block.size else 0.0
+    label = len(str(row0 + max(rows - 1, 0)))
+    text = Text(" " * (label + 1) + f"j={col0}…{col0 + cols - 1}\n", style="dim")
+    for r in range(rows):
+        text.append(f"{row0 + r:>{label}} ", style="dim")
+        for value in block[r]:
+            value = float(value)
+            if value == 0 or peak == 0:
+                text.append("· ", style="dim")
+                continue
+            level = min(len(HEAT_SHADES) - 1, int(abs(value) / peak * len(HEAT_SHADES)))
+            text.append(HEAT_SHADES[level] * 2, style="red" if value > 0 else "blue")
+        text.append("\n")
+    text.append(" " * (label + 1) + f"shade: |J| / {peak:.3g}; red > 0, blue < 0, · = 0",
+                style="dim")
+    return text

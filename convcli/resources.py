@@ -190,3 +190,19 @@ def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str
         target = torch.device("cuda" if device == "auto" else device)
         free, _ = torch.cuda.mem_get_info(target)
         check_allocation(gpu, f"{what} on {target}", hint, limit=free)
+
+
+def refuse_dense(rows: int, cols: int, itemsize: int, copies: int = 1,
+                 limit: int | None = None) -> None:
+    """Refuse, before allocating, a dense ``[rows, cols]`` Jacobian that will not fit.
+
+    Counts ``copies`` computed matrices (2 with ``--check``) plus one for the output.
+
+    >>> refuse_dense(1_000, 1_000, 8, limit=10_000)
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ResourceError: a dense 1,000 × 1,000 Jacobian needs about 15.3 MiB but only 9.8 KiB of memory is available (hint: use --format banded -o J.npz (diagonals plus offsets, O(k·N)), or --rows/--cols to take a block)
+    """
+    check_allocation(rows * cols * itemsize * (copies + 1), f"a dense {rows:,} × {cols:,} Jacobian",
+                     "use --format banded -o J.npz (diagonals plus offsets, O(k·N)), "
+                     "or --rows/--cols to take a block", limit=limit)

@@ -9,11 +9,12 @@ The convention (also stated in a comment at the top of README's Usage section):
   `sox sample_data/chord.wav -t wav - | convcli filter - -o - | sox -t wav - out.wav` runs, and
   the Quick start's `.venv/bin/convcli ...` (which would build a virtual environment) does not.
   A line ending in a backslash continues on the next one.
-- Each line runs on its own, in bash with `set -o pipefail`, in a fresh temporary directory
-  that holds a copy of sample_data/ (so `sample_data/chord.wav` resolves and outputs land in
-  that directory). Lines run in parallel (one per core; each pays for `import torch`), so a
-  line cannot use another line's output: chain dependent steps with `&&` on one line.
-  `convcli` there is this checkout's `python -m convcli`.
+- Each line runs on its own in a fresh temporary directory that holds a copy of sample_data/
+  (so `sample_data/chord.wav` resolves and outputs land in that directory), so a line cannot
+  use another line's output: chain dependent steps with `&&` on one line. A plain
+  `convcli ARGS` line runs in this process through `convcli.cli.main` (no `import torch` per
+  line); a line with shell syntax (pipes, `&&`, redirections) runs in bash with
+  `set -o pipefail`, in parallel, where `convcli` is this checkout's `python -m convcli`.
 - Lines that call `sox` or `ffmpeg` are left out, with the reason in the test's output, where
   that program is not installed.
 """
@@ -30,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, cli_env
+from conftest import ROOT, SAMPLES, cli_env, run_inprocess
 
 README = ROOT / "README.md"
 CALLS_CONVCLI = re.compile(r"(^|[|;(]|&&|\|\|)\s*(\$\s+)?convcli\s")
@@ -80,7 +81,18 @@ def _run_line(command: str, workdir: Path, env: dict[str, str]) -> subprocess.Co
                           capture_output=True, check=False, timeout=600)
 
 
-def test_readme_commands_run(tmp_path):
+SHELL_SYNTAX = re.compile(r"[|;&<>()$`*?]")
+
+
+def _plain_args(command: str) -> list[str] | None:
+    """The arguments of a plain ``convcli ARGS`` line, or None when it needs a shell."""
+    if SHELL_SYNTAX.search(command):
+        return None
+    words = shlex.split(command)
+    return words[1:] if words and words[0] == "convcli" else None
+
+
+def test_readme_commands_run(tmp_path, monkeypatch):
     commands = readme_commands(README.read_text())
     assert commands, "README.md has no ```sh lines that call convcli"
     bindir = tmp_path / "_bin"
@@ -89,7 +101,7 @@ def test_readme_commands_run(tmp_path):
     (bindir / "convcli").chmod(0o755)
     env = cli_env()
     env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
-    skipped, jobs = [], {}
+    skipped, jobs, plain = [], {}, []
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
         for number, command in commands:
             missing = [tool for tool in ("sox", "ffmpeg")
@@ -99,8 +111,18 @@ def test_readme_commands_run(tmp_path):
                 continue
             workdir = tmp_path / f"line{number}"
             workdir.mkdir()
-            jobs[(number, command)] = pool.submit(_run_line, command, workdir, env)
-    failures = []
+            if _plain_args(command) is None:
+                jobs[(number, command)] = pool.submit(_run_line, command, workdir, env)
+            else:
+                plain.append((number, command, workdir))
+        failures = []
+        for number, command, workdir in plain:  # meanwhile, the plain lines run here, in turn
+            shutil.copytree(SAMPLES, workdir / "sample_data")
+            monkeypatch.chdir(workdir)
+            proc = run_inprocess(*_plain_args(command))
+            if proc.returncode != 0:
+                err = proc.stderr.decode(errors="replace").strip()[-800:]
+                failures.append(f"README.md:{number} exit {proc.returncode}: {command}\n    {err}")
     for (number, command), job in jobs.items():
         proc = job.result()
         if proc.returncode != 0:

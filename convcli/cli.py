@@ -7,6 +7,7 @@ Every error ends as one ``error: ...`` line on stderr (``--debug`` shows the tra
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -17,7 +18,7 @@ import typer
 
 from convcli import __version__
 from convcli.errors import ConvcliError, InputError, Interrupted, OutputError, UsageError
-from convcli.report import Reporter, human_shape
+from convcli.report import Reporter, dbfs, human_shape
 
 app = typer.Typer(
     name="convcli",
@@ -117,6 +118,68 @@ AllowNonfiniteOpt = Annotated[
     bool, typer.Option("--allow-nonfinite", rich_help_panel=IO,
                        help="Let NaN/Inf samples propagate instead of refusing them.")
 ]
+# FIR design (issue 7): a reusable option set; `filter` takes it, jacobian/explain can too.
+DESIGN = "FIR design (Hz)"
+LowpassOpt = Annotated[
+    Optional[float],
+    typer.Option("--lowpass", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Windowed-sinc lowpass with its −6 dB cutoff at HZ (= scipy firwin); "
+                 "--window/--size shape it."),
+]
+HighpassOpt = Annotated[
+    Optional[float],
+    typer.Option("--highpass", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Windowed-sinc highpass (odd --size)."),
+]
+BandpassOpt = Annotated[
+    Optional[str],
+    typer.Option("--bandpass", metavar="LO:HI", rich_help_panel=DESIGN,
+                 help="Windowed-sinc bandpass between LO and HI Hz."),
+]
+BandstopOpt = Annotated[
+    Optional[str],
+    typer.Option("--bandstop", metavar="LO:HI", rich_help_panel=DESIGN,
+                 help="Windowed-sinc bandstop (notch) between LO and HI Hz (odd --size)."),
+]
+TransitionOpt = Annotated[
+    Optional[float],
+    typer.Option("--transition", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Transition width: with --attenuation (default 60 dB) Kaiser's formulas "
+                 "choose the window's beta and the tap count."),
+]
+AttenuationOpt = Annotated[
+    Optional[float],
+    typer.Option("--attenuation", metavar="DB", rich_help_panel=DESIGN,
+                 help="Stopband attenuation in dB for the Kaiser design (≥ 8)."),
+]
+ResponseOpt = Annotated[
+    bool,
+    typer.Option("--response", rich_help_panel=DESIGN,
+                 help="Measure the frequency response instead of printing coefficients: DC gain, "
+                 "−3/−6 dB bandwidth, peak side lobe; passband ripple and stopband attenuation "
+                 "of a design."),
+]
+PlotOpt = Annotated[
+    Optional[str],
+    typer.Option("--plot", metavar="FILE.png", rich_help_panel=DESIGN,
+                 help="Draw the taps and the magnitude response in dB to a PNG "
+                 "(needs matplotlib: pip install 'convcli[plot]')."),
+]
+DesignRateOpt = Annotated[
+    Optional[float],
+    typer.Option("--rate", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Sample rate: needed by --lowpass & co., puts --response and --plot in Hz."),
+]
+GainOpt = Annotated[
+    Optional[float],
+    typer.Option("--gain", metavar="DB", rich_help_panel=IO,
+                 help="Scale the result by DB decibels before writing."),
+]
+NormalizeOutputOpt = Annotated[
+    Optional[float],
+    typer.Option("--normalize-output", metavar="[DBFS]", rich_help_panel=IO,
+                 help="Scale the result so its peak is DBFS (default −1 dBFS) before writing."),
+]
 ClipOpt = Annotated[
     Literal["warn", "error", "clamp"],
     typer.Option("--clip", rich_help_panel=IO,
@@ -151,9 +214,12 @@ def conv_spec(mode: str, padding: str, stride: int, dilation: int, correlate: bo
 
 
 def load_kernel(
-    window: str | None, size: int, periodic: bool, normalize: str | None, kernel: str | None
+    window: str | None, size: int | None, periodic: bool, normalize: str | None,
+    kernel: str | None, design=None, rate: float | None = None,
 ):
-    """The coefficients as applied, from ``--window``/``--size`` or ``--kernel PATH|-``."""
+    """The coefficients as applied, from ``--window``/``--size``, ``--kernel PATH|-`` or a FIR
+    design (``design`` from ``fir_request``, for a signal at ``rate`` Hz; ``size`` None = not
+    given on the command line, so Kaiser's formulas may choose it)."""
     from convcli.kernels import make_kernel
     from convcli.signals import read_bytes
 
@@ -161,10 +227,114 @@ def load_kernel(
     if kernel is not None:
         data = read_bytes(kernel, what="kernel")
     return make_kernel(window_spec=window, size=size, periodic=periodic, normalization=normalize,
-                       kernel_bytes=data, kernel_name="stdin" if kernel == "-" else kernel or "")
+                       kernel_bytes=data, kernel_name="stdin" if kernel == "-" else kernel or "",
+                       design=design, rate=rate)
 
 
-def kernel_label(window: str | None, size: int, kernel: str | None, coefficients) -> str:
+def fir_request(lowpass=None, highpass=None, bandpass=None, bandstop=None, transition=None,
+                attenuation=None):
+    """The FIR design flags as one ``fir.FirRequest`` (None when no band flag is given)."""
+    from convcli.fir import request_from_options
+
+    return request_from_options(lowpass, highpass, bandpass, bandstop, transition, attenuation)
+
+
+def design_rate(request, signals) -> float:
+    """The one sample rate a design is made for; refuses NPY without --rate and mixed rates."""
+    from convcli.fir import format_cutoffs
+
+    flag = f"--{request.band} {format_cutoffs(request.cutoffs)}"
+    missing = [s.name for s in signals if s.rate is None]
+    if missing:
+        raise UsageError(f"{flag} is in Hz, and {missing[0]} is NPY with no sample rate",
+                         "pass --rate HZ")
+    rates = sorted({s.rate for s in signals})
+    if len(rates) > 1:
+        by_rate = {s.rate: s.name for s in signals}
+        listed = ", ".join(f"{by_rate[r]} at {r:g} Hz" for r in rates)
+        raise UsageError(f"{flag} designs a different filter for each sample rate, and the inputs "
+                         f"have {len(rates)} ({listed})", "filter each rate in its own run")
+    request.check_rate(rates[0], signals[0].name)
+    return rates[0]
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not just defaulted)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def load_design(request, signals, window: str | None, size: int | None, periodic: bool,
+                normalize: str | None, kernel: str | None):
+    """A designed filter for ``signals`` (their one rate): ``(coefficients [k], fir.Design)``."""
+    from convcli.kernels import designed_kernel
+
+    return designed_kernel(request, design_rate(request, signals), window_spec=window, size=size,
+                           periodic=periodic, normalization=normalize, has_file=kernel is not None)
+
+
+def window_design(ctx: typer.Context, request, name: str | None, size: int, periodic: bool,
+                  normalize: str | None, rate: float | None):
+    """``(coefficients [k], fir.Design)`` for ``window NAME --lowpass ... --rate HZ``: NAME is
+    the design's window; ``--size``/``--normalize`` count only when given on the command line."""
+    from convcli.kernels import designed_kernel
+
+    if rate is None:
+        raise UsageError(f"--{request.band} is in Hz and needs the sample rate", "pass --rate HZ")
+    if rate <= 0 or not math.isfinite(rate):
+        raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
+    request.check_rate(rate)
+    if name.strip().lower() == "kaiser" and (request.transition or request.attenuation):
+        name = None  # `window kaiser --transition ...`: Kaiser's formulas choose beta
+    return designed_kernel(request, rate, window_spec=name,
+                           size=size if given(ctx, "size") else None, periodic=periodic,
+                           normalization=normalize if given(ctx, "normalize") else None)
+
+
+def window_response(coefficients, *, rate: float | None, design=None, response: bool = False,
+                    plot: str | None = None, title: str = ""):
+    """``--response`` and ``--plot`` of the window command: the measured ``Response`` (None
+    without ``--response``); the PNG is drawn when ``plot`` names one."""
+    measured = None
+    if response:
+        from convcli.response import measure
+
+        if design is not None:
+            measured = measure(coefficients, rate, band=design.request.band,
+                               cutoffs=list(design.request.cutoffs),
+                               transition=design.request.transition)
+        else:
+            measured = measure(coefficients, rate)
+    if plot is not None:
+        from convcli.plot import plot_window
+
+        plot_window(coefficients, rate, plot, title=title)
+    return measured
+
+
+def render_response(measured) -> str:
+    """The response figures as aligned ``label  value`` lines (what ``--response`` prints)."""
+    rows = measured.rows()
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    return "\n".join(lines + [f"note: {n}" for n in measured.notes]) + "\n"
+
+
+def full_scale(subtype: str | None) -> float:
+    """The largest sample an output holds: (2^(b−1) − 1)/2^(b−1) for b-bit PCM, else 1.0, so
+    ``--normalize-output 0`` reaches full scale without clipping a sample."""
+    from convcli.signals import PCM
+
+    if subtype in PCM:
+        scale = PCM[subtype][0]
+        return (scale - 1) / scale
+    return 1.0
+
+
+def kernel_label(window: str | None, size: int, kernel: str | None, coefficients,
+                 design=None) -> str:
+    if design is not None:
+        return design.describe()
     if kernel is not None:
         return f"kernel {('stdin' if kernel == '-' else kernel)} {tuple(coefficients.shape)}"
     return f"{window or 'hann'}({size})"
@@ -215,6 +385,7 @@ def output_rate(rate: float | None, stride: int, out_format: str, report: Report
 # --- filter -----------------------------------------------------------------------------------
 @app.command("filter")
 def filter_command(
+    ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Signal files, or - for stdin.")],
     output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=IO,
                       help="Output path, or - for stdout. Default: INPUT_STEM.filtered.EXT.")] = None,
@@ -232,6 +403,14 @@ def filter_command(
     normalize: NormalizeOpt = None,
     kernel: KernelOpt = None,
     groups: GroupsOpt = 1,
+    lowpass: LowpassOpt = None,
+    highpass: HighpassOpt = None,
+    bandpass: BandpassOpt = None,
+    bandstop: BandstopOpt = None,
+    transition: TransitionOpt = None,
+    attenuation: AttenuationOpt = None,
+    gain: GainOpt = None,
+    normalize_output: NormalizeOutputOpt = None,
     mode: ModeOpt = "same",
     padding: PaddingOpt = "zeros",
     stride: StrideOpt = 1,
@@ -249,6 +428,7 @@ def filter_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Convolve signals with a window or kernel: [b]convcli filter in.wav --window hann --size 31[/b]."""
+    from convcli.gain import apply_level, check_level_options
     from convcli.signals import check_finite, read_signal
 
     # 1. where each result goes, decided (and refused) before any work
@@ -284,7 +464,11 @@ def filter_command(
 
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout="-" in outputs)
-    coefficients = load_kernel(window, size, periodic, normalize, kernel)
+    request = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
+    check_level_options(gain, normalize_output)
+    design = None
+    if request is None:
+        coefficients = load_kernel(window, size, periodic, normalize, kernel)
 
     from convcli.stream import stream_block
 
@@ -311,6 +495,9 @@ def filter_command(
         if out_format != "npy" and signal.rate is None:
             raise UsageError(f"{out_format.upper()} output needs a sample rate and {signal.name} "
                              "is NPY", "pass --rate HZ")
+    if request is not None:  # a design depends on the inputs' sample rate
+        coefficients, design = load_design(request, signals, window, size if given(ctx, "size")
+                                           else None, periodic, normalize, kernel)
 
     # 3. compute, batching equal-shaped inputs into one tensor (refused if it cannot fit)
     from convcli.engine import filter_batches
@@ -336,12 +523,21 @@ def filter_command(
             tick(0, description=f"encoding {'stdout' if out == '-' else out}")
             out_format = output_format(out, fmt, signal.format)
             chosen = choose_subtype(out_format, signal, subtype)
+            data, level = apply_level(data, gain_db=gain, peak_dbfs=normalize_output,
+                                      full_scale=full_scale(chosen))
+            if level.silent:
+                report.warn(f"{out}: the result is silent; --normalize-output left it as it is")
+            elif level.gain_db or normalize_output is not None:
+                report.info(f"{out}: gain {level.gain_db:+.2f} dB, peak {dbfs(level.peak_after)}")
             out_rate = output_rate(signal.rate, stride, out_format, report)
             writer, wrote = encode(data, out_format=out_format, rate=out_rate, subtype=chosen,
                                    layout=signal.layout)
             wrote.path = out
             warning = clip_verdict(wrote, clip)  # --clip error raises here, before any write
-            writers.append((writer, wrote, warning, signal, data, chosen, out_rate))
+            if warning and gain and wrote.safe_gain_db is not None:
+                warning += (f" (on top of --gain {gain:g}: use --gain "
+                            f"{gain + wrote.safe_gain_db:.1f})")
+            writers.append((writer, wrote, warning, signal, data, chosen, out_rate, level))
             tick()
         with atomic_outputs(outputs) as handles:
             for out, handle, (writer, *_rest) in zip(outputs, handles, writers):
@@ -349,7 +545,8 @@ def filter_command(
                 writer(handle)
                 tick()
     write_seconds = time.perf_counter() - clock
-    for out, (_writer, wrote, warning, signal, data, chosen, out_rate) in zip(outputs, writers):
+    for out, (_writer, wrote, warning, signal, data, chosen, out_rate, level) in zip(outputs,
+                                                                                 writers):
         out_format = wrote.format
         if warning:
             report.warn(warning)
@@ -361,15 +558,15 @@ def filter_command(
         files.append({"input": signal.name, "output": out, "format": out_format, "subtype": chosen,
                       "shape_in": list(signal.shape), "shape_out": list(data.shape),
                       "rate": out_rate, "clipped": wrote.clipped, "peak": wrote.peak,
-                      "safe_gain_db": wrote.safe_gain_db})
+                      "gain_db": level.gain_db, "safe_gain_db": wrote.safe_gain_db})
     left, right = spec.pads(coefficients.shape[-1])
-    report.info(f"{kernel_label(window, size, kernel, coefficients)}, "
+    report.info(f"{kernel_label(window, size, kernel, coefficients, design)}, "
                 f"{'correlate' if correlate else 'convolve'} {mode}, {run['method']} on "
                 f"{run['device']} {run['dtype']}, {elapsed:.3f} s")
     report.summary = {
         "command": "filter",
-        "kernel": {"source": kernel or (window or "hann"), "taps": coefficients.shape[-1],
-                   "shape": list(coefficients.shape)},
+        "kernel": {"source": kernel or (design.describe() if design else window or "hann"),
+                   "taps": coefficients.shape[-1], "shape": list(coefficients.shape)},
         "spec": {"mode": mode, "padding": padding, "stride": stride, "dilation": dilation,
                  "correlate": correlate, "groups": groups, "pads": [left, right]},
         **run,
@@ -385,6 +582,7 @@ def filter_command(
 # --- window -----------------------------------------------------------------------------------
 @app.command("window")
 def window_command(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(
         metavar="NAME[:PARAM]",
         help="hann, hamming, blackman, bartlett, rect, kaiser:BETA, gaussian:STD, tukey:ALPHA, "
@@ -398,6 +596,15 @@ def window_command(
         "--output", "-o", rich_help_panel=IO, metavar="FILE|-",
         help="- (default): one coefficient per line on stdout; FILE.npy: float64 NPY; "
         "any other name: the same text.")] = "-",
+    rate: DesignRateOpt = None,
+    lowpass: LowpassOpt = None,
+    highpass: HighpassOpt = None,
+    bandpass: BandpassOpt = None,
+    bandstop: BandstopOpt = None,
+    transition: TransitionOpt = None,
+    attenuation: AttenuationOpt = None,
+    response: ResponseOpt = False,
+    plot: PlotOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -406,33 +613,64 @@ def window_command(
     [b]convcli window kaiser:6 --size 21 | convcli filter in.wav --kernel - -o out.wav[/b]
     gives the same output as [b]--window kaiser:6 --size 21[/b]: every coefficient is printed
     with full float64 precision (shortest repr that reads back to the same number).
+    With [b]--lowpass/--highpass/--bandpass/--bandstop --rate HZ[/b] NAME is the window of a
+    FIR design (as [b]filter[/b] makes it); [b]--response[/b] prints the measured response
+    instead of the coefficients, [b]--plot FILE.png[/b] draws it.
     """
     from convcli.kernels import make_kernel
     from convcli.signals import atomic_output, format_from_path
     from convcli.windows import parse_window
 
-    window_name, param = parse_window(name)
-    coefficients = make_kernel(window_spec=name, size=size, periodic=periodic,
-                               normalization=normalize)
+    request = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
+    coefficients_to_stdout = output == "-" and not response
+    if plot == "-" and (coefficients_to_stdout or response):
+        raise UsageError("--plot - and the text output would share stdout",
+                         "name a file for one of them: --plot FILE.png or -o FILE")
+    design = None
+    if request is not None:
+        coefficients, design = window_design(ctx, request, name, size, periodic, normalize, rate)
+        window_name, param = design.window
+        label = design.describe()
+    else:
+        window_name, param = parse_window(name)
+        coefficients = make_kernel(window_spec=name, size=size, periodic=periodic,
+                                   normalization=normalize)
+        label = (f"{window_name}{'' if param is None else f':{param:g}'}({size}"
+                 f"{', periodic' if periodic else ''})")
+    measured = window_response(coefficients, rate=rate, design=design, response=response,
+                               plot=plot, title=label)
     as_npy = output != "-" and format_from_path(output) == "npy"
-    report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout=output == "-")
-    with atomic_output(output) as handle:
-        if as_npy:
-            import numpy as np
+    report = Reporter(quiet=quiet, json_mode=json_,
+                      data_on_stdout=coefficients_to_stdout or plot == "-")
+    if output != "-" or coefficients_to_stdout:
+        with atomic_output(output) as handle:
+            if as_npy:
+                import numpy as np
 
-            np.save(handle, coefficients, allow_pickle=False)
-        else:
-            handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
+                np.save(handle, coefficients, allow_pickle=False)
+            else:
+                handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
     if output != "-":
-        report.info(f"wrote [bold]{output}[/bold]: {size} coefficients of "
-                    f"{window_name}{'' if param is None else f':{param:g}'}"
-                    f"{' (periodic)' if periodic else ''}, normalized {normalize}, "
-                    f"{'NPY float64' if as_npy else 'text'}")
+        scaled = normalize if design is None or given(ctx, "normalize") else "as firwin"
+        report.info(f"wrote [bold]{output}[/bold]: {coefficients.size} coefficients of "
+                    f"{label}, normalized {scaled}, {'NPY float64' if as_npy else 'text'}")
+    if plot is not None and plot != "-":
+        report.info(f"wrote [bold]{plot}[/bold]: taps and magnitude response of {label}")
+    if measured is not None and not json_:
+        write_text(render_response(measured))
     report.summary = {
-        "command": "window", "window": window_name, "param": param, "size": size,
-        "periodic": periodic, "normalize": normalize, "output": output,
-        "format": "npy" if as_npy else "text",
+        "command": "window", "window": window_name, "param": param,
+        "size": int(coefficients.size), "periodic": periodic, "normalize": normalize,
+        "output": output, "format": "npy" if as_npy else "text",
         "sum": float(coefficients.sum()), "peak": float(abs(coefficients).max()),
+        "design": None if design is None else {
+            "band": design.request.band, "cutoffs": list(design.request.cutoffs),
+            "rate": design.rate, "window": design.window_text(), "taps": design.size,
+            "transition": design.request.transition, "attenuation": design.request.attenuation},
+        "response": None if measured is None else measured.to_dict(),
+        "plot": plot,
         "coefficients": [float(v) for v in coefficients],
     }
     report.finish()
@@ -1037,6 +1275,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     if debug:
         args = [a for a in args if a != "--debug"]
+    args = _optional_values(args)
     command = typer.main.get_command(app)
     try:
         with _signals_raise():
@@ -1079,6 +1318,26 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"internal error: {type(exc).__name__}: {exc}", 1,
               "rerun with --debug for the traceback, and please report it")
     sys.exit(code or 0)
+
+
+#: options whose value may be left out (click cannot express it): option -> value when omitted
+OPTIONAL_VALUES = {"--normalize-output": "-1"}
+
+
+def _optional_values(args: list[str]) -> list[str]:
+    """``--normalize-output`` with no number after it gets its default value (−1 dBFS)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--":
+            return out + args[i + 1 :]
+        if arg in OPTIONAL_VALUES:
+            following = args[i + 1] if i + 1 < len(args) else None
+            try:
+                float(following)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                out.append(OPTIONAL_VALUES[arg])
+    return out
 
 
 #: signals that end a run; each is turned into an ``Interrupted`` exception while main() runs

@@ -126,19 +126,31 @@ def to_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.nd
 def make_kernel(
     *,
     window_spec: str | None = None,
-    size: int = 31,
+    size: int | None = 31,
     periodic: bool = False,
     normalization: str | None = None,
     kernel_bytes: bytes | None = None,
     kernel_name: str = "kernel",
+    design=None,
+    rate: float | None = None,
 ) -> np.ndarray:
-    """The final coefficients, as applied and in the order written: a window or a file.
+    """The final coefficients, as applied and in the order written: a window, a file or a design.
 
     A window is normalized ``sum`` unless told otherwise; a kernel file is used as written
     unless ``normalization`` is given explicitly (then each ``[..., k]`` row is normalized).
+    ``design`` (a ``fir.FirRequest``) designs a windowed-sinc filter for ``rate`` Hz with
+    ``window_spec`` (default hann) and ``size`` (None: the default, or Kaiser's choice); it
+    keeps firwin's own scaling unless ``normalization`` is given explicitly.
+
+    Shape: ``-> [k]``, or the file's ``(C, k)`` / ``(O, C/G, k)``.
     """
     from convcli import windows
 
+    if design is not None:
+        return designed_kernel(design, rate, window_spec=window_spec, size=size, periodic=periodic,
+                               normalization=normalization, has_file=kernel_bytes is not None)[0]
+    if size is None:
+        size = 31
     if kernel_bytes is not None:
         if window_spec is not None:
             raise UsageError("--window and --kernel both given", "use one of them")
@@ -149,3 +161,35 @@ def make_kernel(
         return np.stack([windows.normalize(row, normalization) for row in rows]).reshape(kernel.shape)
     name, param = windows.parse_window(window_spec or "hann")
     return windows.normalize(windows.window(name, size, param, periodic), normalization or "sum")
+
+
+def designed_kernel(
+    request,
+    rate: float | None,
+    *,
+    window_spec: str | None = None,
+    size: int | None = None,
+    periodic: bool = False,
+    normalization: str | None = None,
+    has_file: bool = False,
+):
+    """A windowed-sinc design (``fir.design``) as a kernel: ``(coefficients [k], Design)``.
+
+    ``rate`` is the signal's sample rate (None is a clear error: NPY needs ``--rate``).
+    """
+    from convcli import fir, windows
+
+    flag = f"--{request.band}"
+    if has_file:
+        raise UsageError(f"{flag} and --kernel both given", "design a filter or read one, not both")
+    if periodic:
+        raise UsageError(f"--periodic does not apply to {flag}: a linear-phase FIR uses the "
+                         "symmetric window", "drop --periodic")
+    if rate is None:
+        raise UsageError(f"{flag} is in Hz and needs the signal's sample rate; NPY has none",
+                         "pass --rate HZ")
+    made = fir.design(request, rate, size=size, window=window_spec)
+    coefficients = made.coefficients
+    if normalization not in (None, "none"):
+        coefficients = windows.normalize(coefficients, normalization)
+    return coefficients, made

@@ -253,3 +253,20 @@ def heatmap(block: Any, row0: int = 0, col0: int = 0) -> Any:
     text.append(" " * (label + 1) + f"shade: |J| / {peak:.3g}; red > 0, blue < 0, · = 0",
                 style="dim")
     return text
+
+
+def plot_window(w: Any, rate: float | None, path: str, *, title: str | None = None) -> None:
+    """PNG of a kernel's taps and magnitude response; see ``convcli.plot.plot_window``."""
+    from convcli.plot import plot_window as draw
+
+    draw(w, rate, path, title=title)
+
+
+def plot_matrix(J: Any, path: str, *, title: str | None = None) -> None:
+    """PNG heatmap of a matrix (``jacobian -o J.png``); see ``convcli.plot.plot_matrix``.
+
+    matplotlib is imported only when drawing; without it the error names ``convcli[plot]``.
+    """
+    from convcli.plot import plot_matrix as draw
+
+    draw(J, path, title=title)

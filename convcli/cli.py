@@ -472,10 +472,14 @@ def filter_command(
 
     from convcli.stream import stream_block
 
-    streamed = stream_block(inputs, block, outputs[0], fmt)
+    if block is not None and (request is not None or normalize_output is not None):
+        raise UsageError("--block streams a fixed kernel; FIR design and --normalize-output "
+                         "need the whole signal first", "drop --block (or use --gain)")
+    streamed = (stream_block(inputs, block, outputs[0], fmt)
+                if request is None and normalize_output is None else None)
     if streamed is not None:  # long audio (or --block): block by block, bounded memory
         return _filter_streamed(inputs[0], outputs[0], fmt, subtype, coefficients, spec, streamed,
-                                method, device, dtype, allow_nonfinite, clip, report,
+                                method, device, dtype, allow_nonfinite, clip, gain, report,
                                 kernel_label(window, size, kernel, coefficients))
 
     # 2. read every input whole and check it before computing anything
@@ -1222,7 +1226,7 @@ def grad_command(
 
 
 def _filter_streamed(path, out, fmt, subtype, coefficients, spec, block, method, device, dtype,
-                     allow_nonfinite, clip, report, label) -> None:
+                     allow_nonfinite, clip, gain, report, label) -> None:
     """``filter`` for one audio file streamed in blocks (see ``convcli.stream``)."""
     from convcli.signals import atomic_output, choose_subtype, clip_verdict
     from convcli.stream import audio_info, stream_filter
@@ -1236,7 +1240,7 @@ def _filter_streamed(path, out, fmt, subtype, coefficients, spec, block, method,
         result = stream_filter(path, handle, coefficients=coefficients, spec=spec,
                                out_format=out_format, subtype=chosen, block=block, method=method,
                                device=device, dtype=dtype or "auto", out_rate=out_rate,
-                               allow_nonfinite=allow_nonfinite)
+                               gain_db=gain, allow_nonfinite=allow_nonfinite)
         result.wrote.path = out
         warning = clip_verdict(result.wrote, clip)  # --clip error: the temporary file goes
     wrote, run = result.wrote, result.run
@@ -1262,7 +1266,7 @@ def _filter_streamed(path, out, fmt, subtype, coefficients, spec, block, method,
         "files": [{"input": "stdin" if path == "-" else path, "output": out, "format": out_format,
                    "subtype": wrote.subtype, "shape_in": list(result.shape_in),
                    "shape_out": list(result.shape_out), "rate": out_rate,
-                   "clipped": wrote.clipped, "peak": wrote.peak,
+                   "clipped": wrote.clipped, "peak": wrote.peak, "gain_db": gain or 0.0,
                    "safe_gain_db": wrote.safe_gain_db}],
     }
     report.finish()

@@ -110,6 +110,7 @@ def stream_filter(
     device: str = "auto",
     dtype: str = "auto",
     out_rate: float | None = None,
+    gain_db: float | None = None,
     allow_nonfinite: bool = False,
     on_block: ProgressHook | None = None,
 ) -> StreamResult:
@@ -118,7 +119,8 @@ def stream_filter(
     Shape: the file's ``[1, C, N]`` -> ``[1, O, spec.output_length(N, k)]``; memory holds one
     block of ``block`` frames, the kernel span and the engine's chunk, never the file.
     ``subtype`` None means the input's; ``out_rate`` None the input's rate (``--stride`` divides
-    it, see ``cli.output_rate``). ``on_block(done, total)`` is called after each block
+    it, see ``cli.output_rate``). ``gain_db`` scales the output (``--gain``) before it is
+    rounded. ``on_block(done, total)`` is called after each block
     (progress bars hook in here).
     """
     import soundfile as sf
@@ -180,6 +182,8 @@ def stream_filter(
                 nonlocal written
                 if y.shape[-1] == 0:
                     return
+                if gain_db:
+                    y = y * 10.0 ** (gain_db / 20.0)
                 frames = np.ascontiguousarray(y[0].cpu().numpy().T)
                 if subtype in PCM:
                     frames, clipped, peak = to_pcm(frames, subtype)

@@ -145,13 +145,15 @@ def test_cli_block_streams_and_reports(cli, tmp_path):
     sf.write(wav, rng.uniform(-0.5, 0.5, (30_000, 2)), 16_000, subtype="PCM_16")
     streamed, plain = tmp_path / "s.wav", tmp_path / "p.wav"
     proc = cli("filter", wav, "-o", streamed, "--block", "4000", "--size", "63", "--mode", "full",
-               "--json", check=True)
+               "--gain", "-6", "--json", check=True)
     summary = json.loads(proc.stdout)
     assert summary["streamed"] == {"block": 4000, "blocks": 8} and summary["method"] == "direct"
     assert summary["files"][0]["shape_out"] == [1, 2, 30_062]
-    cli("filter", wav, "-o", plain, "--size", "63", "--mode", "full", "-q", check=True)
+    cli("filter", wav, "-o", plain, "--size", "63", "--mode", "full", "--gain", "-6", "-q", check=True)
     a = sf.read(streamed, dtype="int16")[0].astype(int)
     b = sf.read(plain, dtype="int16")[0].astype(int)
     assert a.shape == b.shape and np.abs(a - b).max() <= 1
     bad = cli("filter", "sample_data/batch.npy", "-o", tmp_path / "x.npy", "--block", "10")
     assert bad.returncode == 2 and b"--block" in bad.stderr
+    design = cli("filter", wav, "-o", tmp_path / "x.wav", "--block", "10", "--lowpass", "1000")
+    assert design.returncode == 2 and b"--block" in design.stderr

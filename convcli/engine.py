@@ -173,7 +173,7 @@ def fft_error_bound(nfft: int, dtype: torch.dtype) -> float:
     return FFT_ERROR_PER_LOG2 * eps * max(math.log2(max(nfft, 2)), 1.0)
 
 
-def dynamic_range(x: torch.Tensor, sample: int = 1 << 16) -> float:
+def dynamic_range(x: torch.Tensor, sample: int = 1 << 16, peak: float | None = None) -> float:
     """``max|x|`` over the 1st percentile of the non-zero ``|x|`` (that on a subsample); 1 if silent.
 
     An FFT's error is about ``eps · log2(nfft) · max|x|`` everywhere in a frame, so samples this
@@ -181,8 +181,9 @@ def dynamic_range(x: torch.Tensor, sample: int = 1 << 16) -> float:
     """
     if x.numel() == 0:
         return 1.0
-    low, high = torch.aminmax(x.detach())  # one pass, no |x| copy of a long signal
-    peak = max(-float(low), float(high))
+    if peak is None:
+        low, high = torch.aminmax(x.detach())  # one pass, no |x| copy of a long signal
+        peak = max(-float(low), float(high))
     flat = x.detach().reshape(-1)
     if flat.numel() > sample:
         flat = flat[:: flat.numel() // sample]
@@ -196,8 +197,11 @@ def dynamic_range(x: torch.Tensor, sample: int = 1 << 16) -> float:
 
 
 def has_only_finite(x: torch.Tensor) -> bool:
-    """No NaN/Inf in ``x`` (one reduction; a float32 overflow of the sum only errs on the safe side)."""
-    return bool(torch.isfinite(x.detach().sum()))
+    """No NaN/Inf in ``x`` (one ``aminmax`` pass: a NaN or an infinity shows in the extremes)."""
+    if x.numel() == 0:
+        return True
+    low, high = torch.aminmax(x.detach())
+    return math.isfinite(float(low)) and math.isfinite(float(high))
 
 
 def choose_method(
@@ -230,7 +234,11 @@ def choose_method(
     estimates = {name: round(seconds, 6) for name, (seconds, _) in costs.items()}
     gemm_ok = "gemm" in costs and (spec.dilation == 1 or costs["gemm"][0] <= costs["conv1d"][0])
     direct_name = "gemm" if gemm_ok else "conv1d"
-    if x is not None and requested != "fft" and not has_only_finite(x):
+    peak = None
+    if x is not None and requested != "fft" and x.numel():
+        low, high = (float(v) for v in torch.aminmax(x.detach()))
+        peak = max(-low, high) if math.isfinite(low) and math.isfinite(high) else math.inf
+    if peak is not None and not math.isfinite(peak):
         # NaN/Inf (--allow-nonfinite): the banded matrix's zeros and an FFT would smear them
         # over whole blocks (0·NaN = NaN); F.conv1d multiplies only the taps, as SPEC says
         why = "non-finite samples: F.conv1d propagates them only through the taps that touch them"
@@ -241,7 +249,7 @@ def choose_method(
     direct_seconds = costs[direct_name][0]
     fft_wins = requested == "fft" or requested == "auto" and fft_seconds < direct_seconds
     if x is not None and requested == "auto" and fft_wins:
-        spread = dynamic_range(x)
+        spread = dynamic_range(x, peak=peak)
         span_db = 20 * math.log10(max(spread, 1.0))
         if spread > FFT64_MAX_DYNAMIC_RANGE:
             fft_seconds = math.inf

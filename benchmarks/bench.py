@@ -241,7 +241,7 @@ def run_process(args) -> list[dict]:
     py = sys.executable
     rows = []
     t_import, rss_import, _ = run_timed([py, "-c", "import torch"])
-    t_np, rss_np, _ = run_timed([py, "-c", "import numpy, soundfile"])
+    t_np, _rss_np, _ = run_timed([py, "-c", "import numpy, soundfile"])
     print(f"\nimport torch: {t_import:.2f} s, {rss_import:.0f} MB; import numpy, soundfile: {t_np:.2f} s")
     rows.append({"what": "import torch", "seconds": t_import, "peak_rss_mb": rss_import})
     lengths = [("10 min", 600)] + ([("1 hour", 3600)] if args.hour else [])
@@ -263,7 +263,7 @@ def run_process(args) -> list[dict]:
             cmd = [py, "-m", "convcli", "filter", str(wav), "-o", str(ours), *kernel, "-q"]
             walls, rss = [], 0.0
             for _ in range(args.process_repeat):
-                wall, peak, code = run_timed(cmd, env)
+                wall, peak, _code = run_timed(cmd, env)
                 walls.append(wall)
                 rss = max(rss, peak)
             row = {"what": f"{label}, {taps} taps", "convcli_s": statistics.median(walls),
@@ -272,7 +272,7 @@ def run_process(args) -> list[dict]:
                 theirs = workdir / "sox.wav"
                 walls, rss = [], 0.0
                 for _ in range(args.process_repeat):
-                    wall, peak, code = run_timed([sox, "-D", str(wav), str(theirs), "fir", str(txt)])
+                    wall, peak, _code = run_timed([sox, "-D", str(wav), str(theirs), "fir", str(txt)])
                     walls.append(wall)
                     rss = max(rss, peak)
                 row.update(sox_s=statistics.median(walls), sox_rss_mb=rss)

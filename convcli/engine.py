@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -382,7 +381,7 @@ class GemmPlan(Plan):
     SHORT_ROW = 1 << 16
 
     def __init__(self, w: torch.Tensor, spec: ConvSpec, block: int | None = None):
-        out_channels, _, k = w.shape
+        out_channels, _, _k = w.shape
         wd = dilate(w[:, 0, :], spec.dilation)  # [C, K]
         span, s = wd.shape[-1], spec.stride
         self.span, self.stride, self.out_channels = span, s, out_channels
@@ -502,7 +501,7 @@ class FFTPlan(Plan):
         return max(1, max(4 * CHUNK_ELEMENTS // max(rows, 1), 4 * self.step) // self.stride)
 
     def __call__(self, seg, out=None):
-        batch, channels, length = seg.shape
+        _batch, _channels, length = seg.shape
         n1 = length - self.span + 1
         frames = -(-n1 // self.step)
         need = (frames - 1) * self.step + self.nfft
@@ -626,7 +625,7 @@ class Streamer:
 
     def __init__(self, weight: torch.Tensor, spec: ConvSpec, n: int, head: torch.Tensor,
                  tail: torch.Tensor, method: str | MethodChoice = "auto"):
-        out_channels, per_group, k = weight.shape
+        out_channels, _per_group, k = weight.shape
         batch, channels, _ = head.shape
         spec.check(n, k)
         self.choice = method if isinstance(method, MethodChoice) else choose_method(
@@ -663,7 +662,7 @@ class Streamer:
         s, span = self.plan.stride, self.plan.span
         end = self.start + self.buffer.shape[-1]
         ready = 0 if end < span else min(self.n_out, (end - span) // s + 1)
-        b, c = self.buffer.shape[:2]
+        b, _c = self.buffer.shape[:2]
         y = self.buffer.new_zeros(b, self.plan.out_channels, 0)
         if ready > self.done:
             seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
@@ -757,5 +756,3 @@ def describe(choice: MethodChoice, x: torch.Tensor | None, weight: torch.Tensor 
             run["fft_error_bound"] = relative * peak * gain
     return run
 
-
-ProgressHook = Callable[[int, int], None]

@@ -20,8 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from convcli.errors import InputError, OutputError, UsageError
-from convcli.signals import (PCM, SOUNDFILE_FORMATS, WriteReport, format_from_path, read_bytes,
-                             sniff_format, to_pcm)
+from convcli.signals import (
+    PCM,
+    SOUNDFILE_FORMATS,
+    WriteReport,
+    format_from_path,
+    read_bytes,
+    sniff_format,
+    to_pcm,
+)
 
 #: single audio inputs with more samples than this (all channels) stream by default (64 MB f32)
 STREAM_SAMPLES = 1 << 24
@@ -126,7 +133,15 @@ def stream_filter(
     import soundfile as sf
     import torch
 
-    from convcli.engine import MethodChoice, Streamer, choose_method, describe, edge_extent, prepare_weight, resolve_device
+    from convcli.engine import (
+        MethodChoice,
+        Streamer,
+        choose_method,
+        describe,
+        edge_extent,
+        prepare_weight,
+        resolve_device,
+    )
 
     source = io.BytesIO(read_bytes(path)) if path == "-" else path
     name = "stdin" if path == "-" else path

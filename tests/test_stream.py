@@ -75,10 +75,10 @@ def whole(path, coefficients, spec, subtype):
 
 
 @pytest.mark.parametrize("options", [
-    dict(mode="same", padding="zeros"),
-    dict(mode="full", padding="reflect", stride=3),
-    dict(mode="causal", padding="circular", dilation=2, correlate=True),
-    dict(mode="valid", padding="replicate", stride=2),
+    {"mode": "same", "padding": "zeros"},
+    {"mode": "full", "padding": "reflect", "stride": 3},
+    {"mode": "causal", "padding": "circular", "dilation": 2, "correlate": True},
+    {"mode": "valid", "padding": "replicate", "stride": 2},
 ])
 def test_stream_filter_equals_whole_file(tmp_path, options):
     rng = np.random.default_rng(5)

@@ -28,38 +28,33 @@ device-agnostic: tensors stay on the device they came on.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
+from convcli.costmodel import (  # noqa: F401  (re-exported: engine.X as before)
+    CHUNK_ELEMENTS,
+    CPU_COST,
+    CUDA_COST,
+    FFT32_MAX_DYNAMIC_RANGE,
+    FFT64_MAX_DYNAMIC_RANGE,
+    FFT_ERROR_PER_LOG2,
+    METHODS,
+    MethodChoice,
+    check_method,
+    decide,
+    depthwise,
+    estimate_costs,
+    fft_candidates,
+    fft_error_bound,
+    gemm_block,
+    next_fast_len,
+)
 from convcli.errors import ConvcliError, UsageError
 from convcli.spec import ConvSpec
 
-METHODS = ("auto", "direct", "fft")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-#: Cost model, seconds per unit, fitted on the 2-core CPU of MEASUREMENTS.md (float32; float64
-#: counts twice). ``benchmarks/bench.py --calibrate`` prints the fit for another machine.
-CPU_COST = {
-    "gemm_flop": 1 / 55e9,  # banded GEMM, effective (the band wastes some of it, counted in flops)
-    "conv1d_mac": 1 / 1.0e9,  # F.conv1d, padding=0, per multiply-add (depthwise is slow on CPU)
-    "fft_flop": 1 / 9e9,  # pocketfft r2c + c2r, per 2.5·n·log2(n) flop, plus the product
-    "byte": 1 / 6e9,  # a pass over memory (frames, spectra, outputs)
-    "call": 15e-6,  # per block of the python-level loop / per FFT frame batch
-}
-#: CUDA: not calibrated here (no GPU on the build machine); relative magnitudes of an H100.
-CUDA_COST = {"gemm_flop": 1 / 20e12, "conv1d_mac": 1 / 1e12, "fft_flop": 1 / 2e12,
-             "byte": 1 / 1.5e12, "call": 10e-6}
-
-#: Outputs per chunk (× rows) for the whole-signal loop: ~4 MB of float32 working set.
-CHUNK_ELEMENTS = 1 << 20
-#: auto's precision rule, by the dynamic range (peak / 1st percentile of |x| ≠ 0): above the
-#: first, a float32 FFT runs in float64; above the second, no FFT at all (direct)
-FFT32_MAX_DYNAMIC_RANGE = 1e5
-FFT64_MAX_DYNAMIC_RANGE = 1e11
-#: relative error of one FFT convolution, per log2(nfft), in units of the dtype's epsilon
-FFT_ERROR_PER_LOG2 = 2.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,96 +75,6 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UsageError(f"--dtype must be float32 or float64, got {name!r}")
     return DTYPES[name]
-
-
-# --- choosing a method ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MethodChoice:
-    """Which method runs and why (``--json`` reports it).
-
-    ``algorithm`` is ``gemm``, ``conv1d`` or ``overlap-save``; ``nfft`` the FFT frame size;
-    ``fft_dtype`` the precision the FFT runs in (float64 where float32 would lose the quiet
-    samples); ``estimates`` the cost model's seconds for each candidate.
-    """
-
-    method: str
-    reason: str
-    algorithm: str = ""
-    nfft: int = 0
-    fft_dtype: str | None = None
-    estimates: dict = field(default_factory=dict, compare=False)
-
-
-def depthwise(out_channels: int, per_group: int, groups: int) -> bool:
-    """One input channel per group and one output per input: what windows and (C, k) files give."""
-    return per_group == 1 and out_channels == groups
-
-
-def gemm_block(span: int, stride: int) -> int:
-    """Outputs per banded block: ≥ (K − s)/s so that two blocks cover a kernel span."""
-    return max(64 if span <= 64 else 128, -(-(span - stride) // stride))
-
-
-def fft_candidates(padded: int, span: int) -> list[int]:
-    """Frame sizes worth pricing: powers of two from 2K up, and one frame for the whole signal."""
-    sizes = []
-    n = max(64, 1 << (2 * span - 1).bit_length())
-    whole = next_fast_len(padded)
-    while n < whole and n <= 1 << 22:
-        sizes.append(n)
-        n *= 2
-    sizes.append(whole)
-    return sizes
-
-
-def estimate_costs(
-    length: int, k: int, spec: ConvSpec, *, batch: int = 1, channels: int = 1,
-    out_channels: int | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu",
-) -> dict[str, tuple[float, int]]:
-    """Seconds the cost model predicts per candidate: ``{"gemm": (s, block), "fft": (s, nfft), ...}``.
-
-    Counts flops and bytes of each algorithm as implemented here; see ``CPU_COST``.
-    """
-    c = CUDA_COST if str(device).startswith("cuda") else CPU_COST
-    width = 2.0 if dtype == torch.float64 else 1.0
-    out_channels = channels if out_channels is None else out_channels
-    per_group = max(1, channels // spec.groups)
-    span = spec.span(k)
-    left, right = spec.pads(k)
-    padded = length + left + right
-    n1 = max(padded - span + 1, 1)  # stride-1 outputs
-    n_out = (n1 - 1) // spec.stride + 1
-    rows_in, rows_out = batch * channels, batch * out_channels
-    costs: dict[str, tuple[float, int]] = {}
-    mac = rows_out * n_out * k * per_group
-    costs["conv1d"] = (width * mac * c["conv1d_mac"] + 8 * width * rows_out * n_out * c["byte"], 0)
-    if depthwise(out_channels, per_group, spec.groups):
-        block = gemm_block(span, spec.stride)
-        band = block * spec.stride + span - spec.stride  # multiply-adds per output
-        flops = 2 * rows_out * n_out * band
-        calls = rows_in * -(-n_out * rows_in // CHUNK_ELEMENTS)
-        costs["gemm"] = (width * (flops * c["gemm_flop"] + 8 * rows_out * n_out * c["byte"])
-                         + calls * c["call"], block)
-    best = None
-    for nfft in fft_candidates(padded, span):
-        step = nfft - span + 1
-        frames = -(-n1 // step)
-        flops = (rows_in + rows_out) * frames * 2.5 * nfft * math.log2(nfft)
-        flops += rows_out * per_group * frames * 4 * nfft
-        moved = (rows_in * 3 + rows_out * 3) * frames * nfft * 4
-        chunks = max(1, frames * nfft * rows_in // (4 * CHUNK_ELEMENTS))
-        seconds = width * (flops * c["fft_flop"] + moved * c["byte"]) + chunks * c["call"]
-        if best is None or seconds < best[0]:
-            best = (seconds, nfft)
-    assert best is not None
-    costs["fft"] = best
-    return costs
-
-
-def fft_error_bound(nfft: int, dtype: torch.dtype) -> float:
-    """Bound on |FFT − exact| / (max|x| · Σ|w|) for one overlap-save frame of ``nfft``."""
-    eps = torch.finfo(dtype).eps
-    return FFT_ERROR_PER_LOG2 * eps * max(math.log2(max(nfft, 2)), 1.0)
 
 
 def dynamic_range(x: torch.Tensor, sample: int = 1 << 16, peak: float | None = None) -> float:
@@ -225,48 +130,21 @@ def choose_method(
     >>> choose_method(28_800_000, 4095, depthwise_stereo, channels=2).algorithm
     'overlap-save'
     """
-    if requested not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {requested!r}")
+    check_method(requested)
     out_channels = channels if out_channels is None else out_channels
     costs = estimate_costs(length, k, spec, batch=batch, channels=channels,
                            out_channels=out_channels, dtype=dtype, device=device)
-    estimates = {name: round(seconds, 6) for name, (seconds, _) in costs.items()}
-    gemm_ok = "gemm" in costs and (spec.dilation == 1 or costs["gemm"][0] <= costs["conv1d"][0])
-    direct_name = "gemm" if gemm_ok else "conv1d"
     peak = None
     if x is not None and requested != "fft" and x.numel():
         low, high = (float(v) for v in torch.aminmax(x.detach()))
         peak = max(-low, high) if math.isfinite(low) and math.isfinite(high) else math.inf
-    if peak is not None and not math.isfinite(peak):
-        # NaN/Inf (--allow-nonfinite): the banded matrix's zeros and an FFT would smear them
-        # over whole blocks (0·NaN = NaN); F.conv1d multiplies only the taps, as SPEC says
-        why = "non-finite samples: F.conv1d propagates them only through the taps that touch them"
-        return MethodChoice("direct", why, "conv1d", 0, None, estimates)
-    fft_seconds, nfft = costs["fft"]
-    fft_dtype = None
-    note = ""
-    direct_seconds = costs[direct_name][0]
-    fft_wins = requested == "fft" or requested == "auto" and fft_seconds < direct_seconds
-    if x is not None and requested == "auto" and fft_wins:
-        spread = dynamic_range(x, peak=peak)
-        span_db = 20 * math.log10(max(spread, 1.0))
-        if spread > FFT64_MAX_DYNAMIC_RANGE:
-            fft_seconds = math.inf
-            note = f"; dynamic range {span_db:.0f} dB: an FFT would lose the quiet samples"
-        elif dtype == torch.float32 and spread > FFT32_MAX_DYNAMIC_RANGE:
-            fft_dtype, fft_seconds = "float64", fft_seconds * 2
-            note = f"; dynamic range {span_db:.0f} dB > 100 dB, so the FFT runs in float64"
-    if requested == "direct" or requested == "auto" and direct_seconds <= fft_seconds:
-        why = ("asked for with --method" if requested == "direct" else
-               f"cost model: direct {direct_seconds:.3g} s ≤ FFT {costs['fft'][0]:.3g} s "
-               f"(kernel span {spec.span(k)})" + note)
-        return MethodChoice("direct", why, direct_name, 0, None, estimates)
-    if requested == "fft":
-        why = "asked for with --method"
-    else:
-        why = (f"cost model: FFT {fft_seconds:.3g} s (nfft {nfft}) < direct {direct_seconds:.3g} s "
-               f"(kernel span {spec.span(k)})" + note)
-    return MethodChoice("fft", why, "overlap-save", nfft, fft_dtype, estimates)
+    # NaN/Inf (--allow-nonfinite): the banded matrix's zeros and an FFT would smear them
+    # over whole blocks (0·NaN = NaN); F.conv1d multiplies only the taps, as SPEC says
+    nonfinite = ("conv1d", ("non-finite samples: F.conv1d propagates them only through the "
+                            "taps that touch them"))
+    return decide(costs, spec, k, requested, dtype=dtype, peak=peak,
+                  spread=None if x is None else (lambda p: dynamic_range(x, peak=p)),
+                  nonfinite=nonfinite)
 
 
 # --- the pieces every method shares -----------------------------------------------------------
@@ -288,22 +166,6 @@ def dilate(w: torch.Tensor, dilation: int) -> torch.Tensor:
     k = w.shape[-1]
     spaced = F.pad(w.unsqueeze(-1), (0, dilation - 1)).reshape(*w.shape[:-1], k * dilation)
     return spaced[..., : dilation * (k - 1) + 1]
-
-
-def next_fast_len(n: int) -> int:
-    """Smallest 2^a·3^b·5^c ≥ n (sizes pocketfft and cuFFT handle fastest)."""
-    best = 1 << max(n - 1, 0).bit_length()
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
 
 
 def edge_extent(n: int, spec: ConvSpec, k: int) -> int:
@@ -737,6 +599,7 @@ def describe(choice: MethodChoice, x: torch.Tensor | None, weight: torch.Tensor 
     ``Σ|w|`` of an output channel (the largest value an output can reach).
     """
     run = {
+        "engine": "torch",
         "method": choice.method,
         "reason": choice.reason,
         "algorithm": choice.algorithm,

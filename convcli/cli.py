@@ -504,7 +504,7 @@ def filter_command(
                                            else None, periodic, normalize, kernel)
 
     # 3. compute, batching equal-shaped inputs into one tensor (refused if it cannot fit)
-    from convcli.engine import filter_batches
+    from convcli.npengine import filter_batches  # numpy on the CPU, torch otherwise
     from convcli.resources import check_filter_memory
 
     check_filter_memory([s.data for s in signals], coefficients, spec, method,

@@ -155,11 +155,12 @@ def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str
     device the computation is checked against the device's free memory instead. Call it after
     reading, before computing.
     """
-    from convcli.engine import choose_method
+    from convcli.costmodel import decide, estimate_costs
     from convcli.kernels import to_weight
+    from convcli.npengine import cpu_requested
 
     on_gpu = False
-    if device != "cpu":
+    if not cpu_requested(device):  # no torch import for a CPU run (see convcli.npengine)
         import torch
 
         on_gpu = torch.cuda.is_available()  # cuda without CUDA: the engine says so, clearly
@@ -172,7 +173,10 @@ def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str
         batch = sum(batches)
         weight, _ = to_weight(coefficients, channels, spec.groups)
         out_channels = weight.shape[0]
-        chosen = choose_method(length, k, spec, method).method
+        costs = estimate_costs(length, k, spec, batch=batch, channels=channels,
+                               out_channels=out_channels)
+        chosen = decide(costs, spec, k, method, dtype="float32", peak=None, spread=None,
+                        nonfinite=("", "")).method
         run = conv_bytes(batch, channels, length, out_channels, k, spec, chosen, itemsize)
         out_items = batch * out_channels * spec.output_length(length, k)
         copy = batch * channels * length * itemsize if len(batches) > 1 else 0

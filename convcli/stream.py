@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convcli.costmodel import MethodChoice
 from convcli.errors import InputError, OutputError, UsageError
 from convcli.signals import (
     PCM,
@@ -131,21 +132,11 @@ def stream_filter(
     (progress bars hook in here).
     """
     import soundfile as sf
-    import torch
 
-    from convcli.engine import (
-        MethodChoice,
-        Streamer,
-        choose_method,
-        describe,
-        edge_extent,
-        prepare_weight,
-        resolve_device,
-    )
+    from convcli import npengine
 
     source = io.BytesIO(read_bytes(path)) if path == "-" else path
     name = "stdin" if path == "-" else path
-    target = resolve_device(device)
     started = time.perf_counter()
     try:
         infile = sf.SoundFile(source)
@@ -161,26 +152,17 @@ def stream_filter(
         subtype = subtype or (infile.subtype if sf.check_format(SOUNDFILE_FORMATS[out_format], infile.subtype)
                               else sf.default_subtype(SOUNDFILE_FORMATS[out_format]))
         k = coefficients.shape[-1]
-        h = edge_extent(n, spec, k)
+        h = npengine.edge_extent(n, spec, k)
         head = infile.read(h, dtype=dtype, always_2d=True)
         infile.seek(n - h)
         tail = infile.read(h, dtype=dtype, always_2d=True)
         infile.seek(0)
-
-        def tensor(frames: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(frames.T)[None]).to(target)
-
-        head_t, tail_t = tensor(head), tensor(tail)
-        weight, run_spec = prepare_weight(coefficients, channels, spec, head_t)
-        choice = choose_method(n, k, run_spec, method, batch=1, channels=channels,
-                               out_channels=weight.shape[0], dtype=head_t.dtype, device=str(target),
-                               x=head_t if method == "auto" else None)
-        if allow_nonfinite and choice.method == "direct" and choice.algorithm != "conv1d":
-            # blocks may hold NaN/Inf: only F.conv1d keeps them to the taps that touch them
-            choice = MethodChoice("direct", "--allow-nonfinite: F.conv1d propagates NaN/Inf "
-                                  "only through the taps that touch them", "conv1d")
-        streamer = Streamer(weight, run_spec, n, head_t, tail_t, choice)
-        out_channels = weight.shape[0]
+        # the one engine decision for streams: numpy on the CPU for depthwise kernels, else torch
+        engine = (_NumpyStream if npengine.use_numpy(device, coefficients, channels, spec)
+                  else _TorchStream)(coefficients, spec, n, head, tail, method, device,
+                                     allow_nonfinite)
+        streamer = engine.streamer
+        out_channels = engine.out_channels
         wrote = WriteReport(path="", format=out_format, subtype=subtype)
         try:
             sink = sf.SoundFile(out, "w", samplerate=int(out_rate or rate), channels=out_channels, subtype=subtype,
@@ -191,15 +173,15 @@ def stream_filter(
         written = 0
         blocks = 0
         peak_in = 0.0
-        with sink, torch.no_grad():
+        with sink, engine.context():
 
-            def write(y: torch.Tensor) -> None:
+            def write(y) -> None:
                 nonlocal written
                 if y.shape[-1] == 0:
                     return
                 if gain_db:
                     y = y * 10.0 ** (gain_db / 20.0)
-                frames = np.ascontiguousarray(y[0].cpu().numpy().T)
+                frames = np.ascontiguousarray(engine.to_numpy(y)[0].T)
                 if subtype in PCM:
                     frames, clipped, peak = to_pcm(frames, subtype)
                     wrote.clipped += clipped
@@ -214,20 +196,101 @@ def stream_filter(
                 if not allow_nonfinite:
                     _check_finite(frames, done, name)
                 peak_in = max(peak_in, float(np.max(np.abs(frames))) if frames.size else 0.0)
-                write(streamer.push(tensor(frames)))
+                write(streamer.push(engine.block(frames)))
                 done += frames.shape[0]
                 blocks += 1
                 if on_block is not None:
                     on_block(done, n)
             write(streamer.finish())
-    run = describe(choice, head_t, weight, target)
+    run = engine.describe()
     if "fft_error_bound" in run:  # the bound with the whole signal's peak, not the head's
-        run["fft_error_bound"] = run["fft_relative_error_bound"] * peak_in * float(
-            weight.abs().sum((1, 2)).max())
+        run["fft_error_bound"] = run["fft_relative_error_bound"] * peak_in * engine.gain
     run["streamed"] = {"block": block, "blocks": blocks}
     return StreamResult(wrote=wrote, run=run, shape_in=(1, channels, n),
                         shape_out=(1, out_channels, written), rate=float(out_rate or rate),
                         seconds=time.perf_counter() - started, blocks=blocks)
+
+
+def _frames_to_rows(frames: np.ndarray) -> np.ndarray:
+    """soundfile's ``[t, C]`` frames as a contiguous ``[1, C, t]`` batch."""
+    return np.ascontiguousarray(frames.T)[None]
+
+
+class _NumpyStream:
+    """The numpy engine's streamer (CPU, depthwise kernel): no torch import."""
+
+    def __init__(self, coefficients, spec, n, head, tail, method, device, allow_nonfinite):
+        from convcli import npengine
+
+        self.np = npengine
+        head_x, tail_x = _frames_to_rows(head), _frames_to_rows(tail)
+        channels = head_x.shape[1]
+        self.weight, run_spec = npengine.prepare_weight(coefficients, channels, spec, head_x.dtype)
+        k = self.weight.shape[-1]
+        choice = npengine.choose_method(n, k, run_spec, method, channels=channels, dtype=head_x.dtype,
+                                        x=head_x if method == "auto" else None)
+        if allow_nonfinite and choice.method == "direct":
+            # blocks may hold NaN/Inf: numpy.correlate keeps them to the taps that touch them
+            choice = MethodChoice("direct", "--allow-nonfinite: " + npengine.NONFINITE[1],
+                                  npengine.NONFINITE[0], 0, None, choice.estimates)
+        self.choice, self.head = choice, head_x
+        self.streamer = npengine.Streamer(self.weight, run_spec, n, head_x, tail_x, choice)
+        self.out_channels = channels
+        self.gain = float(np.abs(self.weight).sum((1, 2)).max())
+
+    def block(self, frames):
+        return _frames_to_rows(frames)
+
+    def to_numpy(self, y):
+        return y
+
+    def context(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def describe(self):
+        return self.np.describe(self.choice, self.head, self.weight)
+
+
+class _TorchStream:
+    """The torch engine's streamer (CUDA, or kernels that mix channels)."""
+
+    def __init__(self, coefficients, spec, n, head, tail, method, device, allow_nonfinite):
+        import torch
+
+        from convcli.engine import Streamer, choose_method, prepare_weight, resolve_device
+
+        self.torch = torch
+        self.target = target = resolve_device(device)
+        head_t, tail_t = self.block(head), self.block(tail)
+        weight, run_spec = prepare_weight(coefficients, head_t.shape[1], spec, head_t)
+        k = weight.shape[-1]
+        choice = choose_method(n, k, run_spec, method, batch=1, channels=head_t.shape[1],
+                               out_channels=weight.shape[0], dtype=head_t.dtype, device=str(target),
+                               x=head_t if method == "auto" else None)
+        if allow_nonfinite and choice.method == "direct" and choice.algorithm != "conv1d":
+            # blocks may hold NaN/Inf: only F.conv1d keeps them to the taps that touch them
+            choice = MethodChoice("direct", "--allow-nonfinite: F.conv1d propagates NaN/Inf "
+                                  "only through the taps that touch them", "conv1d")
+        self.choice, self.head, self.weight = choice, head_t, weight
+        self.streamer = Streamer(weight, run_spec, n, head_t, tail_t, choice)
+        self.out_channels = weight.shape[0]
+        self.gain = float(weight.abs().sum((1, 2)).max())
+
+    def block(self, frames):
+        return self.torch.from_numpy(_frames_to_rows(frames)).to(self.target)
+
+    def to_numpy(self, y):
+        return y.cpu().numpy()
+
+    def context(self):
+        return self.torch.no_grad()
+
+    def describe(self):
+        from convcli.engine import describe
+
+        return describe(self.choice, self.head, self.weight, self.target)
 
 
 def _check_finite(frames: np.ndarray, offset: int, name: str) -> None:

@@ -1,0 +1,456 @@
+"""The numpy engine: ``filter`` on the CPU without importing torch.
+
+``import torch`` alone costs 2.5-3.5 s on this machine, longer than SoX takes to filter ten
+minutes of audio. For what ``filter`` and streaming need on the CPU (no autograd, depthwise
+kernels: every window and every ``(k,)``/``(C, k)`` kernel file) this module does the same
+computation as ``convcli.engine`` with numpy alone, with the same semantics (``ConvSpec`` owns
+the pads), the same cost model and the same ``auto`` rule (``convcli.costmodel``):
+
+- ``direct`` = banded GEMM: the padded signal in blocks of ``hop = B·s`` samples, each block of
+  ``B`` outputs ``X_j @ M1 + X_{j+1}[:K−s] @ M2`` with banded matrices built from the
+  (flipped unless correlating, dilated) kernel; both operands are views of the signal, and
+  numpy's matmul is multithreaded OpenBLAS.
+- ``fft`` = overlap-save with ``numpy.fft.rfft/irfft`` at the cost model's ``nfft``.
+- NaN/Inf (``--allow-nonfinite``): ``numpy.correlate`` per channel and per dilation phase, which
+  multiplies only the taps, so a NaN reaches exactly the outputs whose taps touch it.
+
+The middle of a long signal is read in place; only the edges, joined to their pads, are copied.
+``use_numpy`` is the one decision (CPU, depthwise); everything else runs ``convcli.engine``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+
+import numpy as np
+
+from convcli.costmodel import (
+    CHUNK_ELEMENTS,
+    MethodChoice,
+    check_method,
+    decide,
+    depthwise,
+    estimate_costs,
+    fft_error_bound,
+    gemm_block,
+)
+from convcli.errors import ConvcliError, UsageError
+from convcli.spec import ConvSpec
+
+NONFINITE = ("correlate", ("non-finite samples: numpy.correlate per channel propagates them "
+                           "only through the taps that touch them"))
+
+
+# --- which engine ------------------------------------------------------------------------------
+def has_nvidia() -> bool:
+    """An NVIDIA driver is present (so ``--device auto`` may mean CUDA and torch must decide)."""
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
+
+
+def cpu_requested(device: str) -> bool:
+    """``--device cpu``, or ``auto`` on a machine without an NVIDIA driver."""
+    return device == "cpu" or device == "auto" and not has_nvidia()
+
+
+def use_numpy(device: str, coefficients: np.ndarray, channels: int, spec: ConvSpec) -> bool:
+    """The numpy engine runs this filter: a CPU run of a depthwise kernel (one channel per group).
+
+    >>> use_numpy("cpu", np.ones(5), 2, ConvSpec())
+    True
+    >>> use_numpy("cuda", np.ones(5), 2, ConvSpec())
+    False
+    """
+    if not cpu_requested(device):
+        return False
+    from convcli.kernels import to_weight
+
+    try:
+        weight, groups = to_weight(coefficients, channels, spec.groups)
+    except ConvcliError:  # the torch path reports the misfit with its usual message
+        return False
+    return depthwise(weight.shape[0], weight.shape[1], groups)
+
+
+# --- choosing a method ---------------------------------------------------------------------------
+def dynamic_range(x: np.ndarray, sample: int = 1 << 16, peak: float | None = None) -> float:
+    """As ``engine.dynamic_range``: ``max|x|`` over the 1st percentile of the non-zero ``|x|``."""
+    if x.size == 0:
+        return 1.0
+    if peak is None:
+        peak = max(-float(x.min()), float(x.max()))
+    flat = x.reshape(-1)
+    if flat.size > sample:
+        flat = flat[:: flat.size // sample]
+    flat = np.abs(flat)
+    nonzero = flat[flat > 0]
+    if peak == 0.0 or not math.isfinite(peak) or nonzero.size == 0:
+        return 1.0
+    q = max(1, int(0.01 * nonzero.size))
+    quiet = float(np.partition(nonzero, q - 1)[q - 1])
+    return peak / quiet if quiet > 0 else math.inf
+
+
+def choose_method(length: int, k: int, spec: ConvSpec, requested: str = "auto", *, batch: int = 1,
+                  channels: int = 1, dtype="float32", x: np.ndarray | None = None) -> MethodChoice:
+    """``engine.choose_method`` for a depthwise kernel on the CPU, with numpy statistics.
+
+    >>> choose_method(28_800_000, 31, ConvSpec(groups=2), channels=2).algorithm
+    'gemm'
+    """
+    check_method(requested)
+    costs = estimate_costs(length, k, spec, batch=batch, channels=channels, out_channels=channels,
+                           dtype=dtype, device="cpu")
+    peak = None
+    if x is not None and requested != "fft" and x.size:
+        low, high = float(x.min()), float(x.max())
+        peak = max(-low, high) if math.isfinite(low) and math.isfinite(high) else math.inf
+    choice = decide(costs, spec, k, requested, dtype=dtype, peak=peak,
+                    spread=None if x is None else (lambda p: dynamic_range(x, peak=p)),
+                    nonfinite=NONFINITE)
+    if choice.algorithm == "conv1d":  # the torch engine's fallback for dilation: ours is the GEMM
+        choice = replace(choice, algorithm="gemm")
+    return choice
+
+
+# --- plans: valid, strided correlation of a stretch of the padded signal ------------------------
+def oriented(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``[C, k]`` as cross-correlation applies it (flipped for convolution), then dilated."""
+    w = weight if spec.correlate else weight[..., ::-1]
+    if spec.dilation == 1:
+        return np.ascontiguousarray(w)
+    out = np.zeros((w.shape[0], spec.span(w.shape[-1])), dtype=w.dtype)
+    out[:, :: spec.dilation] = w
+    return out
+
+
+class Plan:
+    """``seg[B, C, P] -> [B, C, ⌊(P−K)/s⌋+1]`` with one kernel per channel."""
+
+    span: int
+    stride: int
+
+    def outputs(self, seg_length: int) -> int:
+        return max(0, (seg_length - self.span) // self.stride + 1)
+
+    def chunk_outputs(self, rows: int) -> int:
+        return max(CHUNK_ELEMENTS // max(rows, 1) // self.stride, 1)
+
+    def __call__(self, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
+        for b in range(seg.shape[0]):
+            for c in range(seg.shape[1]):
+                self.row(np.ascontiguousarray(seg[b, c]), c, out[b, c])
+        return out
+
+    def row(self, x: np.ndarray, c: int, out: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class GemmPlan(Plan):
+    """Banded GEMM (see the module doc); ``w`` is the oriented, dilated ``[C, K]``."""
+
+    def __init__(self, w: np.ndarray, spec: ConvSpec):
+        span, s = w.shape[-1], spec.stride
+        self.span, self.stride = span, s
+        self.block = gemm_block(span, s)
+        self.hop = self.block * s
+        self.tail = max(span - s, 0)
+        shared = bool((w == w[:1]).all())
+        rows = w[:1] if shared else w
+        r = np.arange(self.hop + self.tail)[:, None]
+        t = r - s * np.arange(self.block)[None, :]
+        index = np.where((t >= 0) & (t < span), t, span)
+        padded = np.concatenate([rows, np.zeros((rows.shape[0], 1), rows.dtype)], -1)
+        band = padded[:, index]  # [C or 1, hop + tail, block]
+        self.m1 = np.ascontiguousarray(band[:, : self.hop])
+        self.m2 = np.ascontiguousarray(band[:, self.hop :])
+        self.shared = shared
+
+    def row(self, x, c, out):
+        i = 0 if self.shared else c
+        n_out = out.shape[0]
+        if n_out == 0:
+            return
+        full = min(max(0, (x.shape[0] - self.tail) // self.hop), -(-n_out // self.block))
+        main = min(full * self.block, n_out)
+        if full:
+            self._blocks(x, full, i, out[:main])
+        if main < n_out:  # the ragged end: a zero-padded copy of the few samples left
+            rest = x[main * self.stride :]
+            nb = -(-(n_out - main) // self.block)
+            need = nb * self.hop + self.tail
+            if need > rest.shape[0]:
+                rest = np.concatenate([rest, np.zeros(need - rest.shape[0], x.dtype)])
+            self._blocks(rest, nb, i, out[main:])
+
+    def _blocks(self, x, nb, i, out):
+        count = out.shape[0]
+        x1 = x[: nb * self.hop].reshape(nb, self.hop)
+        if count == nb * self.block:
+            y = out.reshape(nb, self.block)
+            np.matmul(x1, self.m1[i], out=y)
+        else:
+            y = x1 @ self.m1[i]
+        if self.tail:
+            size = x.itemsize
+            x2 = np.lib.stride_tricks.as_strided(x[self.hop :], (nb, self.tail), (self.hop * size, size))
+            y += x2 @ self.m2[i]
+        if count != nb * self.block:
+            out[:] = y.reshape(-1)[:count]
+
+
+class FFTPlan(Plan):
+    """Overlap-save with frames of ``nfft`` (``numpy.fft``), in ``compute`` precision."""
+
+    def __init__(self, w: np.ndarray, spec: ConvSpec, nfft: int, compute):
+        self.span, self.stride = w.shape[-1], spec.stride
+        self.nfft = max(nfft, self.span)
+        self.step = self.nfft - self.span + 1
+        self.compute = np.dtype(compute)
+        self.spectrum = np.conj(np.fft.rfft(w.astype(self.compute), self.nfft))  # [C, F]
+
+    def chunk_outputs(self, rows):
+        return max(1, max(4 * CHUNK_ELEMENTS // max(rows, 1), 4 * self.step) // self.stride)
+
+    def row(self, x, c, out):
+        n1 = x.shape[0] - self.span + 1
+        frames = -(-n1 // self.step)
+        need = (frames - 1) * self.step + self.nfft
+        x = x.astype(self.compute, copy=False)
+        if need > x.shape[0]:
+            x = np.concatenate([x, np.zeros(need - x.shape[0], x.dtype)])
+        view = np.lib.stride_tricks.as_strided(x, (frames, self.nfft), (self.step * x.itemsize, x.itemsize))
+        spectra = np.fft.rfft(view, self.nfft)
+        spectra *= self.spectrum[c]
+        y = np.fft.irfft(spectra, self.nfft)[:, : self.step].reshape(-1)
+        out[:] = y[: n1 : self.stride]
+
+
+class CorrelatePlan(Plan):
+    """``numpy.correlate`` per dilation phase: multiplies only the taps (NaN/Inf stay put)."""
+
+    def __init__(self, w: np.ndarray, spec: ConvSpec):
+        self.taps = np.ascontiguousarray(w[:, :: spec.dilation])  # [C, k], oriented
+        self.d, self.span, self.stride = spec.dilation, w.shape[-1], spec.stride
+
+    def row(self, x, c, out):
+        n1 = x.shape[0] - self.span + 1
+        y1 = np.empty(n1, dtype=out.dtype)
+        for r in range(min(self.d, n1)):
+            y1[r :: self.d] = np.correlate(x[r :: self.d], self.taps[c], "valid")[: len(y1[r :: self.d])]
+        out[:] = y1[:: self.stride]
+
+
+def make_plan(weight: np.ndarray, spec: ConvSpec, choice: MethodChoice, dtype) -> Plan:
+    """The plan for the depthwise ``weight [C, 1, k]`` (as the user wrote it)."""
+    w = oriented(weight[:, 0, :].astype(dtype), spec)
+    if choice.method == "fft":
+        return FFTPlan(w, spec, choice.nfft or 4096, choice.fft_dtype or dtype)
+    if choice.algorithm == NONFINITE[0]:
+        return CorrelatePlan(w, spec)
+    return GemmPlan(w, spec)
+
+
+def run_chunks(plan: Plan, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Apply ``plan`` to ``seg`` in chunks of outputs (views of ``seg``) into ``out``."""
+    n_out = out.shape[-1]
+    chunk = plan.chunk_outputs(seg.shape[0] * seg.shape[1])
+    s, span = plan.stride, plan.span
+    for m0 in range(0, n_out, chunk):
+        m1 = min(n_out, m0 + chunk)
+        plan(seg[..., s * m0 : s * (m1 - 1) + span], out[..., m0:m1])
+    return out
+
+
+# --- pads and the whole signal -------------------------------------------------------------------
+def edge_extent(n: int, spec: ConvSpec, k: int) -> int:
+    """How many samples at each end of a signal of ``n`` the pads are made of."""
+    return min(n, max(spec.pads(k)) + 1)
+
+
+def edge_pads(head: np.ndarray, tail: np.ndarray, n: int, spec: ConvSpec, k: int):
+    """The left and right pads from the signal's ends (``spec.source`` says which sample goes where).
+
+    Shape: ``[B, C, h], [B, C, h] -> [B, C, left], [B, C, right]``.
+    """
+    left, right = spec.pads(k)
+    h = head.shape[-1]
+    ends = np.concatenate([head, tail], -1)
+
+    def piece(positions: range) -> np.ndarray:
+        if spec.padding == "zeros" or len(positions) == 0:
+            return np.zeros((*head.shape[:-1], len(positions)), head.dtype)
+        sources = [spec.source(m, n, k) for m in positions]
+        index = [t if t < h else h + t - (n - tail.shape[-1]) for t in sources]  # type: ignore[operator]
+        return ends[..., index]
+
+    return piece(range(left)), piece(range(left + n, left + n + right))
+
+
+def conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
+           method: str | MethodChoice = "auto") -> np.ndarray:
+    """Depthwise convolution (or correlation) of a batch of multi-channel signals, numpy only.
+
+    Shape: ``x [B, C, T]``, ``weight [C, 1, k]`` (``spec.groups == C``) -> ``[B, C, T_out]``.
+
+    >>> x = np.array([[[1.0, 2.0, 3.0, 4.0]]])
+    >>> conv1d(x, np.array([[[1.0, 0.0, -1.0]]]), ConvSpec(mode="valid")).tolist()
+    [[[2.0, 2.0]]]
+    """
+    batch, channels, length = x.shape
+    k = weight.shape[-1]
+    if weight.shape[:2] != (channels, 1) or spec.groups != channels:
+        raise ValueError(f"the numpy engine runs depthwise kernels [C, 1, k]; got {weight.shape} "
+                         f"for {channels} channels in {spec.groups} groups")
+    spec.check(length, k)
+    choice = method if isinstance(method, MethodChoice) else choose_method(
+        length, k, spec, method, batch=batch, channels=channels, dtype=x.dtype, x=x)
+    plan = make_plan(weight, spec, choice, x.dtype)
+    h = edge_extent(length, spec, k)
+    left_pad, right_pad = edge_pads(x[..., :h], x[..., length - h :], length, spec, k)
+    left = left_pad.shape[-1]
+    n_out = spec.output_length(length, k)
+    s, span = spec.stride, plan.span
+    out = np.empty((batch, channels, n_out), dtype=x.dtype)
+
+    def stretch(a: int, b: int) -> np.ndarray:
+        """``xp[..., a:b]``: a view of ``x`` where no pad is involved."""
+        pieces = []
+        for start, part in ((0, left_pad), (left, x), (left + length, right_pad)):
+            lo, hi = max(a, start), min(b, start + part.shape[-1])
+            if lo < hi:
+                pieces.append(part[..., lo - start : hi - start])
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, -1)
+
+    # outputs [0, m_a) read the left pad, [m_b, n_out) the right pad, the middle only x
+    m_a = min(n_out, -(-left // s))
+    m_b = max(m_a, min(n_out, (left + length - span) // s + 1))
+    for m0, m1 in ((0, m_a), (m_a, m_b), (m_b, n_out)):
+        if m0 < m1:
+            run_chunks(plan, stretch(s * m0, s * (m1 - 1) + span), out[..., m0:m1])
+    return out
+
+
+# --- streaming ---------------------------------------------------------------------------------
+class Streamer:
+    """``engine.Streamer`` in numpy: push blocks ``[B, C, t]`` in order, then ``finish``."""
+
+    def __init__(self, weight: np.ndarray, spec: ConvSpec, n: int, head: np.ndarray,
+                 tail: np.ndarray, choice: MethodChoice):
+        k = weight.shape[-1]
+        spec.check(n, k)
+        self.choice = choice
+        self.dtype = head.dtype
+        self.plan = make_plan(weight, spec, choice, head.dtype)
+        self.left, self.right = edge_pads(head, tail, n, spec, k)
+        self.n, self.spec = n, spec
+        self.n_out = spec.output_length(n, k)
+        self.buffer = self.left
+        self.start = 0
+        self.done = 0
+        self.received = 0
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """The outputs that ``block`` completes (possibly none)."""
+        self.received += block.shape[-1]
+        if self.received > self.n:
+            raise ValueError(f"pushed {self.received} samples into a stream of {self.n}")
+        parts = [self.buffer, block] + ([self.right] if self.received == self.n else [])
+        self.buffer = np.concatenate(parts, -1)
+        return self._drain()
+
+    def finish(self) -> np.ndarray:
+        if self.received != self.n:
+            raise ValueError(f"the stream ended after {self.received} of {self.n} samples")
+        y = self._drain()
+        assert self.done == self.n_out
+        return y
+
+    def _drain(self) -> np.ndarray:
+        s, span = self.plan.stride, self.plan.span
+        end = self.start + self.buffer.shape[-1]
+        ready = 0 if end < span else min(self.n_out, (end - span) // s + 1)
+        b, c = self.buffer.shape[:2]
+        y = np.zeros((b, c, 0), self.dtype)
+        if ready > self.done:
+            seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
+            y = run_chunks(self.plan, seg, np.empty((b, c, ready - self.done), self.dtype))
+            self.done = ready
+        drop = min(s * self.done, end) - self.start
+        if drop > 0:
+            self.buffer = self.buffer[..., drop:]
+            self.start += drop
+        return y
+
+
+# --- the CLI's boundary --------------------------------------------------------------------------
+def prepare_weight(coefficients: np.ndarray, channels: int, spec: ConvSpec, dtype):
+    """The depthwise kernel ``[C, 1, k]`` in ``dtype`` and the spec to run (groups = C)."""
+    from convcli.kernels import to_weight
+
+    weight, groups = to_weight(coefficients, channels, spec.groups)
+    run_spec = spec if groups == spec.groups else replace(spec, groups=groups)
+    return weight.astype(dtype), run_spec
+
+
+def describe(choice: MethodChoice, x: np.ndarray | None, weight: np.ndarray, batches: int = 1,
+             dtype=None) -> dict:
+    """What ran, for ``--json`` (as ``engine.describe``, with ``engine: numpy``)."""
+    dtype = np.dtype(dtype if dtype is not None else x.dtype)
+    run = {
+        "engine": "numpy",
+        "method": choice.method,
+        "reason": choice.reason,
+        "algorithm": choice.algorithm,
+        "device": "cpu",
+        "dtype": dtype.name,
+        "batches": batches,
+        "estimates_s": choice.estimates,
+    }
+    if choice.method == "fft":
+        fft_dtype = np.dtype(choice.fft_dtype or dtype)
+        relative = fft_error_bound(choice.nfft, fft_dtype.name)
+        run.update(nfft=choice.nfft, fft_dtype=fft_dtype.name, fft_relative_error_bound=relative)
+        if x is not None:
+            peak = max(-float(x.min()), float(x.max())) if x.size else 0.0
+            run["fft_error_bound"] = relative * peak * float(np.abs(weight).sum((1, 2)).max())
+    return run
+
+
+def filter_batches(arrays: list, coefficients, spec: ConvSpec, *, method: str = "auto",
+                   device: str = "auto") -> tuple[list, dict]:
+    """``engine.filter_batches``, choosing the engine: numpy for CPU depthwise runs, else torch.
+
+    The one place ``filter`` picks an engine for whole signals; torch is imported only when it
+    runs (CUDA, or kernels that mix channels).
+    """
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if not arrays or not all(use_numpy(device, coefficients, a.shape[1], spec) for a in arrays):
+        from convcli import engine
+
+        return engine.filter_batches(arrays, coefficients, spec, method=method, device=device)
+    groups_by_shape: dict[tuple, list[int]] = {}
+    for index, array in enumerate(arrays):
+        groups_by_shape.setdefault((array.shape[1:], array.dtype.str), []).append(index)
+    results: list = [None] * len(arrays)
+    first = None
+    for (shape, _), members in groups_by_shape.items():
+        channels, length = shape
+        batch = np.concatenate([arrays[i] for i in members]) if len(members) > 1 else arrays[members[0]]
+        weight, run_spec = prepare_weight(coefficients, channels, spec, batch.dtype)
+        run_spec.check(length, weight.shape[-1])
+        choice = choose_method(length, weight.shape[-1], run_spec, method, batch=batch.shape[0],
+                               channels=channels, dtype=batch.dtype, x=batch)
+        y = conv1d(batch, weight, run_spec, choice)
+        if first is None:
+            first = (choice, batch, weight)
+        start = 0
+        for i in members:
+            size = arrays[i].shape[0]
+            results[i] = y[start : start + size]
+            start += size
+    assert first is not None
+    choice, batch, weight = first
+    return results, describe(choice, batch, weight, len(groups_by_shape))

@@ -1,0 +1,148 @@
+"""The numpy engine (``convcli.npengine``) against the independent reference, and the promise
+that a CPU ``filter`` never imports torch."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from convcli import npengine
+from convcli.costmodel import MethodChoice
+from convcli.spec import PADDINGS, ConvSpec
+from tests.conftest import SAMPLES, cli_env
+from tests.reference import reference_conv
+
+GEMM = MethodChoice("direct", "", "gemm")
+CORRELATE = MethodChoice("direct", "", "correlate")
+FFT = MethodChoice("fft", "", "overlap-save", 32)
+TOL = {np.float32: 2e-5, np.float64: 1e-11}
+
+
+def reference(x, w, spec):
+    return reference_conv(x.astype(np.float64), w.astype(np.float64), spec.groups, mode=spec.mode,
+                          padding=spec.padding, stride=spec.stride, dilation=spec.dilation,
+                          correlate=spec.correlate)
+
+
+@pytest.mark.parametrize("mode", ["same", "valid", "full", "causal"])
+@pytest.mark.parametrize("padding", list(PADDINGS))
+def test_every_option_matches_the_reference(mode, padding):
+    """modes × paddings × stride × dilation × correlate × dtype × method, odd and even k, batched."""
+    rng = np.random.default_rng(abs(hash((mode, padding))) % 2**32)
+    grid = itertools.product([1, 2, 3], [1, 2], [False, True], [np.float32, np.float64], [4, 5])
+    for stride, dilation, correlate, dtype, k in grid:
+        spec = ConvSpec(mode=mode, padding=padding, stride=stride, dilation=dilation,
+                        correlate=correlate, groups=3)
+        x = rng.standard_normal((2, 3, int(rng.integers(40, 120)))).astype(dtype)
+        w = rng.standard_normal((3, 1, k)).astype(dtype)
+        expected = reference(x, w, spec)
+        for method in (GEMM, FFT, CORRELATE, "auto", "direct", "fft"):
+            got = npengine.conv1d(x, w, spec, method)
+            case = f"{spec} k={k} {dtype.__name__} {method}"
+            assert got.shape == expected.shape and got.dtype == dtype, case
+            scale = np.abs(x).max() * np.abs(w).sum()
+            np.testing.assert_allclose(got, expected, atol=TOL[dtype] * scale, err_msg=case)
+
+
+@pytest.mark.parametrize("method", [GEMM, FFT, CORRELATE])
+def test_long_signals_chunk_edges_and_middle(method, monkeypatch):
+    """Small chunks: the edge/middle/edge loop, a shared window and per-channel kernels."""
+    monkeypatch.setattr(npengine, "CHUNK_ELEMENTS", 700)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 2, 5003))
+    for w in (np.tile(np.hanning(33)[None, None], (2, 1, 1)), rng.standard_normal((2, 1, 32))):
+        for mode, padding, stride in (("same", "reflect", 1), ("full", "circular", 3), ("valid", "zeros", 2)):
+            spec = ConvSpec(mode=mode, padding=padding, stride=stride, groups=2)
+            np.testing.assert_allclose(npengine.conv1d(x, w, spec, method), reference(x, w, spec),
+                                       atol=1e-10, err_msg=f"{spec} {method}")
+
+
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_nonfinite_samples_reach_exactly_the_outputs_whose_taps_touch_them(dilation):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 400)).astype(np.float32)
+    x[0, 0, 100], x[0, 1, 250] = np.nan, np.inf
+    w = rng.uniform(0.5, 1.0, (2, 1, 7)).astype(np.float32)
+    spec = ConvSpec(mode="same", stride=2, dilation=dilation, groups=2)
+    got = npengine.conv1d(x, w, spec, "auto")  # auto sees NaN/Inf and runs numpy.correlate
+    touched = reference(~np.isfinite(x) * 1.0, np.ones_like(w), spec) > 0  # taps on a bad sample
+    assert (~np.isfinite(got) == touched).all()
+    clean = reference(np.where(np.isfinite(x), x, 0), w, spec)
+    np.testing.assert_allclose(got[~touched], clean[~touched], atol=1e-5)
+
+
+def test_streamer_equals_reference_for_random_blocks():
+    rng = np.random.default_rng(11)
+    for (mode, padding), method in itertools.product(
+            [("same", "reflect"), ("full", "circular"), ("causal", "replicate"), ("valid", "zeros")],
+            [GEMM, MethodChoice("fft", "", "overlap-save", 64), CORRELATE]):
+        spec = ConvSpec(mode=mode, padding=padding, stride=int(rng.integers(1, 4)),
+                        dilation=int(rng.integers(1, 3)), correlate=bool(rng.integers(2)), groups=2)
+        n, k = int(rng.integers(80, 300)), int(rng.integers(3, 10))
+        x, w = rng.standard_normal((1, 2, n)), rng.standard_normal((2, 1, k))
+        h = npengine.edge_extent(n, spec, k)
+        streamer = npengine.Streamer(w, spec, n, x[..., :h], x[..., n - h :], method)
+        outputs, position = [], 0
+        while position < n:
+            size = int(rng.integers(1, 3 * spec.span(k)))
+            outputs.append(streamer.push(x[..., position : position + size]))
+            position += size
+        outputs.append(streamer.finish())
+        np.testing.assert_allclose(np.concatenate(outputs, -1), reference(x, w, spec), atol=1e-10,
+                                   err_msg=f"{spec} k={k} {method}")
+
+
+def test_auto_chooses_as_the_torch_engine_does():
+    from convcli import engine
+
+    rng = np.random.default_rng(5)
+    loud_and_quiet = rng.standard_normal((1, 2, 50_000)) * np.logspace(0, -7, 50_000)
+    for k, x in ((31, rng.standard_normal((1, 2, 50_000))), (2001, rng.standard_normal((1, 2, 50_000))),
+                 (2001, loud_and_quiet.astype(np.float32)), (9, rng.standard_normal((3, 2, 500)))):
+        x = x.astype(np.float32) if x.dtype == np.float64 and k != 9 else x
+        spec = ConvSpec(groups=2)
+        ours = npengine.choose_method(x.shape[-1], k, spec, batch=x.shape[0], channels=2,
+                                      dtype=x.dtype, x=x)
+        theirs = engine.choose_method(x.shape[-1], k, spec, batch=x.shape[0], channels=2,
+                                      dtype=engine.DTYPES[x.dtype.name], x=engine.torch.from_numpy(x))
+        assert (ours.method, ours.nfft, ours.fft_dtype) == (theirs.method, theirs.nfft, theirs.fft_dtype)
+
+
+def test_mixing_kernels_and_cuda_keep_the_torch_engine():
+    x = np.random.default_rng(1).standard_normal((1, 2, 100)).astype(np.float32)
+    mixing = np.ones((3, 2, 5), np.float32)
+    assert not npengine.use_numpy("cpu", mixing, 2, ConvSpec())
+    assert not npengine.use_numpy("cuda", np.ones(5), 2, ConvSpec())
+    (y,), run = npengine.filter_batches([x], mixing, ConvSpec(), device="cpu")
+    assert run["engine"] == "torch" and y.shape == (1, 3, 100)
+    (y,), run = npengine.filter_batches([x], np.ones(5, np.float32), ConvSpec(), device="cpu")
+    assert run["engine"] == "numpy" and run["device"] == "cpu" and run["dtype"] == "float32"
+
+
+WRAPPER = """
+import sys
+from convcli.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+assert 'torch' not in sys.modules, 'filter imported torch'
+"""
+
+
+@pytest.mark.parametrize("extra", [[], ["--block", "10000", "--method", "fft"]])
+def test_cpu_filter_never_imports_torch(tmp_path, extra):
+    """Whole and streamed: ``import torch`` alone takes longer than SoX's whole run."""
+    out = tmp_path / "out.wav"
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, "filter", str(SAMPLES / "chord.wav"),
+                           "-o", str(out), "--size", "31", "--device", "cpu", "--json", *extra],
+                          check=False, capture_output=True, env=cli_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    run = json.loads(proc.stdout)
+    assert run["engine"] == "numpy" and run["device"] == "cpu"
+    assert out.stat().st_size > 0

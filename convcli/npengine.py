@@ -126,7 +126,7 @@ def oriented(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 
 class Plan:
-    """``seg[B, C, P] -> [B, C, ⌊(P−K)/s⌋+1]`` with one kernel per channel."""
+    """Valid, strided correlation of one row: ``row(x[P], c, out[⌊(P−K)/s⌋+1])`` (channel c's kernel)."""
 
     span: int
     stride: int
@@ -136,12 +136,6 @@ class Plan:
 
     def chunk_outputs(self, rows: int) -> int:
         return max(CHUNK_ELEMENTS // max(rows, 1) // self.stride, 1)
-
-    def __call__(self, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
-        for b in range(seg.shape[0]):
-            for c in range(seg.shape[1]):
-                self.row(np.ascontiguousarray(seg[b, c]), c, out[b, c])
-        return out
 
     def row(self, x: np.ndarray, c: int, out: np.ndarray) -> None:
         raise NotImplementedError
@@ -252,14 +246,86 @@ def make_plan(weight: np.ndarray, spec: ConvSpec, choice: MethodChoice, dtype) -
     return GemmPlan(w, spec)
 
 
+#: worker threads: numpy's matmul and FFT release the GIL, so rows and chunks run side by side
+THREADS = os.cpu_count() or 1
+#: below this many outputs in all a call runs in the calling thread
+THREADED_OUTPUTS = 1 << 16
+_pool = None
+
+
+def _blas_threads():
+    """``(get, set)`` for the thread count of the OpenBLAS numpy loaded, or None if not found.
+
+    Each worker runs its own single-threaded product: OpenBLAS's own threads spin-wait, and on
+    a machine where another process holds a core that made the same product 4-8× slower.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", "_64_"),
+                               ("openblas", "64_"), ("openblas", "")):
+            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if getter is not None and setter is not None:
+                return getter, setter
+    return None
+
+
+def _parallel(task, items) -> None:
+    """``task(item)`` for every item, on ``THREADS`` workers with single-threaded BLAS."""
+    global _pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _pool is None:
+        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="convcli")
+    blas = _blas_threads()
+    before = blas[0]() if blas else 0
+    if blas:
+        blas[1](1)
+    try:
+        for _ in _pool.map(task, items):
+            pass
+    finally:
+        if blas:
+            blas[1](before)
+
+
 def run_chunks(plan: Plan, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Apply ``plan`` to ``seg`` in chunks of outputs (views of ``seg``) into ``out``."""
+    """Apply ``plan`` to ``seg`` in pieces of outputs (views of ``seg``) into ``out``.
+
+    Each row is cut into chunks that keep the working set around ``CHUNK_ELEMENTS`` (and into at
+    least as many pieces as there are workers); the pieces run on ``THREADS`` workers.
+    """
+    batch, channels = seg.shape[:2]
     n_out = out.shape[-1]
-    chunk = plan.chunk_outputs(seg.shape[0] * seg.shape[1])
+    if n_out == 0:
+        return out
+    rows = batch * channels
+    threaded = THREADS > 1 and n_out * rows >= THREADED_OUTPUTS
+    pieces = max(-(-n_out // plan.chunk_outputs(rows)), -(-THREADS // rows) if threaded else 1)
+    size = -(-n_out // pieces)
     s, span = plan.stride, plan.span
-    for m0 in range(0, n_out, chunk):
-        m1 = min(n_out, m0 + chunk)
-        plan(seg[..., s * m0 : s * (m1 - 1) + span], out[..., m0:m1])
+    items = [(b, c, m0, min(n_out, m0 + size))
+             for m0 in range(0, n_out, size) for b in range(batch) for c in range(channels)]
+
+    def task(item) -> None:
+        b, c, m0, m1 = item
+        plan.row(np.ascontiguousarray(seg[b, c, s * m0 : s * (m1 - 1) + span]), c, out[b, c, m0:m1])
+
+    if threaded and len(items) > 1:
+        _parallel(task, items)
+    else:
+        for item in items:
+            task(item)
     return out
 
 

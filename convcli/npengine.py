@@ -20,6 +20,7 @@ The middle of a long signal is read in place; only the edges, joined to their pa
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import replace
@@ -253,6 +254,7 @@ THREADED_OUTPUTS = 1 << 16
 _pool = None
 
 
+@functools.cache
 def _blas_threads():
     """``(get, set)`` for the thread count of the OpenBLAS numpy loaded, or None if not found.
 

@@ -503,10 +503,14 @@ def to_pcm(frames: np.ndarray, subtype: str) -> tuple[np.ndarray, int, float]:
     Rounded to nearest ourselves: libsndfile's own float->int conversion does not round.
     """
     scale, container, shift = PCM[subtype]
-    peak = float(np.max(np.abs(frames))) if frames.size else 0.0
-    scaled = np.rint(frames * scale)
+    peak = 0.0
+    if frames.size:  # min and max: no |x| copy (NaN/Inf: as np.max(np.abs(...)) says)
+        low_x, high_x = float(frames.min()), float(frames.max())
+        peak = max(-low_x, high_x) if math.isfinite(low_x + high_x) else float(np.max(np.abs(frames)))
+    scaled = frames * scale
+    np.rint(scaled, out=scaled)
     low, high = -scale, scale - 1
-    clipped = int(np.count_nonzero((scaled < low) | (scaled > high)))
+    clipped = int(np.count_nonzero(scaled < low)) + int(np.count_nonzero(scaled > high))
     np.clip(scaled, low, high, out=scaled)
     ints = scaled.astype(container)
     if shift:

@@ -13,6 +13,7 @@ same ``signals.to_pcm`` as the whole path (rounding is per sample, so blocks cha
 from __future__ import annotations
 
 import io
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,9 +194,13 @@ def stream_filter(
 
             done = 0
             for frames in infile.blocks(blocksize=block, dtype=dtype, always_2d=True):
-                if not allow_nonfinite:
-                    _check_finite(frames, done, name)
-                peak_in = max(peak_in, float(np.max(np.abs(frames))) if frames.size else 0.0)
+                if frames.size:  # one min/max pass: the peak, and a NaN/Inf shows in it
+                    low, high = float(frames.min()), float(frames.max())
+                    if not math.isfinite(low + high):
+                        if not allow_nonfinite:
+                            _check_finite(frames, done, name)
+                        low, high = 0.0, float(np.max(np.abs(frames)))
+                    peak_in = max(peak_in, -low, high)
                 write(streamer.push(engine.block(frames)))
                 done += frames.shape[0]
                 blocks += 1

@@ -174,7 +174,18 @@ def stream_filter(
         written = 0
         blocks = 0
         peak_in = 0.0
-        with sink, engine.context():
+        from concurrent.futures import ThreadPoolExecutor
+
+        # one writer thread: a block is rounded and written while the next is read and filtered
+        with sink, engine.context(), ThreadPoolExecutor(1, thread_name_prefix="convcli-write") as pool:
+            pending = None
+
+            def emit(y) -> None:
+                """Queue ``y`` for writing, after the previous block (at most one in flight)."""
+                nonlocal pending
+                if pending is not None:
+                    pending.result()  # in order, and a write error surfaces here
+                pending = pool.submit(write, y)
 
             def write(y) -> None:
                 nonlocal written
@@ -201,12 +212,14 @@ def stream_filter(
                             _check_finite(frames, done, name)
                         low, high = 0.0, float(np.max(np.abs(frames)))
                     peak_in = max(peak_in, -low, high)
-                write(streamer.push(engine.block(frames)))
+                emit(streamer.push(engine.block(frames)))
                 done += frames.shape[0]
                 blocks += 1
                 if on_block is not None:
                     on_block(done, n)
-            write(streamer.finish())
+            emit(streamer.finish())
+            if pending is not None:
+                pending.result()
     run = engine.describe()
     if "fft_error_bound" in run:  # the bound with the whole signal's peak, not the head's
         run["fft_error_bound"] = run["fft_relative_error_bound"] * peak_in * engine.gain

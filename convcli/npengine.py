@@ -293,9 +293,14 @@ def _parallel(task, items) -> None:
     before = blas[0]() if blas else 0
     if blas:
         blas[1](1)
+    futures = [_pool.submit(task, item) for item in items]
     try:
-        for _ in _pool.map(task, items):
-            pass
+        for future in futures:
+            future.result()
+    except BaseException:  # an error, or a signal (SIGTERM): drop the pieces not started
+        for future in futures:
+            future.cancel()
+        raise
     finally:
         if blas:
             blas[1](before)

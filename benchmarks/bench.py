@@ -91,6 +91,7 @@ def runners(x_np: np.ndarray, w_np: np.ndarray, spec, torch_threads: int) -> dic
     import torch
     import torch.nn.functional as F
 
+    from convcli import npengine
     from convcli.engine import conv1d
 
     x = torch.from_numpy(x_np)
@@ -126,6 +127,7 @@ def runners(x_np: np.ndarray, w_np: np.ndarray, spec, torch_threads: int) -> dic
         "convcli auto": (ours("auto"), None),
         "convcli direct": (ours("direct"), direct_estimate(2e9) if k > 512 else None),
         "convcli fft": (ours("fft"), None),
+        "convcli numpy engine": (lambda: npengine.conv1d(x_np, weight.numpy(), spec, "auto"), None),
         "scipy convolve auto": (lambda: ss.convolve(flat, w2, mode="same"), None),
         "scipy fftconvolve": (lambda: ss.fftconvolve(flat, w2, mode="same", axes=-1), None),
         "scipy oaconvolve": (lambda: ss.oaconvolve(flat, w2, mode="same", axes=-1), None),

@@ -596,10 +596,10 @@ def window_command(
     normalize: Annotated[Normalization, typer.Option(
         "--normalize", rich_help_panel=KERNEL,
         help="sum: unity DC gain (as filter does); peak: max |w| = 1; none: raw window.")] = "sum",
-    output: Annotated[str, typer.Option(
+    output: Annotated[str | None, typer.Option(
         "--output", "-o", rich_help_panel=IO, metavar="FILE|-",
-        help="- (default): one coefficient per line on stdout; FILE.npy: float64 NPY; "
-        "any other name: the same text.")] = "-",
+        help="-: one coefficient per line on stdout (the default, unless --response or --plot "
+        "is asked for); FILE.npy: float64 NPY; any other name: the same text.")] = None,
     rate: DesignRateOpt = None,
     lowpass: LowpassOpt = None,
     highpass: HighpassOpt = None,
@@ -628,7 +628,9 @@ def window_command(
     request = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
         raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
-    coefficients_to_stdout = output == "-" and not response
+    # coefficients go to stdout when asked (-o -), or by default when nothing else is asked
+    coefficients_to_stdout = output == "-" or (output is None and not response and plot is None)
+    to_file = output not in (None, "-")
     if plot == "-" and (coefficients_to_stdout or response):
         raise UsageError("--plot - and the text output would share stdout",
                          "name a file for one of them: --plot FILE.png or -o FILE")
@@ -645,18 +647,18 @@ def window_command(
                  f"{', periodic' if periodic else ''})")
     measured = window_response(coefficients, rate=rate, design=design, response=response,
                                plot=plot, title=label)
-    as_npy = output != "-" and format_from_path(output) == "npy"
+    as_npy = to_file and format_from_path(output) == "npy"
     report = Reporter(quiet=quiet, json_mode=json_,
                       data_on_stdout=coefficients_to_stdout or plot == "-")
-    if output != "-" or coefficients_to_stdout:
-        with atomic_output(output) as handle:
+    if to_file or coefficients_to_stdout:
+        with atomic_output(output if to_file else "-") as handle:
             if as_npy:
                 import numpy as np
 
                 np.save(handle, coefficients, allow_pickle=False)
             else:
                 handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
-    if output != "-":
+    if to_file:
         scaled = normalize if design is None or given(ctx, "normalize") else "as firwin"
         report.info(f"wrote [bold]{output}[/bold]: {coefficients.size} coefficients of "
                     f"{label}, normalized {scaled}, {'NPY float64' if as_npy else 'text'}")

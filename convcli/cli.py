@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import typer
 
@@ -48,7 +48,7 @@ Format = Literal["wav", "flac", "ogg", "npy"]
 Layout = Literal["ct", "tc"]
 
 WindowOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--window", "-w", metavar="NAME[:PARAM]", rich_help_panel=KERNEL,
         help="Window kernel: hann, hamming, blackman, bartlett, rect, kaiser:BETA, "
@@ -65,13 +65,13 @@ PeriodicOpt = Annotated[
                  help="DFT-even window (scipy fftbins=True) instead of the symmetric one."),
 ]
 NormalizeOpt = Annotated[
-    Optional[Normalization],
+    Normalization | None,
     typer.Option("--normalize", rich_help_panel=KERNEL,
                  help="sum: unity DC gain (default for windows); peak: max |w| = 1; none. "
                  "Kernel files are used as written unless this is given."),
 ]
 KernelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--kernel", "-k", metavar="PATH|-", rich_help_panel=KERNEL,
                  help="Coefficients from .npy or text: (k,), (C, k) or (O, C/G, k)."),
 ]
@@ -102,16 +102,16 @@ MethodOpt = Annotated[
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", rich_help_panel=RUN, help="Where to compute.")]
 DtypeOpt = Annotated[
-    Optional[Dtype],
+    Dtype | None,
     typer.Option("--dtype", rich_help_panel=RUN,
                  help="Compute precision. Default: float64 for float64 NPY input, else float32."),
 ]
 RateOpt = Annotated[
-    Optional[float], typer.Option("--rate", rich_help_panel=IO,
+    float | None, typer.Option("--rate", rich_help_panel=IO,
                                   help="Sample rate (Hz) of NPY input.")
 ]
 LayoutOpt = Annotated[
-    Optional[Layout], typer.Option("--layout", rich_help_panel=IO,
+    Layout | None, typer.Option("--layout", rich_help_panel=IO,
                                    help="2-D NPY axes: ct = (channels, time), tc = (time, channels).")
 ]
 AllowNonfiniteOpt = Annotated[
@@ -121,34 +121,34 @@ AllowNonfiniteOpt = Annotated[
 # FIR design (issue 7): a reusable option set; `filter` takes it, jacobian/explain can too.
 DESIGN = "FIR design (Hz)"
 LowpassOpt = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--lowpass", metavar="HZ", rich_help_panel=DESIGN,
                  help="Windowed-sinc lowpass with its −6 dB cutoff at HZ (= scipy firwin); "
                  "--window/--size shape it."),
 ]
 HighpassOpt = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--highpass", metavar="HZ", rich_help_panel=DESIGN,
                  help="Windowed-sinc highpass (odd --size)."),
 ]
 BandpassOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--bandpass", metavar="LO:HI", rich_help_panel=DESIGN,
                  help="Windowed-sinc bandpass between LO and HI Hz."),
 ]
 BandstopOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--bandstop", metavar="LO:HI", rich_help_panel=DESIGN,
                  help="Windowed-sinc bandstop (notch) between LO and HI Hz (odd --size)."),
 ]
 TransitionOpt = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--transition", metavar="HZ", rich_help_panel=DESIGN,
                  help="Transition width: with --attenuation (default 60 dB) Kaiser's formulas "
                  "choose the window's beta and the tap count."),
 ]
 AttenuationOpt = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--attenuation", metavar="DB", rich_help_panel=DESIGN,
                  help="Stopband attenuation in dB for the Kaiser design (≥ 8)."),
 ]
@@ -160,23 +160,23 @@ ResponseOpt = Annotated[
                  "of a design."),
 ]
 PlotOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--plot", metavar="FILE.png", rich_help_panel=DESIGN,
                  help="Draw the taps and the magnitude response in dB to a PNG "
                  "(needs matplotlib: pip install 'convcli[plot]')."),
 ]
 DesignRateOpt = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--rate", metavar="HZ", rich_help_panel=DESIGN,
                  help="Sample rate: needed by --lowpass & co., puts --response and --plot in Hz."),
 ]
 GainOpt = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--gain", metavar="DB", rich_help_panel=IO,
                  help="Scale the result by DB decibels before writing."),
 ]
 NormalizeOutputOpt = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--normalize-output", metavar="[DBFS]", rich_help_panel=IO,
                  help="Scale the result so its peak is DBFS (default −1 dBFS) before writing."),
 ]
@@ -387,13 +387,13 @@ def output_rate(rate: float | None, stride: int, out_format: str, report: Report
 def filter_command(
     ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Signal files, or - for stdin.")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=IO,
+    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
                       help="Output path, or - for stdout. Default: INPUT_STEM.filtered.EXT.")] = None,
-    out_dir: Annotated[Optional[str], typer.Option("--out-dir", rich_help_panel=IO,
+    out_dir: Annotated[str | None, typer.Option("--out-dir", rich_help_panel=IO,
                        help="Directory for the outputs of several inputs.")] = None,
-    fmt: Annotated[Optional[Format], typer.Option("--format", "-f", rich_help_panel=IO,
+    fmt: Annotated[Format | None, typer.Option("--format", "-f", rich_help_panel=IO,
                    help="Output format (default: from the output name, else the input's).")] = None,
-    subtype: Annotated[Optional[str], typer.Option("--subtype", rich_help_panel=IO,
+    subtype: Annotated[str | None, typer.Option("--subtype", rich_help_panel=IO,
                        help="Audio subtype: PCM_16, PCM_24, PCM_32, FLOAT, ... (default: the input's).")] = None,
     layout: LayoutOpt = None,
     rate: RateOpt = None,
@@ -421,7 +421,7 @@ def filter_command(
     dtype: DtypeOpt = None,
     allow_nonfinite: AllowNonfiniteOpt = False,
     clip: ClipOpt = "warn",
-    block: Annotated[Optional[int], typer.Option("--block", min=1, rich_help_panel=RUN,
+    block: Annotated[int | None, typer.Option("--block", min=1, rich_help_panel=RUN,
                      help="Stream the input in blocks of this many frames (bounded memory). "
                      "Default: long WAV/FLAC/OGG inputs stream in blocks of 524288.")] = None,
     json_: JsonOpt = False,
@@ -596,10 +596,10 @@ def window_command(
     normalize: Annotated[Normalization, typer.Option(
         "--normalize", rich_help_panel=KERNEL,
         help="sum: unity DC gain (as filter does); peak: max |w| = 1; none: raw window.")] = "sum",
-    output: Annotated[str, typer.Option(
+    output: Annotated[str | None, typer.Option(
         "--output", "-o", rich_help_panel=IO, metavar="FILE|-",
-        help="- (default): one coefficient per line on stdout; FILE.npy: float64 NPY; "
-        "any other name: the same text.")] = "-",
+        help="-: one coefficient per line on stdout (the default, unless --response or --plot "
+        "is asked for); FILE.npy: float64 NPY; any other name: the same text.")] = None,
     rate: DesignRateOpt = None,
     lowpass: LowpassOpt = None,
     highpass: HighpassOpt = None,
@@ -628,7 +628,9 @@ def window_command(
     request = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
         raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
-    coefficients_to_stdout = output == "-" and not response
+    # coefficients go to stdout when asked (-o -), or by default when nothing else is asked
+    coefficients_to_stdout = output == "-" or (output is None and not response and plot is None)
+    to_file = output not in (None, "-")
     if plot == "-" and (coefficients_to_stdout or response):
         raise UsageError("--plot - and the text output would share stdout",
                          "name a file for one of them: --plot FILE.png or -o FILE")
@@ -645,18 +647,18 @@ def window_command(
                  f"{', periodic' if periodic else ''})")
     measured = window_response(coefficients, rate=rate, design=design, response=response,
                                plot=plot, title=label)
-    as_npy = output != "-" and format_from_path(output) == "npy"
+    as_npy = to_file and format_from_path(output) == "npy"
     report = Reporter(quiet=quiet, json_mode=json_,
                       data_on_stdout=coefficients_to_stdout or plot == "-")
-    if output != "-" or coefficients_to_stdout:
-        with atomic_output(output) as handle:
+    if to_file or coefficients_to_stdout:
+        with atomic_output(output if to_file else "-") as handle:
             if as_npy:
                 import numpy as np
 
                 np.save(handle, coefficients, allow_pickle=False)
             else:
                 handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
-    if output != "-":
+    if to_file:
         scaled = normalize if design is None or given(ctx, "normalize") else "as firwin"
         report.info(f"wrote [bold]{output}[/bold]: {coefficients.size} coefficients of "
                     f"{label}, normalized {scaled}, {'NPY float64' if as_npy else 'text'}")
@@ -883,29 +885,29 @@ def save_matrix(result, output: str) -> str:
 
 @app.command("jacobian")
 def jacobian_command(
-    input_path: Annotated[Optional[str], typer.Argument(
+    input_path: Annotated[str | None, typer.Argument(
         metavar="[INPUT]", help="Signal file (batch item 0 is used). Default: random, --length.")] = None,
     wrt: Annotated[WrtJac, typer.Option("--wrt", help="input: J[i, j] = ∂y[i]/∂x[j]; "
                    "kernel: J[i, j] = ∂y[i]/∂w[j].")] = "input",
-    length: Annotated[Optional[int], typer.Option("--length", min=1, rich_help_panel=IO,
+    length: Annotated[int | None, typer.Option("--length", min=1, rich_help_panel=IO,
                       help=f"Samples of the random input used without INPUT (default {DEFAULT_LENGTH}).")] = None,
     seed: Annotated[int, typer.Option("--seed", rich_help_panel=IO,
                     help="Seed of the random input.")] = 0,
-    channel: Annotated[Optional[str], typer.Option("--channel", metavar="C|O:C",
+    channel: Annotated[str | None, typer.Option("--channel", metavar="C|O:C",
                        help="Which channel pair: C (depthwise: channel C), or O:C (output O, "
                        "input C) for an (O, C/G, k) kernel. Default 0.")] = None,
-    rows: Annotated[Optional[str], typer.Option("--rows", metavar="A:B",
+    rows: Annotated[str | None, typer.Option("--rows", metavar="A:B",
                     help="Only these rows (output samples).")] = None,
-    cols: Annotated[Optional[str], typer.Option("--cols", metavar="A:B",
+    cols: Annotated[str | None, typer.Option("--cols", metavar="A:B",
                     help="Only these columns (input samples or taps).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Compute J by autograd and by the closed "
                      "form, report the largest difference; exit 1 on mismatch.")] = False,
-    fmt: Annotated[Optional[JacFormat], typer.Option("--format", "-f", help="dense [L_out, N], "
+    fmt: Annotated[JacFormat | None, typer.Option("--format", "-f", help="dense [L_out, N], "
                    "or banded .npz (diagonals + offsets, scales to N = 10⁶). Default: banded for "
                    "-o *.npz, else dense.")] = None,
     via: Annotated[Via, typer.Option("--via", rich_help_panel=RUN, help="auto = closed form "
                    "(exists for every option, cheapest); autograd = torch.func.")] = "auto",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=IO,
+    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
                       help="J.npy, J.csv, J.npz (banded), J.png, or - for text on stdout. "
                       "Default: a summary with a heatmap.")] = None,
     layout: LayoutOpt = None,
@@ -1120,11 +1122,11 @@ def grad_command(
     input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Signal file, or - for stdin.")],
     loss: Annotated[Loss, typer.Option("--loss", help="sum | mean of the output; energy = Σ y²; "
                     "mse = mean (y − target)² over every output element.")],
-    target: Annotated[Optional[str], typer.Option("--target", metavar="FILE", rich_help_panel=IO,
+    target: Annotated[str | None, typer.Option("--target", metavar="FILE", rich_help_panel=IO,
                       help="The target output for --loss mse, shaped like the output.")] = None,
     wrt: Annotated[WrtGrad, typer.Option("--wrt", help="Gradient with respect to the input, "
                    "the kernel (as written), or both.")] = "input",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", rich_help_panel=IO,
+    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
                       help="dx.npy or dx.wav (input), dw.npy (kernel), g.npz (both), - = NPY "
                       "on stdout. Default: print the loss and norms only.")] = None,
     layout: LayoutOpt = None,

@@ -36,7 +36,7 @@ def reference_conv1(x: np.ndarray, w: np.ndarray, mode="same", padding="zeros", 
 
 def reference_conv(x: np.ndarray, weight: np.ndarray, groups: int, **options) -> np.ndarray:
     """``x[B, C, T]``, ``weight[O, C/G, k]`` -> ``[B, O, T_out]`` by summing per-channel refs."""
-    batch, channels, _ = x.shape
+    batch = x.shape[0]
     out_channels, per_group, _ = weight.shape
     per_out_group = out_channels // groups
     rows = []

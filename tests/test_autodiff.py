@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import SAMPLES
+from reference import reference_conv1
 
 from convcli import autodiff
 from convcli.autodiff import (
@@ -49,28 +50,8 @@ def _one_thread():
 
 
 PADDINGS = ("zeros", "reflect", "replicate", "circular")
-NUMPY_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-
-# --- the reference -----------------------------------------------------------------------------
-def reference_pads(mode: str, span: int, correlate: bool) -> tuple[int, int]:
-    """SPEC.md's table, independently of ConvSpec."""
-    if mode == "same":
-        left = (span - 1) // 2 if correlate else span // 2
-        return left, span - 1 - left
-    return {"valid": (0, 0), "full": (span - 1, span - 1), "causal": (span - 1, 0)}[mode]
-
-
-def reference_conv(x, w, mode="same", padding="zeros", stride=1, dilation=1, correlate=False):
-    """numpy-only conv1d with the SPEC semantics, for one channel: ``x [N]``, ``w [k]``."""
-    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
-    span = dilation * (len(w) - 1) + 1
-    spaced = np.zeros(span)
-    spaced[::dilation] = w
-    left, right = reference_pads(mode, span, correlate)
-    padded = np.pad(x, (left, right), mode=NUMPY_PAD[padding])
-    full = np.correlate(padded, spaced, "valid") if correlate else np.convolve(padded, spaced, "valid")
-    return full[::stride]
+# the reference: numpy only, from SPEC.md's table (tests/reference.py), for one channel
+reference_conv = reference_conv1
 
 
 def reference_input_jacobian(w, n, **options):

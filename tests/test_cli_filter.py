@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import scipy.signal
 import soundfile as sf
-
 from conftest import SAMPLES
 from reference import reference_conv
 

@@ -60,3 +60,12 @@ def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(ConvcliError, match="matplotlib"):
         plot_matrix(np.eye(3), str(tmp_path / "J.png"))
     assert not (tmp_path / "w.png").exists()
+
+
+def test_window_plot_alone_prints_no_coefficients(cli_fast, tmp_path):
+    """--plot (like --response) replaces the default text output; -o - brings it back."""
+    alone = cli_fast("window", "hann", "--size", "5", "--plot", tmp_path / "w.png", check=True)
+    assert alone.stdout == b"" and (tmp_path / "w.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    both = cli_fast("window", "hann", "--size", "5", "--plot", tmp_path / "w2.png", "-o", "-",
+                    check=True)
+    assert [float(v) for v in both.stdout.split()] == [0.0, 0.25, 0.5, 0.25, 0.0]

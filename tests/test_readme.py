@@ -64,7 +64,7 @@ def readme_commands(text: str) -> list[tuple[int, str]]:
 
 
 def test_convention_picks_the_right_lines():
-    text = "\n".join([
+    text = "\n".join([  # noqa: FLY002 (one README line per item)
         "```sh", "convcli info a.wav", "$ convcli window hann", "sox a.wav -t wav - | convcli filter -",
         "python3 -m venv .venv && .venv/bin/convcli filter x.wav", "# convcli commented",
         "convcli filter a.wav \\", "  --size 3", "```", "```text", "convcli filter in.wav", "```",

@@ -9,11 +9,11 @@ import pytest
 import scipy.signal
 import torch
 import torch.nn.functional as F
+from reference import reference_conv, reference_conv1
 
 from convcli.engine import conv1d
 from convcli.errors import InputError
 from convcli.spec import ConvSpec
-from reference import reference_conv, reference_conv1
 
 MODES = ["same", "valid", "full", "causal"]
 PADDINGS = ["zeros", "reflect", "replicate", "circular"]
@@ -32,8 +32,8 @@ def test_grid_matches_numpy_reference(mode, padding, device):
     ):
         w = rng.standard_normal(k)
         weight = np.broadcast_to(w, (3, 1, k))
-        options = dict(mode=mode, padding=padding, stride=stride, dilation=dilation,
-                       correlate=correlate)
+        options = {"mode": mode, "padding": padding, "stride": stride, "dilation": dilation,
+                   "correlate": correlate}
         spec = ConvSpec(groups=3, **options)
         y = conv1d(torch.tensor(x, dtype=dtype, device=device),
                    torch.tensor(weight.copy(), dtype=dtype, device=device), spec, method)
@@ -48,7 +48,7 @@ def test_grid_matches_numpy_reference(mode, padding, device):
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 7, 10])
 def test_default_is_scipy_convolve_and_causal_is_lfilter(k, rng):
     x, w = rng.standard_normal(40), rng.standard_normal(k)
-    t = lambda a: torch.tensor(a)[None, None]  # noqa: E731
+    t = lambda a: torch.tensor(a)[None, None]
     for mode in ["same", "valid", "full"]:
         y = conv1d(t(x), t(w), ConvSpec(mode=mode))[0, 0].numpy()
         np.testing.assert_allclose(y, scipy.signal.convolve(x, w, mode=mode), atol=1e-12,

@@ -10,7 +10,13 @@ import soundfile as sf
 
 from convcli.errors import InputError, UsageError
 from convcli.signals import (
-    atomic_output, choose_subtype, encode, find_nonfinite, read_signal, sniff_format, to_file_layout,
+    atomic_output,
+    choose_subtype,
+    encode,
+    find_nonfinite,
+    read_signal,
+    sniff_format,
+    to_file_layout,
     to_pcm,
 )
 
@@ -118,8 +124,7 @@ def test_output_needs_rate_and_one_signal(tmp_path):
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.npy"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_output(str(target)) as handle:
-            handle.write(b"partial")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_output(str(target)) as handle:
+        handle.write(b"partial")
+        raise RuntimeError("boom")
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]

@@ -23,6 +23,10 @@ only the edges (where the pad lies) are concatenated, in chunks that keep the wo
 (``Streamer`` does the same for a signal that arrives in blocks, see ``convcli.stream``).
 Everything is differentiable in ``x`` and ``weight`` (gradcheck in the tests) and
 device-agnostic: tensors stay on the device they came on.
+
+``filter`` on the CPU with a depthwise kernel runs the same algorithms in numpy instead
+(``convcli.npengine``: no ``import torch``, which alone costs seconds); both choose the method
+through ``convcli.costmodel``.
 """
 
 from __future__ import annotations

@@ -432,7 +432,7 @@ def test_sigterm_during_a_long_run_real_process(tmp_path):
     before = snapshot(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "convcli", "filter", "long.npy", "--window", "hann", "--size",
-         "2001", "--method", "direct", "-o", "out.npy"],
+         "4001", "--method", "direct", "-o", "out.npy"],
         cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def ready() -> bool:  # main() has installed its handlers (SigCgt) and numpy is loaded

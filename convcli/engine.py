@@ -56,6 +56,7 @@ from convcli.costmodel import (  # noqa: F401  (re-exported: engine.X as before)
     next_fast_len,
 )
 from convcli.errors import ConvcliError, UsageError
+from convcli.overlap import BlockStreamer
 from convcli.spec import ConvSpec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -478,7 +479,7 @@ def conv1d(
 
 
 # --- streaming: the same result for a signal that arrives in blocks ---------------------------
-class Streamer:
+class Streamer(BlockStreamer):
     """Convolve a signal of known length ``n`` that arrives in blocks (overlap-save state).
 
     Needs the signal's ends first (``head = x[..., :h]``, ``tail = x[..., n−h:]``, with
@@ -498,49 +499,20 @@ class Streamer:
             n, k, spec, method, batch=batch, channels=channels, out_channels=out_channels,
             dtype=head.dtype, device=str(head.device))
         self.plan = make_plan(weight, spec, self.choice)
-        self.left, self.right = edge_pads(head, tail, n, spec, k)
-        self.n, self.spec = n, spec
-        self.n_out = spec.output_length(n, k)
-        self.buffer = self.left  # the padded signal from global position self.start on
-        self.start = 0
-        self.done = 0  # outputs emitted
-        self.received = 0  # samples of x pushed
+        left, right = edge_pads(head, tail, n, spec, k)
+        self.spec = spec
+        self._begin(self.plan, left, right, n, spec.output_length(n, k))
 
-    def push(self, block: torch.Tensor) -> torch.Tensor:
-        """The outputs that ``block`` completes (possibly none)."""
-        self.received += block.shape[-1]
-        if self.received > self.n:
-            raise ValueError(f"pushed {self.received} samples into a stream of {self.n}")
-        self.buffer = torch.cat([self.buffer, block], -1)
-        if self.received == self.n:
-            self.buffer = torch.cat([self.buffer, self.right], -1)
-        return self._drain()
+    def _concat(self, parts: list) -> torch.Tensor:
+        return torch.cat(parts, -1)
 
-    def finish(self) -> torch.Tensor:
-        """The last outputs; every sample must have been pushed."""
-        if self.received != self.n:
-            raise ValueError(f"the stream ended after {self.received} of {self.n} samples")
-        y = self._drain()
-        assert self.done == self.n_out
-        return y
+    def _empty(self, batch: int, length: int) -> torch.Tensor:
+        return self.buffer.new_zeros(batch, self.plan.out_channels, length)
 
-    def _drain(self) -> torch.Tensor:
-        s, span = self.plan.stride, self.plan.span
-        end = self.start + self.buffer.shape[-1]
-        ready = 0 if end < span else min(self.n_out, (end - span) // s + 1)
-        b, _c = self.buffer.shape[:2]
-        y = self.buffer.new_zeros(b, self.plan.out_channels, 0)
-        if ready > self.done:
-            seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
-            out = None if torch.is_grad_enabled() and seg.requires_grad else seg.new_empty(
-                b, self.plan.out_channels, ready - self.done)
-            y = run_chunks(self.plan, seg, out)
-            self.done = ready
-        drop = min(s * self.done, end) - self.start
-        if drop > 0:
-            self.buffer = self.buffer[..., drop:]
-            self.start += drop
-        return y
+    def _run(self, seg: torch.Tensor, length: int) -> torch.Tensor:
+        out = None if torch.is_grad_enabled() and seg.requires_grad else seg.new_empty(
+            seg.shape[0], self.plan.out_channels, length)
+        return run_chunks(self.plan, seg, out)
 
 
 # --- the CLI's boundary: numpy in, numpy out --------------------------------------------------

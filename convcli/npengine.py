@@ -38,6 +38,7 @@ from convcli.costmodel import (
     gemm_block,
 )
 from convcli.errors import ConvcliError, UsageError
+from convcli.overlap import BlockStreamer
 from convcli.spec import ConvSpec
 
 #: numpy.fft's time per sample grows past 2^17-point frames (cache; 48 000 taps on 2 M samples:
@@ -413,7 +414,7 @@ def conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
 
 
 # --- streaming ---------------------------------------------------------------------------------
-class Streamer:
+class Streamer(BlockStreamer):
     """``engine.Streamer`` in numpy: push blocks ``[B, C, t]`` in order, then ``finish``."""
 
     def __init__(self, weight: np.ndarray, spec: ConvSpec, n: int, head: np.ndarray,
@@ -423,45 +424,19 @@ class Streamer:
         self.choice = choice
         self.dtype = head.dtype
         self.plan = make_plan(weight, spec, choice, head.dtype)
-        self.left, self.right = edge_pads(head, tail, n, spec, k)
-        self.n, self.spec = n, spec
-        self.n_out = spec.output_length(n, k)
-        self.buffer = self.left
-        self.start = 0
-        self.done = 0
-        self.received = 0
+        left, right = edge_pads(head, tail, n, spec, k)
+        self.spec = spec
+        self._begin(self.plan, left, right, n, spec.output_length(n, k))
 
-    def push(self, block: np.ndarray) -> np.ndarray:
-        """The outputs that ``block`` completes (possibly none)."""
-        self.received += block.shape[-1]
-        if self.received > self.n:
-            raise ValueError(f"pushed {self.received} samples into a stream of {self.n}")
-        parts = [self.buffer, block] + ([self.right] if self.received == self.n else [])
-        self.buffer = np.concatenate(parts, -1)
-        return self._drain()
+    def _concat(self, parts: list) -> np.ndarray:
+        return np.concatenate(parts, -1)
 
-    def finish(self) -> np.ndarray:
-        if self.received != self.n:
-            raise ValueError(f"the stream ended after {self.received} of {self.n} samples")
-        y = self._drain()
-        assert self.done == self.n_out
-        return y
+    def _empty(self, batch: int, length: int) -> np.ndarray:
+        return np.zeros((batch, self.buffer.shape[1], length), self.dtype)
 
-    def _drain(self) -> np.ndarray:
-        s, span = self.plan.stride, self.plan.span
-        end = self.start + self.buffer.shape[-1]
-        ready = 0 if end < span else min(self.n_out, (end - span) // s + 1)
-        b, c = self.buffer.shape[:2]
-        y = np.zeros((b, c, 0), self.dtype)
-        if ready > self.done:
-            seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
-            y = run_chunks(self.plan, seg, np.empty((b, c, ready - self.done), self.dtype))
-            self.done = ready
-        drop = min(s * self.done, end) - self.start
-        if drop > 0:
-            self.buffer = self.buffer[..., drop:]
-            self.start += drop
-        return y
+    def _run(self, seg: np.ndarray, length: int) -> np.ndarray:
+        out = np.empty((seg.shape[0], seg.shape[1], length), self.dtype)
+        return run_chunks(self.plan, seg, out)
 
 
 # --- the CLI's boundary --------------------------------------------------------------------------

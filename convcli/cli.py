@@ -565,8 +565,9 @@ def filter_command(
                       "gain_db": level.gain_db, "safe_gain_db": wrote.safe_gain_db})
     left, right = spec.pads(coefficients.shape[-1])
     report.info(f"{kernel_label(window, size, kernel, coefficients, design)}, "
-                f"{'correlate' if correlate else 'convolve'} {mode}, {run['method']} on "
-                f"{run['device']} {run['dtype']}, {elapsed:.3f} s")
+                f"{'correlate' if correlate else 'convolve'} {mode}, {run['method']} "
+                f"({run.get('engine', 'torch')} engine) on {run['device']} {run['dtype']}, "
+                f"{elapsed:.3f} s")
     report.summary = {
         "command": "filter",
         "kernel": {"source": kernel or (design.describe() if design else window or "hann"),
@@ -1252,7 +1253,8 @@ def _filter_streamed(path, out, fmt, subtype, coefficients, spec, block, method,
     report.info(f"wrote [bold]{'stdout' if out == '-' else out}[/bold]: "
                 f"{human_shape(channels, frames, out_rate)}, {out_format.upper()} {wrote.subtype}")
     report.info(f"{label}, {'correlate' if spec.correlate else 'convolve'} {spec.mode}, "
-                f"{run['method']} on {run['device']} {run['dtype']}, streamed in "
+                f"{run['method']} ({run.get('engine', 'torch')} engine) on {run['device']} "
+                f"{run['dtype']}, streamed in "
                 f"{result.blocks} blocks of {block} frames, {result.seconds:.3f} s")
     left, right = spec.pads(coefficients.shape[-1])
     report.summary = {

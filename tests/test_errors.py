@@ -427,12 +427,12 @@ def test_sigterm_during_a_long_run_real_process(tmp_path):
     import signal
     import time
 
-    np.save(tmp_path / "long.npy", np.random.default_rng(0).standard_normal(8_000_000)
-            .astype(np.float32))  # seconds of work for the numpy engine too
+    np.save(tmp_path / "long.npy", np.random.default_rng(0).standard_normal(16_000_000)
+            .astype(np.float32))  # 16M × 8001 taps ≈ 256 GFLOP: seconds of work even on a quiet 2-core CI machine
     before = snapshot(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "convcli", "filter", "long.npy", "--window", "hann", "--size",
-         "4001", "--method", "direct", "-o", "out.npy"],
+         "8001", "--method", "direct", "-o", "out.npy"],
         cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def ready() -> bool:  # main() has installed its handlers (SigCgt) and numpy is loaded

@@ -56,7 +56,13 @@ from convcli.costmodel import (  # noqa: F401  (re-exported: engine.X as before)
     next_fast_len,
 )
 from convcli.errors import ConvcliError, UsageError
-from convcli.overlap import BlockStreamer
+from convcli.overlap import (
+    BlockStreamer,
+    edge_extent,
+    edge_indices,
+    output_regions,
+    padded_slice,
+)
 from convcli.spec import ConvSpec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -173,11 +179,6 @@ def dilate(w: torch.Tensor, dilation: int) -> torch.Tensor:
     return spaced[..., : dilation * (k - 1) + 1]
 
 
-def edge_extent(n: int, spec: ConvSpec, k: int) -> int:
-    """How many samples at each end of a signal of ``n`` the pads are made of."""
-    return min(n, max(spec.pads(k)) + 1)
-
-
 def edge_pads(
     head: torch.Tensor, tail: torch.Tensor, n: int, spec: ConvSpec, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,20 +190,15 @@ def edge_pads(
     Shape: ``[B, C, h], [B, C, h] -> [B, C, left], [B, C, right]``.
     """
     left, right = spec.pads(k)
-    h = head.shape[-1]
-    ends = None
+    indices = edge_indices(n, head.shape[-1], tail.shape[-1], spec, k)
+    if indices is None:
+        return head.new_zeros(*head.shape[:-1], left), head.new_zeros(*head.shape[:-1], right)
+    ends = torch.cat([head, tail], -1)
 
-    def piece(positions: range) -> torch.Tensor:
-        nonlocal ends
-        if spec.padding == "zeros" or len(positions) == 0:
-            return head.new_zeros(*head.shape[:-1], len(positions))
-        if ends is None:
-            ends = torch.cat([head, tail], -1)
-        sources = [spec.source(m, n, k) for m in positions]
-        index = [t if t < h else h + t - (n - tail.shape[-1]) for t in sources]  # type: ignore[operator]
-        return ends.index_select(-1, torch.tensor(index, device=head.device))
+    def take(index: list[int]) -> torch.Tensor:
+        return ends.index_select(-1, torch.tensor(index, dtype=torch.long, device=head.device))
 
-    return piece(range(left)), piece(range(left + n, left + n + right))
+    return take(indices[0]), take(indices[1])
 
 
 # --- plans: one kernel, applied to any stretch of the padded signal ----------------------------
@@ -456,25 +452,12 @@ def conv1d(
     grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     if plan.outputs(length + left + right) <= plan.chunk_outputs(batch * channels):
         return plan(torch.cat([left_pad, x, right_pad], -1))
-
-    def stretch(a: int, b: int) -> torch.Tensor:
-        """``xp[..., a:b]``: a view of ``x`` where no pad is involved."""
-        pieces = []
-        for start, part in ((0, left_pad), (left, x), (left + length, right_pad)):
-            lo, hi = max(a, start), min(b, start + part.shape[-1])
-            if lo < hi:
-                pieces.append(part[..., lo - start : hi - start])
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
-
-    # outputs [0, m_a) read the left pad, [m_b, n_out) the right pad, the middle only x
-    m_a = min(n_out, -(-left // s))
-    m_b = max(m_a, min(n_out, (left + length - span) // s + 1))
     out = None if grad else x.new_empty(batch, out_channels, n_out)
     parts = []
-    for m0, m1 in ((0, m_a), (m_a, m_b), (m_b, n_out)):
-        if m0 < m1:
-            seg = stretch(s * m0, s * (m1 - 1) + span)
-            parts.append(run_chunks(plan, seg, None if out is None else out[..., m0:m1]))
+    for m0, m1 in output_regions(n_out, left, length, span, s):
+        seg = padded_slice(left_pad, x, right_pad, s * m0, s * (m1 - 1) + span,
+                           lambda pieces: torch.cat(pieces, -1))
+        parts.append(run_chunks(plan, seg, None if out is None else out[..., m0:m1]))
     return out if out is not None else torch.cat(parts, -1)
 
 

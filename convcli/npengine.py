@@ -38,7 +38,13 @@ from convcli.costmodel import (
     gemm_block,
 )
 from convcli.errors import ConvcliError, UsageError
-from convcli.overlap import BlockStreamer
+from convcli.overlap import (
+    BlockStreamer,
+    edge_extent,
+    edge_indices,
+    output_regions,
+    padded_slice,
+)
 from convcli.spec import ConvSpec
 
 #: numpy.fft's time per sample grows past 2^17-point frames (cache; 48 000 taps on 2 M samples:
@@ -345,28 +351,18 @@ def run_chunks(plan: Plan, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 # --- pads and the whole signal -------------------------------------------------------------------
-def edge_extent(n: int, spec: ConvSpec, k: int) -> int:
-    """How many samples at each end of a signal of ``n`` the pads are made of."""
-    return min(n, max(spec.pads(k)) + 1)
-
-
 def edge_pads(head: np.ndarray, tail: np.ndarray, n: int, spec: ConvSpec, k: int):
     """The left and right pads from the signal's ends (``spec.source`` says which sample goes where).
 
     Shape: ``[B, C, h], [B, C, h] -> [B, C, left], [B, C, right]``.
     """
     left, right = spec.pads(k)
-    h = head.shape[-1]
+    indices = edge_indices(n, head.shape[-1], tail.shape[-1], spec, k)
+    if indices is None:
+        return (np.zeros((*head.shape[:-1], left), head.dtype),
+                np.zeros((*head.shape[:-1], right), head.dtype))
     ends = np.concatenate([head, tail], -1)
-
-    def piece(positions: range) -> np.ndarray:
-        if spec.padding == "zeros" or len(positions) == 0:
-            return np.zeros((*head.shape[:-1], len(positions)), head.dtype)
-        sources = [spec.source(m, n, k) for m in positions]
-        index = [t if t < h else h + t - (n - tail.shape[-1]) for t in sources]  # type: ignore[operator]
-        return ends[..., index]
-
-    return piece(range(left)), piece(range(left + n, left + n + right))
+    return ends[..., indices[0]], ends[..., indices[1]]
 
 
 def conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
@@ -394,22 +390,10 @@ def conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     n_out = spec.output_length(length, k)
     s, span = spec.stride, plan.span
     out = np.empty((batch, channels, n_out), dtype=x.dtype)
-
-    def stretch(a: int, b: int) -> np.ndarray:
-        """``xp[..., a:b]``: a view of ``x`` where no pad is involved."""
-        pieces = []
-        for start, part in ((0, left_pad), (left, x), (left + length, right_pad)):
-            lo, hi = max(a, start), min(b, start + part.shape[-1])
-            if lo < hi:
-                pieces.append(part[..., lo - start : hi - start])
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, -1)
-
-    # outputs [0, m_a) read the left pad, [m_b, n_out) the right pad, the middle only x
-    m_a = min(n_out, -(-left // s))
-    m_b = max(m_a, min(n_out, (left + length - span) // s + 1))
-    for m0, m1 in ((0, m_a), (m_a, m_b), (m_b, n_out)):
-        if m0 < m1:
-            run_chunks(plan, stretch(s * m0, s * (m1 - 1) + span), out[..., m0:m1])
+    for m0, m1 in output_regions(n_out, left, length, span, s):
+        seg = padded_slice(left_pad, x, right_pad, s * m0, s * (m1 - 1) + span,
+                           lambda pieces: np.concatenate(pieces, -1))
+        run_chunks(plan, seg, out[..., m0:m1])
     return out
 
 

@@ -1,13 +1,70 @@
-"""Overlap-save bookkeeping for a signal that arrives in blocks, shared by both engines.
+"""Index bookkeeping shared by both engines (torch and numpy); no array library here.
 
-The state is the padded signal from global position ``start`` on, how many outputs are out and
-how many input samples came in. Each engine's ``Streamer`` says only how to join arrays, make an
-empty result and run its plan on a segment; no numpy or torch here.
+- which samples of a signal's ends fill its pads (``edge_extent``, ``edge_indices``),
+- which outputs read the pads and which read only the signal (``output_regions``), and a
+  stretch of the padded signal without building it (``padded_slice``),
+- the overlap-save state of a signal that arrives in blocks (``BlockStreamer``).
+
+Each engine says only how to join arrays, make an empty result and run its plan.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from convcli.spec import ConvSpec
+
+
+def edge_extent(n: int, spec: ConvSpec, k: int) -> int:
+    """How many samples at each end of a signal of ``n`` the pads are made of."""
+    return min(n, max(spec.pads(k)) + 1)
+
+
+def edge_indices(n: int, h: int, tail_length: int, spec: ConvSpec,
+                 k: int) -> tuple[list[int], list[int]] | None:
+    """Where each pad sample comes from, as indices into ``concat(head, tail)``.
+
+    ``head = x[..., :h]``, ``tail = x[..., n − tail_length:]``; ``spec.source`` says which sample
+    fills each pad position. None for zero padding (the pads are zeros).
+
+    >>> edge_indices(5, 3, 3, ConvSpec(mode="full", padding="reflect"), 3)
+    ([2, 1], [4, 2])
+    """
+    if spec.padding == "zeros":
+        return None
+    left, right = spec.pads(k)
+
+    def index(positions: range) -> list[int]:
+        sources = [spec.source(m, n, k) for m in positions]
+        return [t if t < h else h + t - (n - tail_length) for t in sources]  # type: ignore[operator]
+
+    return index(range(left)), index(range(left + n, left + n + right))
+
+
+def output_regions(n_out: int, left: int, length: int, span: int,
+                   stride: int) -> list[tuple[int, int]]:
+    """Outputs ``[0, m_a)`` read the left pad, ``[m_a, m_b)`` only the signal, the rest the right pad.
+
+    >>> output_regions(8, 1, 8, 3, 1)
+    [(0, 1), (1, 7), (7, 8)]
+    """
+    m_a = min(n_out, -(-left // stride))
+    m_b = max(m_a, min(n_out, (left + length - span) // stride + 1))
+    return [(m0, m1) for m0, m1 in ((0, m_a), (m_a, m_b), (m_b, n_out)) if m0 < m1]
+
+
+def padded_slice(left_pad: Any, x: Any, right_pad: Any, a: int, b: int,
+                 concat: Callable[[list], Any]) -> Any:
+    """``xp[..., a:b]`` of the padded signal ``xp = [left_pad, x, right_pad]`` without building
+    ``xp``: a view of ``x`` where no pad is involved."""
+    left, length = left_pad.shape[-1], x.shape[-1]
+    pieces = []
+    for start, part in ((0, left_pad), (left, x), (left + length, right_pad)):
+        lo, hi = max(a, start), min(b, start + part.shape[-1])
+        if lo < hi:
+            pieces.append(part[..., lo - start : hi - start])
+    return pieces[0] if len(pieces) == 1 else concat(pieces)
 
 
 class BlockStreamer:

@@ -28,9 +28,18 @@ CPU_COST = {
     "byte": 1 / 6e9,  # a pass over memory (frames, spectra, outputs)
     "call": 15e-6,  # per block of the python-level loop / per FFT frame batch
 }
+#: The numpy engine (``convcli.npengine``): until fitted separately, the torch CPU rates.
+NUMPY_COST = dict(CPU_COST)
 #: CUDA: not calibrated here (no GPU on the build machine); relative magnitudes of an H100.
 CUDA_COST = {"gemm_flop": 1 / 20e12, "conv1d_mac": 1 / 1e12, "fft_flop": 1 / 2e12,
              "byte": 1 / 1.5e12, "call": 10e-6}
+
+
+def cost_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]:
+    """The seconds-per-unit table ``estimate_costs`` prices with, for this device and engine."""
+    if str(device).startswith("cuda"):
+        return CUDA_COST
+    return NUMPY_COST if engine == "numpy" else CPU_COST
 
 #: Outputs per chunk (× rows) for the whole-signal loop: ~4 MB of float32 working set.
 CHUNK_ELEMENTS = 1 << 20
@@ -84,13 +93,13 @@ def fft_candidates(padded: int, span: int) -> list[int]:
 
 def estimate_costs(
     length: int, k: int, spec: ConvSpec, *, batch: int = 1, channels: int = 1,
-    out_channels: int | None = None, dtype="float32", device: str = "cpu",
+    out_channels: int | None = None, dtype="float32", device: str = "cpu", engine: str = "torch",
 ) -> dict[str, tuple[float, int]]:
     """Seconds the cost model predicts per candidate: ``{"gemm": (s, block), "fft": (s, nfft), ...}``.
 
     Counts flops and bytes of each algorithm as implemented here; see ``CPU_COST``.
     """
-    c = CUDA_COST if str(device).startswith("cuda") else CPU_COST
+    c = cost_rates(device, engine)
     width = 2.0 if is_float64(dtype) else 1.0
     out_channels = channels if out_channels is None else out_channels
     per_group = max(1, channels // spec.groups)

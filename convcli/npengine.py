@@ -113,7 +113,7 @@ def choose_method(length: int, k: int, spec: ConvSpec, requested: str = "auto", 
     """
     check_method(requested)
     costs = estimate_costs(length, k, spec, batch=batch, channels=channels, out_channels=channels,
-                           dtype=dtype, device="cpu")
+                           dtype=dtype, device="cpu", engine="numpy")
     peak = None
     if x is not None and requested != "fft" and x.size:
         low, high = float(x.min()), float(x.max())

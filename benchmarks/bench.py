@@ -3,6 +3,7 @@
     python benchmarks/bench.py            # the full run (several minutes on 2 cores)
     python benchmarks/bench.py --quick    # a small version, seconds
     python benchmarks/bench.py --process  # also whole-process rows vs SoX (10-minute WAV)
+    python benchmarks/bench.py --device cuda  # the torch engine on a GPU vs cuDNN and CuPy
 
 Every timing is the median of ``--repeat`` runs (default 5) after one warm-up run, all in one
 process, side by side, so ratios are fair even on a noisy shared machine (±35 % between runs
@@ -62,12 +63,25 @@ def timeit(fn, repeat: int, budget: float) -> dict:
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
 
 
+def synced(fn, device):
+    """``fn`` that returns only once a GPU has finished its work (CUDA calls are asynchronous)."""
+    if device.type != "cuda":
+        return fn
+    import torch
+
+    def run():
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result
+    return run
+
+
 def memory_floor(x, repeat: int) -> float:
     """Seconds to read the input once and write an output of the same size (preallocated)."""
     import torch
 
     out = torch.empty_like(x)
-    return timeit(lambda: out.copy_(x), repeat, 10)["median"]
+    return timeit(synced(lambda: out.copy_(x), x.device), repeat, 10)["median"]
 
 
 def workloads(quick: bool) -> list[dict]:
@@ -85,19 +99,19 @@ def workloads(quick: bool) -> list[dict]:
     ]
 
 
-def runners(x_np: np.ndarray, w_np: np.ndarray, spec, torch_threads: int) -> dict:
+def runners(x_np: np.ndarray, w_np: np.ndarray, spec, device) -> dict:
     """name -> (callable, estimated seconds or None). Every one computes ``same`` convolution."""
     import scipy.signal as ss
     import torch
     import torch.nn.functional as F
 
     from convcli import npengine
-    from convcli.engine import conv1d
+    from convcli.engine import conv1d, ieee_float32
 
-    x = torch.from_numpy(x_np)
+    x = torch.from_numpy(x_np).to(device)
     batch, channels, n = x_np.shape
     k = w_np.shape[-1]
-    weight = torch.from_numpy(np.broadcast_to(w_np, (channels, 1, k)).copy())
+    weight = torch.from_numpy(np.broadcast_to(w_np, (channels, 1, k)).copy()).to(device)
     flat = x_np.reshape(batch * channels, n)
     w2 = w_np[None, :]
     samples = batch * channels * n
@@ -123,6 +137,25 @@ def runners(x_np: np.ndarray, w_np: np.ndarray, spec, torch_threads: int) -> dic
     def direct_estimate(rate):
         return samples * k / rate
 
+    if device.type == "cuda":
+        ieee_float32()  # the peers too: cuDNN in TF32 would be faster and wrong in float32
+        gpu = {
+            "convcli auto": (ours("auto"), None),
+            "convcli direct": (ours("direct"), None),
+            "convcli fft": (ours("fft"), None),
+            "F.conv1d padding= (naive)": (naive, None),
+            "F.pad + F.conv1d": (padded, None),
+        }
+        try:
+            import cupy
+            import cupyx.scipy.signal as cs
+
+            xc, wc = cupy.asarray(x_np.reshape(batch * channels, n)), cupy.asarray(w_np[None, :])
+            gpu["cupyx oaconvolve"] = (lambda: cs.oaconvolve(xc, wc, mode="same", axes=-1), None)
+            gpu["cupyx fftconvolve"] = (lambda: cs.fftconvolve(xc, wc, mode="same", axes=-1), None)
+        except ImportError:
+            pass
+        return {name: (synced(fn, device), estimate) for name, (fn, estimate) in gpu.items()}
     return {
         "convcli auto": (ours("auto"), None),
         "convcli direct": (ours("direct"), direct_estimate(2e9) if k > 512 else None),
@@ -144,12 +177,13 @@ def run_engine(args) -> list[dict]:
 
     rows = []
     rng = np.random.default_rng(0)
+    device = torch.device(args.device)
     for load in workloads(args.quick):
         if args.only and load["name"] not in args.only:
             continue
         batch, channels, n = load["shape"]
         x_np = (0.25 * rng.standard_normal(load["shape"])).astype(np.float32)
-        floor = memory_floor(torch.from_numpy(x_np), args.repeat)
+        floor = memory_floor(torch.from_numpy(x_np).to(device), args.repeat)
         spec = ConvSpec(groups=channels)
         for k in load["k"]:
             w_np = (hann(k) if k < 8000 else reverb(k)).astype(np.float32)
@@ -158,8 +192,8 @@ def run_engine(args) -> list[dict]:
             from convcli.engine import choose_method
 
             choice = choose_method(n, k, spec, "auto", batch=batch, channels=channels,
-                                   x=torch.from_numpy(x_np))
-            for name, (fn, estimate) in runners(x_np, w_np, spec, torch.get_num_threads()).items():
+                                   device=str(device), x=torch.from_numpy(x_np))
+            for name, (fn, estimate) in runners(x_np, w_np, spec, device).items():
                 if load["name"] == "W5" and name not in ("convcli auto", "convcli direct", "convcli fft",
                                                          "scipy oaconvolve"):
                     continue
@@ -168,7 +202,7 @@ def run_engine(args) -> list[dict]:
                     continue
                 timing = timeit(fn, args.repeat, args.budget)
                 y = fn()
-                y = np.asarray(y.numpy() if hasattr(y, "numpy") else y).reshape(batch * channels, -1)
+                y = to_numpy(y).reshape(batch * channels, -1)
                 if reference is None and name == "convcli auto":
                     import scipy.signal as ss
 
@@ -186,6 +220,15 @@ def run_engine(args) -> list[dict]:
             rows.append(row)
             print_row(row)
     return rows
+
+
+def to_numpy(y) -> np.ndarray:
+    """A torch tensor (any device), a CuPy array or a list of arrays, as one numpy array."""
+    if hasattr(y, "get"):  # CuPy
+        return y.get()
+    if hasattr(y, "cpu"):
+        return y.cpu().numpy()
+    return np.asarray(y)
 
 
 def print_row(row: dict) -> None:
@@ -304,6 +347,7 @@ def main() -> None:
     parser.add_argument("--process-repeat", type=int, default=3)
     parser.add_argument("--no-engine", action="store_true", help="only the whole-process rows")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the torch engine on a GPU")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
     if args.quick:
@@ -315,7 +359,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"convcli bench on {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), timings are medians of {args.repeat} after a warm-up")
-    result = {"machine": {"cores": os.cpu_count(), "torch": torch.__version__,
+    gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None
+    if gpu:
+        print(f"device: {gpu}")
+    result = {"machine": {"cores": os.cpu_count(), "torch": torch.__version__, "gpu": gpu,
                           "python": platform.python_version()}, "args": vars(args)}
     if not args.no_engine:
         result["engine"] = run_engine(args)

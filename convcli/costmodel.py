@@ -30,9 +30,12 @@ CPU_COST = {
 }
 #: The numpy engine (``convcli.npengine``): until fitted separately, the torch CPU rates.
 NUMPY_COST = dict(CPU_COST)
-#: CUDA: not calibrated here (no GPU on the build machine); relative magnitudes of an H100.
-CUDA_COST = {"gemm_flop": 1 / 20e12, "conv1d_mac": 1 / 1e12, "fft_flop": 1 / 2e12,
-             "byte": 1 / 1.5e12, "call": 10e-6}
+#: CUDA, fitted on an H200 (torch 2.11, IEEE float32: TF32 off) with ``bench.py --device cuda``:
+#: cuDNN's depthwise conv1d ran 3.4-3.6e12 multiply-adds/s (k = 4095 and 48 000 on 10 min
+#: stereo) and the whole 31-tap W1 in 1.0-1.3 ms; the banded GEMM is a CPU trick (skinny
+#: matrices: 1.4e12 flop/s there); overlap-save ~2.5e12 flop/s, ~0.8 ms at least per signal.
+CUDA_COST = {"gemm_flop": 1 / 1.4e12, "conv1d_mac": 1 / 3.5e12, "fft_flop": 1 / 2.5e12,
+             "byte": 1 / 3e12, "call": 40e-6}
 
 
 def cost_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]:
@@ -41,8 +44,15 @@ def cost_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]:
         return CUDA_COST
     return NUMPY_COST if engine == "numpy" else CPU_COST
 
-#: Outputs per chunk (× rows) for the whole-signal loop: ~4 MB of float32 working set.
+#: Outputs per chunk (× rows) for the whole-signal loop: ~4 MB of float32 working set (cache).
 CHUNK_ELEMENTS = 1 << 20
+#: On a GPU, chunks only bound memory: each one costs kernel launches and the device has room.
+CUDA_CHUNK_ELEMENTS = 1 << 25
+
+
+def chunk_elements(device) -> int:
+    """Outputs × rows per chunk of the whole-signal loop on ``device`` (a name or torch device)."""
+    return CUDA_CHUNK_ELEMENTS if str(device).startswith("cuda") else CHUNK_ELEMENTS
 #: auto's precision rule, by the dynamic range (peak / 1st percentile of |x| ≠ 0): above the
 #: first, a float32 FFT runs in float64; above the second, no FFT at all (direct)
 FFT32_MAX_DYNAMIC_RANGE = 1e5
@@ -111,12 +121,14 @@ def estimate_costs(
     rows_in, rows_out = batch * channels, batch * out_channels
     costs: dict[str, tuple[float, int]] = {}
     mac = rows_out * n_out * k * per_group
-    costs["conv1d"] = (width * mac * c["conv1d_mac"] + 8 * width * rows_out * n_out * c["byte"], 0)
+    conv_chunks = max(1, n_out * rows_out // chunk_elements(device))
+    costs["conv1d"] = (width * mac * c["conv1d_mac"] + 8 * width * rows_out * n_out * c["byte"]
+                       + conv_chunks * c["call"], 0)
     if depthwise(out_channels, per_group, spec.groups):
         block = gemm_block(span, spec.stride)
         band = block * spec.stride + span - spec.stride  # multiply-adds per output
         flops = 2 * rows_out * n_out * band
-        calls = rows_in * -(-n_out * rows_in // CHUNK_ELEMENTS)
+        calls = rows_in * -(-n_out * rows_in // chunk_elements(device))
         costs["gemm"] = (width * (flops * c["gemm_flop"] + 8 * rows_out * n_out * c["byte"])
                          + calls * c["call"], block)
     best = None
@@ -126,7 +138,7 @@ def estimate_costs(
         flops = (rows_in + rows_out) * frames * 2.5 * nfft * math.log2(nfft)
         flops += rows_out * per_group * frames * 4 * nfft
         moved = (rows_in * 3 + rows_out * 3) * frames * nfft * 4
-        chunks = max(1, frames * nfft * rows_in // (4 * CHUNK_ELEMENTS))
+        chunks = max(1, frames * nfft * rows_in // (4 * chunk_elements(device)))
         seconds = width * (flops * c["fft_flop"] + moved * c["byte"]) + chunks * c["call"]
         if best is None or seconds < best[0]:
             best = (seconds, nfft)
@@ -182,7 +194,9 @@ def decide(
     of the direct algorithm that propagates NaN/Inf exactly, run whenever ``peak`` is not finite.
     """
     estimates = {name: round(seconds, 6) for name, (seconds, _) in costs.items()}
-    gemm_ok = "gemm" in costs and (spec.dilation == 1 or costs["gemm"][0] <= costs["conv1d"][0])
+    # the banded GEMM (depthwise only) or F.conv1d, whichever is cheaper here: the GEMM wins by
+    # 10-30x on a CPU, cuDNN's conv1d by 5x on a GPU
+    gemm_ok = "gemm" in costs and costs["gemm"][0] <= costs["conv1d"][0]
     direct_name = "gemm" if gemm_ok else "conv1d"
     if peak is not None and not math.isfinite(peak):
         return MethodChoice("direct", nonfinite[1], nonfinite[0], 0, None, estimates)

@@ -47,6 +47,7 @@ from convcli.costmodel import (  # noqa: F401  (re-exported: engine.X as before)
     METHODS,
     MethodChoice,
     check_method,
+    chunk_elements,
     decide,
     depthwise,
     estimate_costs,
@@ -230,9 +231,12 @@ class Plan:
     def outputs(self, seg_length: int) -> int:
         return max(0, (seg_length - self.span) // self.stride + 1)
 
+    #: outputs × rows per chunk (``costmodel.chunk_elements`` of the device; ``make_plan`` sets it)
+    chunk_elements: int = CHUNK_ELEMENTS
+
     def chunk_outputs(self, rows: int) -> int:
-        """Outputs per chunk so that a chunk's working set stays around ``CHUNK_ELEMENTS``."""
-        return max(CHUNK_ELEMENTS // max(rows, 1) // self.stride, 1)
+        """Outputs per chunk so that a chunk's working set stays around ``chunk_elements``."""
+        return max(self.chunk_elements // max(rows, 1) // self.stride, 1)
 
 
 class Conv1dPlan(Plan):
@@ -376,7 +380,7 @@ class FFTPlan(Plan):
             self.spectrum = spectrum.reshape(self.groups, out_channels // self.groups, per_group, -1)
 
     def chunk_outputs(self, rows):
-        return max(1, max(4 * CHUNK_ELEMENTS // max(rows, 1), 4 * self.step) // self.stride)
+        return max(1, max(4 * self.chunk_elements // max(rows, 1), 4 * self.step) // self.stride)
 
     def __call__(self, seg, out=None):
         _batch, _channels, length = seg.shape
@@ -405,11 +409,13 @@ def make_plan(weight: torch.Tensor, spec: ConvSpec, choice: MethodChoice) -> Pla
     w = oriented(weight, spec)
     if choice.method == "fft":
         compute = DTYPES[choice.fft_dtype] if choice.fft_dtype else None
-        nfft = choice.nfft or 4096
-        return FFTPlan(w, spec, nfft, compute)
-    if choice.algorithm != "conv1d" and depthwise(w.shape[0], w.shape[1], spec.groups):
-        return GemmPlan(w, spec)
-    return Conv1dPlan(w, spec)
+        plan: Plan = FFTPlan(w, spec, choice.nfft or 4096, compute)
+    elif choice.algorithm != "conv1d" and depthwise(w.shape[0], w.shape[1], spec.groups):
+        plan = GemmPlan(w, spec)
+    else:
+        plan = Conv1dPlan(w, spec)
+    plan.chunk_elements = chunk_elements(weight.device)
+    return plan
 
 
 def run_chunks(plan: Plan, seg: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:

@@ -87,7 +87,10 @@ def use_numpy(device: str, coefficients: np.ndarray, channels: int, spec: ConvSp
 
 # --- choosing a method ---------------------------------------------------------------------------
 def dynamic_range(x: np.ndarray, sample: int = 1 << 16, peak: float | None = None) -> float:
-    """As ``engine.dynamic_range``: ``max|x|`` over the 1st percentile of the non-zero ``|x|``."""
+    """``max|x|`` over the 1st percentile of the non-zero ``|x|`` (on a subsample); 1 if silent.
+
+    ``auto``'s precision rule reads it (``costmodel.decide``); ``engine.dynamic_range`` says why.
+    """
     if x.size == 0:
         return 1.0
     if peak is None:

@@ -42,7 +42,7 @@ from convcli.ratecache import FORMAT, RATE_KEYS, device_key, model_fingerprint
 from convcli.spec import ConvSpec
 
 #: weight of the pull toward the built-in rates, per rate, in squared log units
-PRIOR_WEIGHT = 1e-3
+PRIOR_WEIGHT = 1e-4
 #: one input stays under this many samples (float32: 4 bytes each) while a problem grows
 MAX_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 27}
 #: (seconds one timed run aims at, timed runs per problem) for --quick and the default
@@ -177,7 +177,11 @@ def fit_rates(units: Sequence[dict[str, float]], seconds: Sequence[float],
         raise ValueError("timings must be positive and finite")
     theta0 = np.log([float(prior[key]) for key in RATE_KEYS])
     free = np.flatnonzero(np.any(a > 0, axis=0))
+    # start where the linear fit (relative errors, rates ≥ 0) is: from the prior alone, a rate
+    # far too small would contribute nothing to any prediction, so no gradient would move it
     theta = theta0.copy()
+    start = nonnegative_fit(a[:, free] / t[:, None], np.ones(len(t)))
+    theta[free] = np.where(start > 0, np.log(np.where(start > 0, start, 1.0)), theta0[free])
     sqrt_w = math.sqrt(prior_weight)
 
     def residuals(th):
@@ -210,6 +214,38 @@ def fit_rates(units: Sequence[dict[str, float]], seconds: Sequence[float],
     fitted = {key: float(prior[key]) for key in RATE_KEYS}
     fitted.update({RATE_KEYS[j]: float(math.exp(theta[j])) for j in free})
     return fitted
+
+
+def nonnegative_fit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``argmin ‖a x − b‖`` over ``x ≥ 0``, for the few columns of a rate table.
+
+    Every support set is tried (2^5 at most): the answer is the least-squares solution on the
+    support where it is positive with the smallest residual. Columns are scaled to unit norm.
+
+    >>> a = np.array([[1.0, 1.0], [1.0, -1.0], [0.0, 1.0]])
+    >>> nonnegative_fit(a, np.array([2.0, 0.0, -1.0])).round(6)  # unconstrained: both positive
+    array([1.      , 0.333333])
+    >>> nonnegative_fit(a, np.array([2.0, 0.0, -3.0]))  # unconstrained: x2 = -1/3 < 0
+    array([1., 0.])
+    """
+    from itertools import combinations
+
+    norms = np.linalg.norm(a, axis=0)
+    norms[norms == 0] = 1.0
+    scaled = a / norms
+    columns = range(a.shape[1])
+    best, best_x = float(b @ b), np.zeros(a.shape[1])
+    for size in range(1, a.shape[1] + 1):
+        for support in combinations(columns, size):
+            sub = scaled[:, support]
+            x, *_ = np.linalg.lstsq(sub, b, rcond=None)
+            if np.all(x > 0):
+                residual = b - sub @ x
+                if float(residual @ residual) < best - 1e-15:
+                    best = float(residual @ residual)
+                    best_x = np.zeros(a.shape[1])
+                    best_x[list(support)] = x
+    return best_x / norms
 
 
 # --- measuring -------------------------------------------------------------------------------

@@ -270,3 +270,69 @@ def plot_matrix(J: Any, path: str, *, title: str | None = None) -> None:
     from convcli.plot import plot_matrix as draw
 
     draw(J, path, title=title)
+
+
+# --- calibrate ---------------------------------------------------------------------------------
+#: how each cost-model rate reads best: (label, unit, scale) with value = scale / rate, or
+#: scale · rate where the unit is a time
+RATE_UNITS = {
+    "gemm_flop": ("banded GEMM", "GFLOP/s", 1e-9),
+    "conv1d_mac": ("F.conv1d", "GMAC/s", 1e-9),
+    "fft_flop": ("FFT", "GFLOP/s", 1e-9),
+    "byte": ("memory", "GB/s", 1e-9),
+    "call": ("per call", "µs", 1e6),
+}
+
+
+def rate_text(key: str, rate: float) -> str:
+    """A rate as it reads: ``55.0 GFLOP/s`` or ``15.0 µs``.
+
+    >>> rate_text("gemm_flop", 1 / 55e9), rate_text("call", 15e-6)
+    ('55 GFLOP/s', '15 µs')
+    """
+    _, unit, scale = RATE_UNITS[key]
+    value = rate * scale if unit == "µs" else scale / rate
+    return f"{value:.3g} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+
+
+def render_calibration(summary: dict[str, Any]) -> list[Any]:
+    """``convcli calibrate``'s tables (rich): each measurement with the built-in and the fitted
+    model's prediction and error, then the rates per engine."""
+    from rich import box
+    from rich.table import Table
+
+    def predicted(seconds: float, error: float) -> str:
+        text = f"{_ms(seconds)} {100 * error:+5.0f}%"
+        return f"[red]{text}[/red]" if abs(error) > 0.5 else text
+
+    points = Table(title=f"measured on {summary['device']}, ms (error: predicted / measured − 1)",
+                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for name in ("engine", "algorithm", "problem", "measured", "built-in", "fitted"):
+        points.add_column(name, justify="right" if name in ("measured", "built-in", "fitted")
+                          else "left", no_wrap=True)
+    short = {"overlap-save": "fft", "memory": "copy"}
+    for row in summary["measurements"]:
+        points.add_row(row["engine"], short.get(row["algorithm"], row["algorithm"]),
+                       row["label"], _ms(row["measured_s"]),
+                       predicted(row["predicted_builtin_s"], row["error_builtin"]),
+                       predicted(row["predicted_s"], row["error"]))
+    rates = Table(title="cost model rates", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for name in ("engine", "rate", "what", "built-in", "fitted"):
+        rates.add_column(name, justify="right" if name in ("built-in", "fitted") else "left",
+                         no_wrap=True)
+    for engine, fitted in summary["rates"].items():
+        for key, value in fitted.items():
+            measured = key in summary["fitted"][engine]
+            rates.add_row(engine, key, RATE_UNITS[key][0],
+                          rate_text(key, summary["builtin_rates"][engine][key]),
+                          rate_text(key, value) if measured else "[dim]not measured[/dim]")
+    lines = [points, rates]
+    for engine, err in summary["median_error"].items():
+        lines.append(f"{engine} engine: median |error| {100 * err['builtin']:.0f}% with the "
+                     f"built-in rates, {100 * err['fitted']:.0f}% with the fitted ones")
+    return lines
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.3g}"

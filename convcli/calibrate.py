@@ -47,6 +47,9 @@ PRIOR_WEIGHT = 1e-4
 MAX_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 27}
 #: (seconds one timed run aims at, timed runs per problem) for --quick and the default
 EFFORT = {True: (0.015, 3), False: (0.08, 5)}
+#: a fitted rate stays within this factor of the built-in one: beyond it, the timing was
+#: disturbed (another process, a cold machine), not a property of the machine
+MAX_FACTOR = 100.0
 #: runs of one problem that vary more than this (slowest / fastest) mean a busy machine
 NOISY_SPREAD = 1.5
 #: the estimate_costs entry that prices each algorithm
@@ -102,33 +105,47 @@ class Problem:
                 "out_channels": self.out_channels, "nfft": self.nfft}
 
 
+def steady(k: int, nfft: int = 0, floor: int = 1 << 15) -> int:
+    """A starting length where the work the model counts dominates: the banded matrices (about
+    2K × K per channel) and the FFT frames at the edges are built or run once per call, and
+    the model does not count them, so a GEMM reads 2048 samples per tap and an overlap-save
+    runs 16 frames or more.
+
+    >>> steady(511), steady(255, 4096), steady(7)
+    (1046528, 65536, 32768)
+    """
+    return max(floor, 16 * nfft if nfft else 2048 * k)
+
+
 def plan(kind: str, quick: bool = False) -> list[Problem]:
     """The problems ``calibrate`` times on a ``cpu`` or ``cuda`` device (starting sizes)."""
     if kind == "cuda":  # the torch engine on the GPU: everything, at GPU sizes
-        problems = [Problem("torch", "gemm", 1 << 20, k) for k in ((31, 255) if quick else
-                                                                   (15, 63, 255))]
+        gpu = 1 << 20
+        problems = [Problem("torch", "gemm", steady(k, floor=gpu), k)
+                    for k in ((31, 255) if quick else (15, 63, 255))]
         fft = ((255, 4096), (4095, 65536)) if quick else ((255, 4096), (1023, 16384),
                                                           (4095, 65536), (16383, 262144))
-        problems += [Problem("torch", "overlap-save", 1 << 20, k, nfft=n) for k, n in fft]
+        problems += [Problem("torch", "overlap-save", steady(k, n, gpu), k, nfft=n) for k, n in fft]
         problems += [Problem("torch", "conv1d", 1 << 18, 31, channels=4, out_channels=4)]
-        problems += [Problem("torch", "overlap-save", 1 << 18, 1023, channels=4, out_channels=4,
-                             nfft=16384)]
+        problems += [Problem("torch", "overlap-save", steady(1023, 16384, 1 << 18), 1023,
+                             channels=4, out_channels=4, nfft=16384)]
         problems += [Problem("torch", "memory", 1 << 22)]
         return problems
     gemm = (31, 255) if quick else (7, 31, 127, 511)
     fft = ((255, 4096), (2047, 32768)) if quick else ((63, 1024), (255, 4096), (1023, 16384),
                                                       (4095, 65536), (8191, 131072))
-    problems = [Problem("numpy", "gemm", 1 << 15, k) for k in gemm]
-    problems += [Problem("numpy", "overlap-save", 1 << 16, k, nfft=n) for k, n in fft]
+    problems = [Problem("numpy", "gemm", steady(k), k) for k in gemm]
+    problems += [Problem("numpy", "overlap-save", steady(k, n), k, nfft=n) for k, n in fft]
     # many short rows: the per-call overhead of the python-level loop (batches of clips)
     problems += [Problem("numpy", "gemm", 2048, 31, batch=64, channels=1, grow="batch")]
     problems += [Problem("numpy", "memory", 1 << 18)]
     # the torch engine runs kernels that mix channels (and jacobian/grad) on the CPU
     problems += [Problem("torch", "conv1d", 1 << 12, k, channels=4, out_channels=4)
                  for k in ((15,) if quick else (15, 63))]
-    problems += [Problem("torch", "overlap-save", 1 << 15, k, channels=4, out_channels=4, nfft=n)
+    problems += [Problem("torch", "overlap-save", steady(k, n), k, channels=4, out_channels=4,
+                         nfft=n)
                  for k, n in (((511, 8192),) if quick else ((255, 4096), (2047, 32768)))]
-    problems += [Problem("torch", "gemm", 1 << 15, k) for k in ((31,) if quick else (31, 255))]
+    problems += [Problem("torch", "gemm", steady(k), k) for k in ((31,) if quick else (31, 255))]
     problems += [Problem("torch", "memory", 1 << 18)]
     return problems
 
@@ -154,13 +171,14 @@ def predict(units: dict[str, float], rates: dict[str, float]) -> float:
 # --- the fit ---------------------------------------------------------------------------------
 def fit_rates(units: Sequence[dict[str, float]], seconds: Sequence[float],
               prior: dict[str, float], *, prior_weight: float = PRIOR_WEIGHT,
-              iterations: int = 200) -> dict[str, float]:
+              bound: float | None = MAX_FACTOR, iterations: int = 200) -> dict[str, float]:
     """Positive rates whose predictions ``Σ units·rate`` match ``seconds`` in log space.
 
     Minimises ``Σ_i (log(A_i·r) − log t_i)² + w Σ_j (log r_j − log prior_j)²`` over
-    ``θ = log r`` (Levenberg–Marquardt), starting from ``prior``. Rates no problem counts
-    keep their prior value exactly. Log errors weigh a 2 ms run like a 2 s one, and the
-    rates stay positive and finite by construction.
+    ``θ = log r`` (Levenberg–Marquardt, projected onto ``prior / bound ≤ r ≤ prior · bound``),
+    starting from the non-negative linear fit. Rates no problem counts keep their prior value
+    exactly. Log errors weigh a 2 ms run like a 2 s one, and the rates stay positive and
+    finite by construction.
 
     >>> units = [{"gemm_flop": 1e9, "conv1d_mac": 0, "fft_flop": 0, "byte": 0, "call": 0},
     ...          {"gemm_flop": 0, "conv1d_mac": 0, "fft_flop": 0, "byte": 1e9, "call": 10}]
@@ -179,9 +197,12 @@ def fit_rates(units: Sequence[dict[str, float]], seconds: Sequence[float],
     free = np.flatnonzero(np.any(a > 0, axis=0))
     # start where the linear fit (relative errors, rates ≥ 0) is: from the prior alone, a rate
     # far too small would contribute nothing to any prediction, so no gradient would move it
+    span = math.inf if bound is None else math.log(bound)
+    low, high = theta0[free] - span, theta0[free] + span
     theta = theta0.copy()
     start = nonnegative_fit(a[:, free] / t[:, None], np.ones(len(t)))
     theta[free] = np.where(start > 0, np.log(np.where(start > 0, start, 1.0)), theta0[free])
+    theta[free] = np.clip(theta[free], low, high)
     sqrt_w = math.sqrt(prior_weight)
 
     def residuals(th):
@@ -200,16 +221,17 @@ def fit_rates(units: Sequence[dict[str, float]], seconds: Sequence[float],
         while damping < 1e12:
             step = np.linalg.solve(normal + damping * np.diag(np.diag(normal) + 1e-12), -gradient)
             trial = theta.copy()
-            trial[free] += np.clip(step, -5.0, 5.0)
+            trial[free] = np.clip(trial[free] + np.clip(step, -5.0, 5.0), low, high)
             trial_res, trial_pred = residuals(trial)
             trial_cost = float(trial_res @ trial_res)
             if trial_cost <= cost:
+                moved = float(np.max(np.abs(trial - theta)))
                 theta, res, pred, cost = trial, trial_res, trial_pred, trial_cost
                 damping = max(damping / 3, 1e-12)
                 improved = True
                 break
             damping *= 4
-        if not improved or np.max(np.abs(step)) < 1e-10:
+        if not improved or moved < 1e-10:
             break
     fitted = {key: float(prior[key]) for key in RATE_KEYS}
     fitted.update({RATE_KEYS[j]: float(math.exp(theta[j])) for j in free})
@@ -337,6 +359,7 @@ class Calibration:
     rates: dict[str, dict[str, float]] = field(default_factory=dict)  # engine -> fitted
     builtin: dict[str, dict[str, float]] = field(default_factory=dict)  # engine -> built-in
     fitted: dict[str, list[str]] = field(default_factory=dict)  # engine -> keys it measured
+    bounded: dict[str, list[str]] = field(default_factory=dict)  # engine -> keys at MAX_FACTOR
     seconds: float = 0.0
 
     @property
@@ -388,7 +411,8 @@ class Calibration:
         return {
             "device": self.device, "device_key": self.key, "quick": self.quick,
             "created": self.created, "rates": self.rates, "builtin_rates": self.builtin,
-            "fitted": self.fitted, "median_error": self.errors(), "measurements": self.rows(),
+            "fitted": self.fitted, "at_bound": self.bounded, "median_error": self.errors(),
+            "measurements": self.rows(),
             "seconds": self.seconds,
         }
 
@@ -428,5 +452,7 @@ def run(device: str = "auto", *, quick: bool = False,
         result.builtin[engine] = prior
         result.rates[engine] = fit_rates([m.units for m in mine], [m.seconds for m in mine], prior)
         result.fitted[engine] = [key for key in RATE_KEYS if any(m.units[key] > 0 for m in mine)]
+        result.bounded[engine] = [key for key in result.fitted[engine] if abs(math.log(
+            result.rates[engine][key] / prior[key])) >= math.log(MAX_FACTOR) - 1e-6]
     result.seconds = time.perf_counter() - started
     return result

@@ -56,8 +56,8 @@ def test_fit_recovers_rates_from_exact_timings_of_a_hand_made_design():
              "byte": 1 / 10e9, "call": 20e-6}
     seconds = [sum(u[k] * truth[k] for k in RATE_KEYS) for u in units]  # worked by hand: linear
     prior = dict.fromkeys(RATE_KEYS, 1e-9)  # far from the truth on purpose (4 decades off)
-    exact = calibrate.fit_rates(units, seconds, prior, prior_weight=0.0)
-    pulled = calibrate.fit_rates(units, seconds, prior)  # the weak pull toward the prior
+    exact = calibrate.fit_rates(units, seconds, prior, prior_weight=0.0, bound=None)
+    pulled = calibrate.fit_rates(units, seconds, prior, bound=None)  # the weak pull to the prior
     for key in RATE_KEYS:
         assert exact[key] == pytest.approx(truth[key], rel=1e-6), key
         assert pulled[key] == pytest.approx(truth[key], rel=1e-2), key
@@ -95,6 +95,19 @@ def test_fit_with_noisy_timings_stays_close():
                                  costmodel.builtin_rates("cpu", "numpy"))
     for key in ("gemm_flop", "fft_flop", "byte", "call"):
         assert fitted[key] == pytest.approx(truth[key], rel=0.3), key
+
+
+def test_fit_keeps_rates_within_the_bound_of_the_built_in_ones():
+    """Timings 10^4 times what the prior predicts (a disturbed run): each rate stops at 100x."""
+    units = [{"gemm_flop": 1e9, "conv1d_mac": 0, "fft_flop": 0, "byte": 0, "call": 0},
+             {"gemm_flop": 0, "conv1d_mac": 0, "fft_flop": 0, "byte": 0, "call": 100}]
+    prior = dict.fromkeys(RATE_KEYS, 1e-9)
+    fitted = calibrate.fit_rates(units, [1e4 * 1e9 * 1e-9, 1e-4 * 100 * 1e-9], prior)
+    assert fitted["gemm_flop"] == pytest.approx(calibrate.MAX_FACTOR * 1e-9)
+    assert fitted["call"] == pytest.approx(1e-9 / calibrate.MAX_FACTOR)
+    unbounded = calibrate.fit_rates(units, [10.0, 1e-11], prior, bound=None)
+    assert unbounded["gemm_flop"] == pytest.approx(1e-8, rel=1e-3)
+    assert unbounded["call"] == pytest.approx(1e-13, rel=1e-3)
 
 
 def test_fit_refuses_timings_that_are_not_positive():

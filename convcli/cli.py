@@ -1272,8 +1272,8 @@ def calibrate_command(
         from rich.console import Console
 
         console = Console(highlight=False, soft_wrap=True)
-        for part in render_calibration(summary):
-            console.print(part)
+        for i, part in enumerate(render_calibration(summary)):
+            console.print(*([""] if i else []), part, sep="\n")
     if saved is not None:
         report.info(f"wrote [bold]{saved}[/bold]: filter --method auto prices with these rates "
                     f"on {ratecache.describe_key(result.key)}")
@@ -1285,6 +1285,11 @@ def calibrate_command(
         report.info("not saved (--no-save): filter keeps pricing with the "
                     + ", ".join(sorted({rates_source(target, e) for e in result.engines}))
                     + " rates")
+    for engine, keys in result.bounded.items():
+        if keys:
+            report.warn(f"the {engine} engine's {', '.join(keys)} stopped at "
+                        f"{calibrate.MAX_FACTOR:g}× the built-in rate: some timings look "
+                        "disturbed (calibrate again when the machine is quiet)")
     for engine in result.noisy():
         report.warn(f"the {engine} engine's timings varied by more than "
                     f"{calibrate.NOISY_SPREAD:g}× between runs: another process is busy here, "

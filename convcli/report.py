@@ -296,28 +296,40 @@ def rate_text(key: str, rate: float) -> str:
 
 
 def render_calibration(summary: dict[str, Any]) -> list[Any]:
-    """``convcli calibrate``'s tables (rich): each measurement with the built-in and the fitted
-    model's prediction and error, then the rates per engine."""
-    from rich import box
+    """``convcli calibrate``'s tables (rich, 80 columns): per engine, each measurement with the
+    built-in and the fitted model's prediction and its error; then the rates."""
     from rich.table import Table
 
-    def predicted(seconds: float, error: float) -> str:
-        text = f"{_ms(seconds)} {100 * error:+5.0f}%"
-        return f"[red]{text}[/red]" if abs(error) > 0.5 else text
+    def error(value: float) -> str:
+        text = f"{100 * value:+.0f}%"
+        return f"[red]{text}[/red]" if abs(value) > 0.5 else text
 
-    points = Table(title=f"measured on {summary['device']}, ms (error: predicted / measured − 1)",
-                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    for name in ("engine", "algorithm", "problem", "measured", "built-in", "fitted"):
-        points.add_column(name, justify="right" if name in ("measured", "built-in", "fitted")
-                          else "left", no_wrap=True)
     short = {"overlap-save": "fft", "memory": "copy"}
-    for row in summary["measurements"]:
-        points.add_row(row["engine"], short.get(row["algorithm"], row["algorithm"]),
-                       row["label"], _ms(row["measured_s"]),
-                       predicted(row["predicted_builtin_s"], row["error_builtin"]),
-                       predicted(row["predicted_s"], row["error"]))
-    rates = Table(title="cost model rates", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
+    parts: list[Any] = []
+    for engine, err in summary["median_error"].items():
+        table = Table(title=f"{engine} engine on {summary['device']} (ms; err = predicted / "
+                      "measured − 1)", title_justify="left", box=None,
+                      pad_edge=False, header_style="bold underline", caption=f"median |error|: {100 * err['builtin']:.0f}% "
+                      f"built-in, {100 * err['fitted']:.0f}% fitted", caption_justify="left")
+        for name in ("algorithm", "k", "nfft", "shape", "measured", "built-in", "err", "fitted",
+                     "err"):
+            table.add_column(name, justify="left" if name in ("algorithm", "shape") else "right",
+                             no_wrap=True, min_width=len(name))
+        for row in summary["measurements"]:
+            if row["engine"] != engine:
+                continue
+            algorithm = short.get(row["algorithm"], row["algorithm"])
+            if row["out_channels"] is not None:  # a kernel that mixes channels
+                algorithm += f" {row['channels']}→{row['out_channels']}"
+            dims = (row["batch"], row["channels"], row["length"])
+            shape = "×".join(str(n) for n in (dims if row["batch"] > 1 else dims[1:]))
+            table.add_row(algorithm, "" if row["algorithm"] == "memory" else str(row["k"]),
+                          str(row["nfft"] or ""), shape, _ms(row["measured_s"]),
+                          _ms(row["predicted_builtin_s"]), error(row["error_builtin"]),
+                          _ms(row["predicted_s"]), error(row["error"]))
+        parts.append(table)
+    rates = Table(title="cost model rates", title_justify="left", box=None, pad_edge=False,
+                  header_style="bold underline")
     for name in ("engine", "rate", "what", "built-in", "fitted"):
         rates.add_column(name, justify="right" if name in ("built-in", "fitted") else "left",
                          no_wrap=True)
@@ -327,11 +339,8 @@ def render_calibration(summary: dict[str, Any]) -> list[Any]:
             rates.add_row(engine, key, RATE_UNITS[key][0],
                           rate_text(key, summary["builtin_rates"][engine][key]),
                           rate_text(key, value) if measured else "[dim]not measured[/dim]")
-    lines = [points, rates]
-    for engine, err in summary["median_error"].items():
-        lines.append(f"{engine} engine: median |error| {100 * err['builtin']:.0f}% with the "
-                     f"built-in rates, {100 * err['fitted']:.0f}% with the fitted ones")
-    return lines
+    parts.append(rates)
+    return parts
 
 
 def _ms(seconds: float) -> str:

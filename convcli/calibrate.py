@@ -126,6 +126,8 @@ def plan(kind: str, quick: bool = False) -> list[Problem]:
         fft = ((255, 4096), (4095, 65536)) if quick else ((255, 4096), (1023, 16384),
                                                           (4095, 65536), (16383, 262144))
         problems += [Problem("torch", "overlap-save", steady(k, n, gpu), k, nfft=n) for k, n in fft]
+        # direct on a GPU is cuDNN's conv1d where it is cheaper than the banded GEMM
+        problems += [Problem("torch", "conv1d", gpu, k) for k in ((255,) if quick else (31, 1023))]
         problems += [Problem("torch", "conv1d", 1 << 18, 31, channels=4, out_channels=4)]
         problems += [Problem("torch", "overlap-save", steady(1023, 16384, 1 << 18), 1023,
                              channels=4, out_channels=4, nfft=16384)]
@@ -150,8 +152,9 @@ def plan(kind: str, quick: bool = False) -> list[Problem]:
     return problems
 
 
-def counts(problem: Problem) -> dict[str, float]:
-    """The cost model's units for ``problem``: ``{rate key: count}``; seconds = Σ count · rate."""
+def counts(problem: Problem, device: str = "cpu") -> dict[str, float]:
+    """The cost model's units for ``problem`` on ``device``: ``{rate key: count}``; seconds =
+    Σ count · rate (a GPU runs longer chunks, so fewer calls)."""
     if problem.algorithm == "memory":  # 4 bytes read and 4 written per float32 sample
         return {key: 8.0 * problem.elements if key == "byte" else 0.0 for key in RATE_KEYS}
     out = {}
@@ -159,7 +162,8 @@ def counts(problem: Problem) -> dict[str, float]:
         rates = {key: float(key == unit) for key in RATE_KEYS}
         costs = estimate_costs(problem.length, problem.k, problem.spec, batch=problem.batch,
                                channels=problem.channels, out_channels=problem.out_channels,
-                               dtype="float32", rates=rates, at_nfft=problem.nfft or None)
+                               dtype="float32", device=device, rates=rates,
+                               at_nfft=problem.nfft or None)
         out[unit] = float(costs[PRICED_AS[problem.algorithm]][0])
     return out
 
@@ -343,7 +347,7 @@ def measure(problem: Problem, device: str, *, target: float, repeat: int) -> Mea
     if first < 5 * target:  # a first run much slower than the target is a timing in itself
         _seconds(fn)
     runs = [_seconds(fn) for _ in range(repeat)]
-    return Measurement(problem, counts(problem), min(runs), runs)
+    return Measurement(problem, counts(problem, device), min(runs), runs)
 
 
 # --- the whole calibration -----------------------------------------------------------------
@@ -400,7 +404,7 @@ class Calibration:
         """What ``ratecache`` keeps (and ``costmodel.cost_rates`` reads back)."""
         return {
             "format": FORMAT, "convcli": __version__, "created": self.created,
-            "device": self.key, "model": model_fingerprint(),
+            "device": self.key, "model": model_fingerprint(self.key["kind"]),
             "mode": "quick" if self.quick else "default",
             "engines": {e: {"rates": self.rates[e], "fitted": self.fitted[e]} for e in self.engines},
             "measurements": self.rows(),

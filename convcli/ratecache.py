@@ -145,9 +145,9 @@ def describe_key(key: dict) -> str:
 
 
 @functools.cache
-def model_fingerprint() -> str:
-    """A hash of the cost model's counts on fixed problems: rates fitted to other counts
-    (the model changed since the calibration) do not apply."""
+def model_fingerprint(kind: str = "cpu") -> str:
+    """A hash of the cost model's counts on fixed problems on a ``cpu`` or ``cuda`` device:
+    rates fitted to other counts (the model changed since the calibration) do not apply."""
     from convcli.costmodel import estimate_costs
     from convcli.spec import ConvSpec
 
@@ -156,13 +156,15 @@ def model_fingerprint() -> str:
         (2_048, 31, ConvSpec(groups=1), 256, 1, 1, 256),
         (100_000, 1001, ConvSpec(groups=1, stride=2), 1, 4, 4, 16384),
         (30_000, 63, ConvSpec(groups=2, dilation=3), 2, 4, 6, 8192),
+        (1 << 26, 31, ConvSpec(groups=2), 1, 2, 2, 65536),  # chunks of a long signal
     ]
     counts = []
     for length, k, spec, batch, channels, out_channels, nfft in problems:
         for unit in RATE_KEYS:
             rates = {key: float(key == unit) for key in RATE_KEYS}
             costs = estimate_costs(length, k, spec, batch=batch, channels=channels,
-                                   out_channels=out_channels, rates=rates, at_nfft=nfft)
+                                   out_channels=out_channels, device=kind, rates=rates,
+                                   at_nfft=nfft)
             counts.append({name: f"{seconds:.9g}" for name, (seconds, _) in costs.items()})
     return hashlib.sha1(json.dumps(counts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -182,7 +184,7 @@ def validate(data, key: dict) -> dict:
         found = data.get("device")
         other = describe_key(found) if isinstance(found, dict) else repr(found)
         raise Stale(f"it was measured on {other}, not on {describe_key(key)}")
-    if data.get("model") != model_fingerprint():
+    if data.get("model") != model_fingerprint(key["kind"]):
         raise Stale("the cost model changed since it was measured")
     engines = data.get("engines")
     if not isinstance(engines, dict) or not engines:

@@ -30,15 +30,15 @@ def true_rates(device: str, engine: str) -> dict[str, float]:
     return {key: builtin[key] * SCALE[key] for key in RATE_KEYS}
 
 
-def model_seconds(problem: calibrate.Problem, rates: dict[str, float]) -> float:
-    """What the cost model says ``problem`` takes at ``rates`` (priced directly, not from the
-    unit counts the fit uses); a copy moves 8 bytes per float32 sample."""
+def model_seconds(problem: calibrate.Problem, rates: dict[str, float], device: str) -> float:
+    """What the cost model says ``problem`` takes at ``rates`` on ``device`` (priced directly,
+    not from the unit counts the fit uses); a copy moves 8 bytes per float32 sample."""
     if problem.algorithm == "memory":
         return 8 * problem.batch * problem.channels * problem.length * rates["byte"]
     groups = problem.channels if problem.out_channels is None else 1
     costs = estimate_costs(problem.length, problem.k, ConvSpec(groups=groups),
                            batch=problem.batch, channels=problem.channels,
-                           out_channels=problem.out_channels, rates=rates,
+                           out_channels=problem.out_channels, device=device, rates=rates,
                            at_nfft=problem.nfft or None)
     return costs[{"gemm": "gemm", "conv1d": "conv1d", "overlap-save": "fft"}[problem.algorithm]][0]
 
@@ -71,11 +71,12 @@ def test_fit_recovers_known_rates_from_the_cost_models_own_timings(kind, quick):
     for engine in dict.fromkeys(p.engine for p in problems):
         mine = [p for p in problems if p.engine == engine]
         truth = true_rates(kind, engine)
-        seconds = [model_seconds(p, truth) for p in mine]
+        seconds = [model_seconds(p, truth, kind) for p in mine]
         prior = costmodel.builtin_rates(kind, engine)
-        fitted = calibrate.fit_rates([calibrate.counts(p) for p in mine], seconds, prior)
+        units = [calibrate.counts(p, kind) for p in mine]
+        fitted = calibrate.fit_rates(units, seconds, prior)
         for key in RATE_KEYS:
-            used = [calibrate.counts(p)[key] * truth[key] / s for p, s in zip(mine, seconds)]
+            used = [u[key] * truth[key] / s for u, s in zip(units, seconds)]
             if not any(used):  # a rate no problem exercises keeps the built-in value exactly
                 assert fitted[key] == prior[key], (engine, key)
             elif max(used) > 0.15:  # a rate that makes up a good share of some problem
@@ -90,7 +91,7 @@ def test_fit_with_noisy_timings_stays_close():
     rng = np.random.default_rng(5)
     problems = [p for p in calibrate.plan("cpu") if p.engine == "numpy"]
     truth = true_rates("cpu", "numpy")
-    seconds = [model_seconds(p, truth) * math.exp(rng.normal(0, 0.05)) for p in problems]
+    seconds = [model_seconds(p, truth, "cpu") * math.exp(rng.normal(0, 0.05)) for p in problems]
     fitted = calibrate.fit_rates([calibrate.counts(p) for p in problems], seconds,
                                  costmodel.builtin_rates("cpu", "numpy"))
     for key in ("gemm_flop", "fft_flop", "byte", "call"):
@@ -123,8 +124,8 @@ def test_counts_are_the_cost_models_own():
     for kind in ("cpu", "cuda"):
         for problem in calibrate.plan(kind):
             rates = true_rates(kind, problem.engine)
-            predicted = calibrate.predict(calibrate.counts(problem), rates)
-            assert predicted == pytest.approx(model_seconds(problem, rates), rel=1e-9), problem
+            predicted = calibrate.predict(calibrate.counts(problem, kind), rates)
+            assert predicted == pytest.approx(model_seconds(problem, rates, kind), rel=1e-9), problem
 
 
 # --- the cache: where it is, when it applies ---------------------------------------------------
@@ -139,7 +140,7 @@ def a_calibration(tmp_path, **changes) -> dict:
     """A valid cache file's content for this CPU, with ``changes`` made to it."""
     rates = {key: value * 3 for key, value in costmodel.CPU_COST.items()}
     data = {"format": ratecache.FORMAT, "created": "2026-01-02T03:04:05+00:00",
-            "device": ratecache.device_key("cpu"), "model": ratecache.model_fingerprint(),
+            "device": ratecache.device_key("cpu"), "model": ratecache.model_fingerprint("cpu"),
             "engines": {"numpy": {"rates": dict(rates)}, "torch": {"rates": dict(rates)}}}
     data.update(changes)
     return data

@@ -575,6 +575,7 @@ def filter_command(
         "spec": {"mode": mode, "padding": padding, "stride": stride, "dilation": dilation,
                  "correlate": correlate, "groups": groups, "pads": [left, right]},
         **run,
+        "rates": _rates_source(run),
         "seconds": elapsed,
         "timings": {"read": read_seconds, "compute": elapsed, "write": write_seconds},
         "clipped": sum(f["clipped"] for f in files),
@@ -1228,6 +1229,83 @@ def grad_command(
     report.finish()
 
 
+# --- calibrate --------------------------------------------------------------------------------
+@app.command("calibrate")
+def calibrate_command(
+    device: DeviceOpt = "auto",
+    quick: Annotated[bool, typer.Option("--quick", rich_help_panel=RUN,
+                     help="Fewer, smaller problems: a few seconds instead of about 20.")] = False,
+    no_save: Annotated[bool, typer.Option("--no-save", "--dry-run", rich_help_panel=RUN,
+                       help="Only print the fit; keep the cache as it is.")] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit auto's cost model to this machine: [b]convcli calibrate --quick[/b].
+
+    Times the algorithms [b]filter[/b] would run on the device (on the CPU: the numpy engine's
+    banded GEMM, overlap-save and a memory pass, and the torch engine's F.conv1d and FFT for
+    kernels that mix channels; on CUDA: the torch engine), fits the cost model's rates to the
+    timings and saves them per device under $XDG_CACHE_HOME/convcli/ (~/.cache/convcli/),
+    where [b]--method auto[/b] finds them. [b]filter --json[/b] says which rates priced it
+    ("rates"). CONVCLI_CALIBRATION=off ignores the cache; =PATH keeps it elsewhere.
+    """
+    from convcli import calibrate, ratecache
+    from convcli.report import render_calibration
+
+    report = Reporter(quiet=quiet, json_mode=json_)
+    target = calibrate.resolve(device)  # cuda without CUDA: one clear error, before any work
+    with report.progress(None, "calibrating", delay=0.0) as tick:
+        result = calibrate.run(target, quick=quick, on_problem=lambda i, n, problem: tick(
+            1, total=n, description=f"timing {problem.engine} {problem.algorithm}"))
+    summary = result.summary()
+    saved = None
+    if not no_save:
+        path = ratecache.save_path(result.key)
+        try:
+            ratecache.save(path, result.cache_content())
+        except OSError as exc:
+            raise OutputError(f"cannot write the calibration to {path}: {exc.strerror or exc}",
+                              "set XDG_CACHE_HOME or CONVCLI_CALIBRATION=PATH to a writable "
+                              "place, or use --no-save") from None
+        saved = str(path)
+    if not json_:
+        from rich.console import Console
+
+        console = Console(highlight=False, soft_wrap=True)
+        for i, part in enumerate(render_calibration(summary)):
+            console.print(*([""] if i else []), part, sep="\n")
+    if saved is not None:
+        report.info(f"wrote [bold]{saved}[/bold]: filter --method auto prices with these rates "
+                    f"on {ratecache.describe_key(result.key)}")
+        if ratecache.setting()[0] == "off":
+            report.warn(f"{ratecache.ENV}=off: filter ignores the calibration until it is unset")
+    else:
+        from convcli.costmodel import rates_source
+
+        report.info("not saved (--no-save): filter keeps pricing with the "
+                    + ", ".join(sorted({rates_source(target, e) for e in result.engines}))
+                    + " rates")
+    for engine, keys in result.bounded.items():
+        if keys:
+            report.warn(f"the {engine} engine's {', '.join(keys)} stopped at "
+                        f"{calibrate.MAX_FACTOR:g}× the built-in rate: some timings look "
+                        "disturbed (calibrate again when the machine is quiet)")
+    for engine in result.noisy():
+        report.warn(f"the {engine} engine's timings varied by more than "
+                    f"{calibrate.NOISY_SPREAD:g}× between runs: another process is busy here, "
+                    "so its rates are uncertain (calibrate again when the machine is quiet)")
+    report.info(f"{len(result.measurements)} problems timed in {result.seconds:.1f} s")
+    report.summary = {"command": "calibrate", **summary, "saved": saved}
+    report.finish()
+
+
+def _rates_source(run: dict) -> str:
+    """Which cost-model rates priced ``auto`` for ``run``: ``built-in`` or ``calibrated ...``."""
+    from convcli.costmodel import rates_source
+
+    return rates_source(run["device"], run.get("engine", "torch"))
+
+
 def _filter_streamed(path, out, fmt, subtype, coefficients, spec, block, method, device, dtype,
                      allow_nonfinite, clip, gain, report, label) -> None:
     """``filter`` for one audio file streamed in blocks (see ``convcli.stream``)."""
@@ -1264,6 +1342,7 @@ def _filter_streamed(path, out, fmt, subtype, coefficients, spec, block, method,
                  "dilation": spec.dilation, "correlate": spec.correlate, "groups": spec.groups,
                  "pads": [left, right]},
         **run,
+        "rates": _rates_source(run),
         "seconds": result.seconds,
         "clipped": wrote.clipped,
         "clip": clip,
@@ -1285,8 +1364,9 @@ def main(argv: list[str] | None = None) -> None:
         args = [a for a in args if a != "--debug"]
     args = _optional_values(args)
     command = typer.main.get_command(app)
+    quiet = "--quiet" in args or "-q" in args
     try:
-        with _signals_raise():
+        with _signals_raise(), _warnings_one_line(quiet):
             try:
                 code = command.main(args=args, prog_name="convcli", standalone_mode=False)
             except SystemExit as exc:
@@ -1380,6 +1460,31 @@ def _signals_raise():
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+
+
+@contextlib.contextmanager
+def _warnings_one_line(quiet: bool):
+    """While a command runs, a ``ConvcliWarning`` from the core (e.g. an unusable calibration
+    file) prints as one ``warning: ...`` line on stderr (none with ``--quiet``); other
+    warnings are shown as Python shows them."""
+    import warnings
+
+    from convcli.errors import ConvcliWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConvcliWarning)
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, ConvcliWarning):
+                previous(message, category, filename, lineno, file, line)
+            elif not quiet:
+                with contextlib.suppress(BrokenPipeError, ValueError):
+                    sys.stderr.write(f"warning: {str(message).replace(chr(10), ' ')}\n")
+                    sys.stderr.flush()
+
+        warnings.showwarning = show
+        yield
 
 
 def _command_name(args: list[str]) -> str:

@@ -38,11 +38,31 @@ CUDA_COST = {"gemm_flop": 1 / 1.4e12, "conv1d_mac": 1 / 3.5e12, "fft_flop": 1 / 
              "byte": 1 / 3e12, "call": 40e-6}
 
 
-def cost_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]:
-    """The seconds-per-unit table ``estimate_costs`` prices with, for this device and engine."""
+def builtin_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]:
+    """The built-in seconds-per-unit table for this device and engine (no calibration)."""
     if str(device).startswith("cuda"):
         return CUDA_COST
     return NUMPY_COST if engine == "numpy" else CPU_COST
+
+
+def cost_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]:
+    """The seconds-per-unit table ``estimate_costs`` prices with, for this device and engine.
+
+    The rates ``convcli calibrate`` fitted for this device, where its cache file is valid
+    (``convcli.ratecache``: ``$XDG_CACHE_HOME/convcli/``, ``CONVCLI_CALIBRATION=off`` or a
+    path to bypass it or point elsewhere); else the built-in table.
+    """
+    from convcli.ratecache import cached_rates  # light: json and the file system, no torch
+
+    fitted = cached_rates(device, engine)
+    return fitted if fitted is not None else builtin_rates(device, engine)
+
+
+def rates_source(device: str = "cpu", engine: str = "torch") -> str:
+    """Where ``cost_rates`` takes its rates from: ``built-in`` or ``calibrated DATE (PATH)``."""
+    from convcli.ratecache import cached_source
+
+    return cached_source(device, engine) or "built-in"
 
 #: Outputs per chunk (× rows) for the whole-signal loop: ~4 MB of float32 working set (cache).
 CHUNK_ELEMENTS = 1 << 20
@@ -104,12 +124,16 @@ def fft_candidates(padded: int, span: int) -> list[int]:
 def estimate_costs(
     length: int, k: int, spec: ConvSpec, *, batch: int = 1, channels: int = 1,
     out_channels: int | None = None, dtype="float32", device: str = "cpu", engine: str = "torch",
+    rates: dict[str, float] | None = None, at_nfft: int | None = None,
 ) -> dict[str, tuple[float, int]]:
     """Seconds the cost model predicts per candidate: ``{"gemm": (s, block), "fft": (s, nfft), ...}``.
 
-    Counts flops and bytes of each algorithm as implemented here; see ``CPU_COST``.
+    Counts flops and bytes of each algorithm as implemented here; see ``CPU_COST``. ``rates``
+    prices with that table instead of ``cost_rates(device, engine)`` (the cost is linear in
+    the rates: a unit table gives the counts ``convcli calibrate`` fits to); ``at_nfft`` prices
+    overlap-save at that frame size only.
     """
-    c = cost_rates(device, engine)
+    c = cost_rates(device, engine) if rates is None else rates
     width = 2.0 if is_float64(dtype) else 1.0
     out_channels = channels if out_channels is None else out_channels
     per_group = max(1, channels // spec.groups)
@@ -132,7 +156,7 @@ def estimate_costs(
         costs["gemm"] = (width * (flops * c["gemm_flop"] + 8 * rows_out * n_out * c["byte"])
                          + calls * c["call"], block)
     best = None
-    for nfft in fft_candidates(padded, span):
+    for nfft in [at_nfft] if at_nfft else fft_candidates(padded, span):
         step = nfft - span + 1
         frames = -(-n1 // step)
         flops = (rows_in + rows_out) * frames * 2.5 * nfft * math.log2(nfft)

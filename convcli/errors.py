@@ -43,6 +43,11 @@ class ResourceError(ConvcliError):
     """An operation that would need more memory (or another resource) than there is."""
 
 
+class ConvcliWarning(UserWarning):
+    """Something the user should know that does not stop the command (``warnings.warn``);
+    the CLI prints it as one ``warning: ...`` line on stderr, silenced by ``--quiet``."""
+
+
 class Interrupted(BaseException):
     """SIGTERM/SIGINT/SIGHUP arrived; raised by the CLI's handlers so cleanups run.
 

@@ -270,3 +270,78 @@ def plot_matrix(J: Any, path: str, *, title: str | None = None) -> None:
     from convcli.plot import plot_matrix as draw
 
     draw(J, path, title=title)
+
+
+# --- calibrate ---------------------------------------------------------------------------------
+#: how each cost-model rate reads best: (label, unit, scale) with value = scale / rate, or
+#: scale · rate where the unit is a time
+RATE_UNITS = {
+    "gemm_flop": ("banded GEMM", "GFLOP/s", 1e-9),
+    "conv1d_mac": ("F.conv1d", "GMAC/s", 1e-9),
+    "fft_flop": ("FFT", "GFLOP/s", 1e-9),
+    "byte": ("memory", "GB/s", 1e-9),
+    "call": ("per call", "µs", 1e6),
+}
+
+
+def rate_text(key: str, rate: float) -> str:
+    """A rate as it reads: ``55.0 GFLOP/s`` or ``15.0 µs``.
+
+    >>> rate_text("gemm_flop", 1 / 55e9), rate_text("call", 15e-6)
+    ('55 GFLOP/s', '15 µs')
+    """
+    _, unit, scale = RATE_UNITS[key]
+    value = rate * scale if unit == "µs" else scale / rate
+    return f"{value:.3g} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+
+
+def render_calibration(summary: dict[str, Any]) -> list[Any]:
+    """``convcli calibrate``'s tables (rich, 80 columns): per engine, each measurement with the
+    built-in and the fitted model's prediction and its error; then the rates."""
+    from rich.table import Table
+
+    def error(value: float) -> str:
+        text = f"{100 * value:+.0f}%"
+        return f"[red]{text}[/red]" if abs(value) > 0.5 else text
+
+    short = {"overlap-save": "fft", "memory": "copy"}
+    parts: list[Any] = []
+    for engine, err in summary["median_error"].items():
+        table = Table(title=f"{engine} engine on {summary['device']} (ms; err = predicted / "
+                      "measured − 1)", title_justify="left", box=None,
+                      pad_edge=False, header_style="bold underline", caption=f"median |error|: {100 * err['builtin']:.0f}% "
+                      f"built-in, {100 * err['fitted']:.0f}% fitted", caption_justify="left")
+        for name in ("algorithm", "k", "nfft", "shape", "measured", "built-in", "err", "fitted",
+                     "err"):
+            table.add_column(name, justify="left" if name in ("algorithm", "shape") else "right",
+                             no_wrap=True, min_width=len(name))
+        for row in summary["measurements"]:
+            if row["engine"] != engine:
+                continue
+            algorithm = short.get(row["algorithm"], row["algorithm"])
+            if row["out_channels"] is not None:  # a kernel that mixes channels
+                algorithm += f" {row['channels']}→{row['out_channels']}"
+            dims = (row["batch"], row["channels"], row["length"])
+            shape = "×".join(str(n) for n in (dims if row["batch"] > 1 else dims[1:]))
+            table.add_row(algorithm, "" if row["algorithm"] == "memory" else str(row["k"]),
+                          str(row["nfft"] or ""), shape, _ms(row["measured_s"]),
+                          _ms(row["predicted_builtin_s"]), error(row["error_builtin"]),
+                          _ms(row["predicted_s"]), error(row["error"]))
+        parts.append(table)
+    rates = Table(title="cost model rates", title_justify="left", box=None, pad_edge=False,
+                  header_style="bold underline")
+    for name in ("engine", "rate", "what", "built-in", "fitted"):
+        rates.add_column(name, justify="right" if name in ("built-in", "fitted") else "left",
+                         no_wrap=True)
+    for engine, fitted in summary["rates"].items():
+        for key, value in fitted.items():
+            measured = key in summary["fitted"][engine]
+            rates.add_row(engine, key, RATE_UNITS[key][0],
+                          rate_text(key, summary["builtin_rates"][engine][key]),
+                          rate_text(key, value) if measured else "[dim]not measured[/dim]")
+    parts.append(rates)
+    return parts
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.3g}"

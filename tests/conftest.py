@@ -10,6 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# The cost model prices with the built-in rates in tests, never with a developer's cached
+# calibration (~/.cache/convcli): results must not depend on the machine's cache. A test that
+# exercises the cache opts in with monkeypatch (CONVCLI_CALIBRATION=PATH, or delenv).
+os.environ["CONVCLI_CALIBRATION"] = "off"
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/reference.py
 
@@ -33,11 +38,13 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(*args: str, input: bytes | None = None, cwd: Path | str | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
-    """Run ``python -m convcli ARGS`` in a subprocess, bytes in, bytes out."""
+            check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m convcli ARGS`` in a subprocess, bytes in, bytes out (``env``: variables
+    to set on top of this process's)."""
     proc = subprocess.run(
         [sys.executable, "-m", "convcli", *map(str, args)],
-        input=input, capture_output=True, cwd=cwd, env=cli_env(), timeout=300, check=False,
+        input=input, capture_output=True, cwd=cwd, env={**cli_env(), **(env or {})},
+        timeout=300, check=False,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

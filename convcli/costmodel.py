@@ -20,7 +20,7 @@ from convcli.spec import ConvSpec
 METHODS = ("auto", "direct", "fft")
 
 #: Cost model, seconds per unit, fitted on the 2-core CPU of MEASUREMENTS.md (float32; float64
-#: counts twice). ``benchmarks/bench.py --calibrate`` prints the fit for another machine.
+#: counts twice). ``convcli calibrate`` fits them for another machine (cached per device).
 CPU_COST = {
     "gemm_flop": 1 / 55e9,  # banded GEMM, effective (the band wastes some of it, counted in flops)
     "conv1d_mac": 1 / 1.0e9,  # F.conv1d, padding=0, per multiply-add (depthwise is slow on CPU)

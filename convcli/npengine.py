@@ -28,8 +28,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from convcli.costmodel import (
+from convcli.costmodel import (  # noqa: F401  (NUMPY_MAX_NFFT re-exported)
     CHUNK_ELEMENTS,
+    NUMPY_MAX_NFFT,
     MethodChoice,
     check_method,
     decide,
@@ -49,10 +50,6 @@ from convcli.overlap import (
 )
 from convcli.spec import ConvSpec
 
-#: numpy.fft's time per sample grows past 2^17-point frames (cache; 48 000 taps on 2 M samples:
-#: 0.075 s at 2^17, 0.17 s at 2^20, where torch.fft was fastest), so frames stop at this size
-#: or the power of two ≥ 2K, whichever is larger
-NUMPY_MAX_NFFT = 1 << 17
 NONFINITE = ("correlate", ("non-finite samples: numpy.correlate per channel propagates them "
                            "only through the taps that touch them"))
 
@@ -125,9 +122,6 @@ def choose_method(length: int, k: int, spec: ConvSpec, requested: str = "auto", 
                     nonfinite=NONFINITE)
     if choice.algorithm == "conv1d":  # the torch engine's fallback for dilation: ours is the GEMM
         choice = replace(choice, algorithm="gemm")
-    cap = max(NUMPY_MAX_NFFT, 1 << (2 * spec.span(k) - 1).bit_length())
-    if choice.method == "fft" and choice.nfft > cap:
-        choice = replace(choice, nfft=cap, reason=choice.reason + f"; numpy.fft frames of {cap}")
     return choice
 
 

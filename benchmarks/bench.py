@@ -12,7 +12,8 @@ kernels, jacobian/grad) beside it. With ``--device cuda`` the convcli rows are t
 on the GPU. W5 ends with one table of the sweep: auto over the faster of direct and fft.
 
 Every timing is the median of ``--repeat`` runs (default 5) after one warm-up run, all in one
-process, side by side (the rows of one point take their runs in turns), so ratios are fair even on a noisy shared machine (±35 % between runs
+process, side by side (the rows of one point take their runs in turns, the torch rows
+apart from the others), so ratios are fair even on a noisy shared machine (±35 % between runs
 here). Peers that would take longer than ``--budget`` seconds per run are skipped (their
 estimate is printed). Prints a table and writes JSON (``benchmarks/results.json`` by default,
 git-ignored).
@@ -85,11 +86,12 @@ def time_side_by_side(fns: dict, repeat: int, budget: float) -> dict:
             results[name] = {"median": first, "runs": 1, "note": "one cold run (slow)"}
         else:
             times[name] = []
-    for _ in range(repeat):
-        for name, runs in times.items():
+    order = list(times)
+    for turn in range(repeat):  # each round starts at the next row: none is always first
+        for name in order[turn % len(order):] + order[: turn % len(order)]:
             t0 = time.perf_counter()
             fns[name]()
-            runs.append(time.perf_counter() - t0)
+            times[name].append(time.perf_counter() - t0)
     for name, runs in times.items():
         results[name] = {"median": statistics.median(runs), "min": min(runs), "runs": len(runs)}
     return {name: results[name] for name in fns}
@@ -252,7 +254,11 @@ def run_engine(args) -> list[dict]:
                 else:
                     timed[name] = fn
                     results[name] = {}
-            results.update(time_side_by_side(timed, args.repeat, args.budget))
+            # torch's OpenMP workers spin on both cores for a while after each op: a numpy or
+            # scipy run right after a torch run loses a core, so each group takes turns apart
+            on_torch = {name: fn for name, fn in timed.items() if "torch" in name or "F." in name}
+            for group in ({n: f for n, f in timed.items() if n not in on_torch}, on_torch):
+                results.update(time_side_by_side(group, args.repeat, args.budget))
             for name, fn in timed.items():
                 timing = results[name]
                 y = fn()

@@ -5,8 +5,15 @@
     python benchmarks/bench.py --process  # also whole-process rows vs SoX (10-minute WAV)
     python benchmarks/bench.py --device cuda  # the torch engine on a GPU vs cuDNN and CuPy
 
+On the CPU the headline rows "convcli auto / direct / fft" time the numpy engine
+(``npengine.conv1d``), which is what ``convcli filter`` runs there for these depthwise kernels;
+"convcli torch auto / direct / fft" time the torch engine (``engine.conv1d``: CUDA, mixing
+kernels, jacobian/grad) beside it. With ``--device cuda`` the convcli rows are the torch engine
+on the GPU. W5 ends with one table of the sweep: auto over the faster of direct and fft.
+
 Every timing is the median of ``--repeat`` runs (default 5) after one warm-up run, all in one
-process, side by side, so ratios are fair even on a noisy shared machine (±35 % between runs
+process, side by side (the rows of one point take their runs in turns, the torch rows
+apart from the others), so ratios are fair even on a noisy shared machine (±35 % between runs
 here). Peers that would take longer than ``--budget`` seconds per run are skipped (their
 estimate is printed). Prints a table and writes JSON (``benchmarks/results.json`` by default,
 git-ignored).
@@ -63,6 +70,33 @@ def timeit(fn, repeat: int, budget: float) -> dict:
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
 
 
+def time_side_by_side(fns: dict, repeat: int, budget: float) -> dict:
+    """``timeit`` for several callables, their runs interleaved (a, b, c, a, b, c, ...).
+
+    On a shared machine the load drifts over seconds; runs taken in turns see the same drift,
+    so the ratios between rows (auto over the best method, convcli over a peer) hold better than
+    with each row's runs taken in one stretch.
+    """
+    results, times = {}, {}
+    for name, fn in fns.items():  # warm-up; a run slower than the budget is timed only once
+        t0 = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t0
+        if first > budget:
+            results[name] = {"median": first, "runs": 1, "note": "one cold run (slow)"}
+        else:
+            times[name] = []
+    order = list(times)
+    for turn in range(repeat):  # each round starts at the next row: none is always first
+        for name in order[turn % len(order):] + order[: turn % len(order)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    for name, runs in times.items():
+        results[name] = {"median": statistics.median(runs), "min": min(runs), "runs": len(runs)}
+    return {name: results[name] for name in fns}
+
+
 def synced(fn, device):
     """``fn`` that returns only once a GPU has finished its work (CUDA calls are asynchronous)."""
     if device.type != "cuda":
@@ -116,11 +150,22 @@ def runners(x_np: np.ndarray, w_np: np.ndarray, spec, device) -> dict:
     w2 = w_np[None, :]
     samples = batch * channels * n
 
-    def ours(method):
+    def ours(method):  # the torch engine (engine.conv1d)
         def run():
             with torch.no_grad():
                 return conv1d(x, weight, spec, method)
         return run
+
+    weight_np = np.ascontiguousarray(np.broadcast_to(w_np, (channels, 1, k)))
+
+    def numpy_engine(method):  # what `filter` runs on the CPU for these depthwise kernels
+        return lambda: npengine.conv1d(x_np, weight_np, spec, method)
+
+    def numpy_direct_estimate():  # the cost model's own price (numpy rates), to skip k ≫ 1000
+        if 4 * k * (2 * k) > 1 << 30:  # its banded matrices (~2K × K floats) would not fit
+            return math.inf
+        return npengine.estimate_costs(n, k, spec, batch=batch, channels=channels,
+                                       engine="numpy")["gemm"][0]
 
     def naive():  # the way most people write it: padding= inside the call, correlating the flip
         with torch.no_grad():
@@ -157,10 +202,12 @@ def runners(x_np: np.ndarray, w_np: np.ndarray, spec, device) -> dict:
             pass
         return {name: (synced(fn, device), estimate) for name, (fn, estimate) in gpu.items()}
     return {
-        "convcli auto": (ours("auto"), None),
-        "convcli direct": (ours("direct"), direct_estimate(2e9) if k > 512 else None),
-        "convcli fft": (ours("fft"), None),
-        "convcli numpy engine": (lambda: npengine.conv1d(x_np, weight.numpy(), spec, "auto"), None),
+        "convcli auto": (numpy_engine("auto"), None),
+        "convcli direct": (numpy_engine("direct"), numpy_direct_estimate() if k > 512 else None),
+        "convcli fft": (numpy_engine("fft"), None),
+        "convcli torch auto": (ours("auto"), None),
+        "convcli torch direct": (ours("direct"), direct_estimate(2e9) if k > 512 else None),
+        "convcli torch fft": (ours("fft"), None),
         "scipy convolve auto": (lambda: ss.convolve(flat, w2, mode="same"), None),
         "scipy fftconvolve": (lambda: ss.fftconvolve(flat, w2, mode="same", axes=-1), None),
         "scipy oaconvolve": (lambda: ss.oaconvolve(flat, w2, mode="same", axes=-1), None),
@@ -189,18 +236,31 @@ def run_engine(args) -> list[dict]:
             w_np = (hann(k) if k < 8000 else reverb(k)).astype(np.float32)
             reference = None
             results = {}
-            from convcli.engine import choose_method
+            from convcli import engine, npengine
 
-            choice = choose_method(n, k, spec, "auto", batch=batch, channels=channels,
-                                   device=str(device), x=torch.from_numpy(x_np))
+            if device.type == "cuda":
+                choice = engine.choose_method(n, k, spec, "auto", batch=batch, channels=channels,
+                                              device=str(device), x=torch.from_numpy(x_np))
+            else:  # the headline rows are the numpy engine's, as `filter` runs on the CPU
+                choice = npengine.choose_method(n, k, spec, "auto", batch=batch, channels=channels,
+                                                dtype=x_np.dtype, x=x_np)
+            timed = {}
             for name, (fn, estimate) in runners(x_np, w_np, spec, device).items():
-                if load["name"] == "W5" and name not in ("convcli auto", "convcli direct", "convcli fft",
-                                                         "scipy oaconvolve"):
+                if load["name"] == "W5" and name not in W5_ROWS:
                     continue
                 if estimate is not None and estimate > args.budget:
-                    results[name] = {"skipped": f"estimated {estimate:.0f} s per run"}
-                    continue
-                timing = timeit(fn, args.repeat, args.budget)
+                    results[name] = {"skipped": f"estimated {estimate:.0f} s per run"
+                                     if math.isfinite(estimate) else "band matrix too large"}
+                else:
+                    timed[name] = fn
+                    results[name] = {}
+            # torch's OpenMP workers spin on both cores for a while after each op: a numpy or
+            # scipy run right after a torch run loses a core, so each group takes turns apart
+            on_torch = {name: fn for name, fn in timed.items() if "torch" in name or "F." in name}
+            for group in ({n: f for n, f in timed.items() if n not in on_torch}, on_torch):
+                results.update(time_side_by_side(group, args.repeat, args.budget))
+            for name, fn in timed.items():
+                timing = results[name]
                 y = fn()
                 y = to_numpy(y).reshape(batch * channels, -1)
                 if reference is None and name == "convcli auto":
@@ -214,12 +274,40 @@ def run_engine(args) -> list[dict]:
                 results[name] = timing
             best = min((r["median"], name) for name, r in results.items() if "median" in r)
             row = {"workload": load["name"], "what": load["what"], "k": k, "shape": load["shape"],
-                   "memory_floor_s": floor, "auto_picked": f"{choice.method}/{choice.algorithm}"
-                   + (f" nfft {choice.nfft}" if choice.nfft else ""), "fastest": best[1],
+                   "memory_floor_s": floor, "auto_picked": choice.algorithm
+                   + (f" {choice.nfft}" if choice.nfft else ""), "fastest": best[1],
                    "results": results}
             rows.append(row)
             print_row(row)
+        if load["name"] == "W5":
+            print_sweep([row for row in rows if row["workload"] == "W5"])
     return rows
+
+
+#: W5 sweeps 14 kernel lengths: convcli's methods (both engines) and the best peer only
+W5_ROWS = ("convcli auto", "convcli direct", "convcli fft", "convcli torch auto",
+           "convcli torch direct", "convcli torch fft", "scipy oaconvolve")
+
+
+def print_sweep(rows: list[dict]) -> None:
+    """W5 as one table: auto against the faster of its own direct and fft (the 1.25× target)."""
+    def seconds(row, name):
+        return row["results"].get(name, {}).get("median", math.inf)
+
+    def cell(value):
+        return f"{value:9.4f}" if math.isfinite(value) else f"{'skipped':>9s}"
+
+    print("\nW5 sweep (median s): auto/best = auto over the faster of direct and fft (target ≤ 1.25)")
+    print(f"  {'k':>6s} {'auto':>9s} {'picked':>16s} {'direct':>9s} {'fft':>9s} {'auto/best':>9s}"
+          f" {'torch auto':>10s} {'t.auto/best':>11s} {'oaconvolve':>10s}")
+    for row in rows:
+        auto, direct, fft = (seconds(row, f"convcli {m}") for m in ("auto", "direct", "fft"))
+        t_auto, t_direct, t_fft = (seconds(row, f"convcli torch {m}") for m in ("auto", "direct", "fft"))
+        print(f"  {row['k']:6d} {cell(auto)} {row['auto_picked']:>16s} {cell(direct)} {cell(fft)}"
+              f" {auto / min(direct, fft):9.2f} {cell(t_auto):>10s} "
+              f"{t_auto / min(t_direct, t_fft) if math.isfinite(t_auto) else math.nan:11.2f}"
+              f" {cell(seconds(row, 'scipy oaconvolve')):>10s}")
+    sys.stdout.flush()
 
 
 def to_numpy(y) -> np.ndarray:

@@ -162,8 +162,8 @@ def counts(problem: Problem, device: str = "cpu") -> dict[str, float]:
         rates = {key: float(key == unit) for key in RATE_KEYS}
         costs = estimate_costs(problem.length, problem.k, problem.spec, batch=problem.batch,
                                channels=problem.channels, out_channels=problem.out_channels,
-                               dtype="float32", device=device, rates=rates,
-                               at_nfft=problem.nfft or None)
+                               dtype="float32", device=device, engine=problem.engine,
+                               rates=rates, at_nfft=problem.nfft or None)
         out[unit] = float(costs[PRICED_AS[problem.algorithm]][0])
     return out
 

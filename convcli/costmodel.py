@@ -28,8 +28,25 @@ CPU_COST = {
     "byte": 1 / 6e9,  # a pass over memory (frames, spectra, outputs)
     "call": 15e-6,  # per block of the python-level loop / per FFT frame batch
 }
-#: The numpy engine (``convcli.npengine``): until fitted separately, the torch CPU rates.
-NUMPY_COST = dict(CPU_COST)
+#: The numpy engine (``convcli.npengine``), fitted on its own runs on this 2-core machine: 57
+#: timings (1-min stereo at k = 3…48 000, direct at strides 1-3 and overlap-save at every
+#: power-of-two frame 256…2^17; 64 × 1 s mono; 1 s stereo; 10 min stereo), each the 20th
+#: percentile of 8 interleaved rounds, fitted by non-negative least squares on relative error.
+#: The FFT's time per frame sample is flat from 2^9 to 2^15 and grows past it (cache), hence
+#: ``fft_cache``; ``fft_frame`` is numpy's per-transform overhead (small frames); ``call`` also
+#: absorbs each call's fixed costs (pads, thread hand-off, the ragged end of a row).
+#: float64 costs ``gemm_float64``× (the band is memory-bound) and ``fft_float64``× float32.
+NUMPY_COST = {
+    "gemm_flop": 1 / 51.5e9,
+    "conv1d_mac": CPU_COST["conv1d_mac"],  # not run by the numpy engine
+    "fft_flop": 1 / 6.3e9,
+    "fft_frame": 0.375e-6,  # per transform (rfft or irfft of one frame)
+    "fft_cache": 0.875e-9,  # per transformed sample and octave of nfft above 2^15
+    "byte": 1 / 16e9,
+    "call": 235e-6,
+    "gemm_float64": 2.5,
+    "fft_float64": 1.6,
+}
 #: CUDA, fitted on an H200 (torch 2.11, IEEE float32: TF32 off) with ``bench.py --device cuda``:
 #: cuDNN's depthwise conv1d ran 3.4-3.6e12 multiply-adds/s (k = 4095 and 48 000 on 10 min
 #: stereo) and the whole 31-tap W1 in 1.0-1.3 ms; the banded GEMM is a CPU trick (skinny
@@ -105,8 +122,34 @@ def depthwise(out_channels: int, per_group: int, groups: int) -> bool:
 
 
 def gemm_block(span: int, stride: int) -> int:
-    """Outputs per banded block: ≥ (K − s)/s so that two blocks cover a kernel span."""
-    return max(64 if span <= 64 else 128, -(-(span - stride) // stride))
+    """Outputs per banded block: the fewest that let two blocks cover a kernel span.
+
+    A block of B outputs costs B·s + K − s multiply-adds per output, so B should be as small as
+    the band allows, ≥ (K − s)/s, rounded up to a multiple of 8 (whole SIMD lanes) and at
+    least 16 (narrower products lose more to call and packing overhead than the band saves).
+    Measured on this CPU (numpy and torch, float32 and float64, k = 3…255, s = 1…5), this was
+    the fastest block or within noise of it; the former 64/128 floor cost 1.3-2.5× for k < 32
+    or s > 1.
+
+    >>> gemm_block(31, 1), gemm_block(3, 1), gemm_block(255, 3)
+    (32, 16, 88)
+    """
+    least = -(-(span - stride) // stride)
+    return max(16, -(-least // 8) * 8)
+
+
+#: numpy.fft's time per sample grows fast past 2^17-point frames (cache: 2^18 cost 1.6×, 2^20
+#: 6× per sample in overlap-save), so the numpy engine's frames stop at this size or the power
+#: of two ≥ 2K, whichever is larger
+NUMPY_MAX_NFFT = 1 << 17
+#: the numpy engine joins rows whose padded length is at most this end to end (one GEMM for a
+#: batch of short clips); longer rows are read in place, with no padded copy
+JOIN_ROW = 1 << 16
+
+
+def joins_rows(rows: int, length: int, spec: ConvSpec, k: int) -> bool:
+    """The numpy engine's direct method runs these rows joined into one (``npengine.conv1d_joined``)."""
+    return rows > 1 and length + sum(spec.pads(k)) <= JOIN_ROW
 
 
 def fft_candidates(padded: int, span: int) -> list[int]:
@@ -121,6 +164,11 @@ def fft_candidates(padded: int, span: int) -> list[int]:
     return sizes
 
 
+def numpy_max_nfft(span: int) -> int:
+    """The numpy engine's largest FFT frame: ``NUMPY_MAX_NFFT`` or the power of two ≥ 2K."""
+    return max(NUMPY_MAX_NFFT, 1 << (2 * span - 1).bit_length())
+
+
 def estimate_costs(
     length: int, k: int, spec: ConvSpec, *, batch: int = 1, channels: int = 1,
     out_channels: int | None = None, dtype="float32", device: str = "cpu", engine: str = "torch",
@@ -128,20 +176,24 @@ def estimate_costs(
 ) -> dict[str, tuple[float, int]]:
     """Seconds the cost model predicts per candidate: ``{"gemm": (s, block), "fft": (s, nfft), ...}``.
 
-    Counts flops and bytes of each algorithm as implemented here; see ``CPU_COST``. ``rates``
-    prices with that table instead of ``cost_rates(device, engine)`` (the cost is linear in
-    the rates: a unit table gives the counts ``convcli calibrate`` fits to); ``at_nfft`` prices
-    overlap-save at that frame size only.
+    Counts flops and bytes of each algorithm as the engine runs it; see ``CPU_COST``. The numpy
+    engine's counts differ where its code does: short rows joined into one (``joins_rows``), one
+    call per row and chunk, frames no larger than ``numpy_max_nfft``, float64 priced per rate.
+    ``rates`` prices with that table instead of ``cost_rates(device, engine)`` (the cost is
+    linear in the rates: a unit table gives the counts ``convcli calibrate`` fits to);
+    ``at_nfft`` prices overlap-save at that frame size only.
     """
     c = cost_rates(device, engine) if rates is None else rates
-    width = 2.0 if is_float64(dtype) else 1.0
+    numpy_engine = engine == "numpy" and not str(device).startswith("cuda")
+    wide = is_float64(dtype)
+    width = 2.0 if wide else 1.0
     out_channels = channels if out_channels is None else out_channels
     per_group = max(1, channels // spec.groups)
-    span = spec.span(k)
+    span, s = spec.span(k), spec.stride
     left, right = spec.pads(k)
     padded = length + left + right
     n1 = max(padded - span + 1, 1)  # stride-1 outputs
-    n_out = (n1 - 1) // spec.stride + 1
+    n_out = (n1 - 1) // s + 1
     rows_in, rows_out = batch * channels, batch * out_channels
     costs: dict[str, tuple[float, int]] = {}
     mac = rows_out * n_out * k * per_group
@@ -149,21 +201,43 @@ def estimate_costs(
     costs["conv1d"] = (width * mac * c["conv1d_mac"] + 8 * width * rows_out * n_out * c["byte"]
                        + conv_chunks * c["call"], 0)
     if depthwise(out_channels, per_group, spec.groups):
-        block = gemm_block(span, spec.stride)
-        band = block * spec.stride + span - spec.stride  # multiply-adds per output
-        flops = 2 * rows_out * n_out * band
-        calls = rows_in * -(-n_out * rows_in // chunk_elements(device))
-        costs["gemm"] = (width * (flops * c["gemm_flop"] + 8 * rows_out * n_out * c["byte"])
+        block = gemm_block(span, s)
+        band = block * s + span - s  # multiply-adds per output
+        outputs = rows_out * n_out
+        if numpy_engine and joins_rows(rows_in, length, spec, k):
+            outputs = rows_out * -(-padded // s)  # each row's ⌈P/s⌉, straddling ones dropped
+            calls = -(-outputs * s // CHUNK_ELEMENTS)
+        elif numpy_engine:  # each row: its middle in chunks, its two edges
+            calls = rows_in * (-(-n_out * rows_in * s // CHUNK_ELEMENTS) + 2)
+        else:
+            calls = rows_in * -(-n_out * rows_in // chunk_elements(device))
+        per_output = 4 * (s + 1) if numpy_engine else 8  # bytes: s samples read, one written
+        gemm_width = c.get("gemm_float64", width) if wide else 1.0
+        costs["gemm"] = (gemm_width * outputs * (2 * band * c["gemm_flop"] + per_output * c["byte"])
                          + calls * c["call"], block)
+    fft_width = c.get("fft_float64", width) if wide else 1.0
+    cap = numpy_max_nfft(span) if numpy_engine else math.inf
     best = None
-    for nfft in [at_nfft] if at_nfft else fft_candidates(padded, span):
+    candidates = fft_candidates(padded, span)
+    if numpy_engine:  # numpy.fft ran 2-3× slower per sample at 2^a·3^b·5^c sizes than at 2^n
+        candidates = sorted({1 << (n - 1).bit_length() for n in candidates})
+    for nfft in [at_nfft] if at_nfft else candidates:
+        if nfft > cap and not at_nfft:  # numpy.fft's time per sample grows fast past it (cache)
+            continue
         step = nfft - span + 1
         frames = -(-n1 // step)
         flops = (rows_in + rows_out) * frames * 2.5 * nfft * math.log2(nfft)
         flops += rows_out * per_group * frames * 4 * nfft
         moved = (rows_in * 3 + rows_out * 3) * frames * nfft * 4
-        chunks = max(1, frames * nfft * rows_in // (4 * chunk_elements(device)))
-        seconds = width * (flops * c["fft_flop"] + moved * c["byte"]) + chunks * c["call"]
+        if numpy_engine:  # one call per row and chunk of frames (FFTPlan.chunk_outputs)
+            chunks = rows_in * -(-n_out // (max(4 * CHUNK_ELEMENTS // rows_in, 4 * step) // s))
+        else:
+            chunks = max(1, frames * nfft * rows_in // (4 * chunk_elements(device)))
+        transforms = (rows_in + rows_out) * frames  # each one's overhead and cache misses
+        per_transform = c.get("fft_frame", 0.0) + nfft * max(0.0, math.log2(nfft) - 15) * c.get(
+            "fft_cache", 0.0)
+        seconds = (fft_width * (flops * c["fft_flop"] + transforms * per_transform
+                                + moved * c["byte"]) + chunks * c["call"])
         if best is None or seconds < best[0]:
             best = (seconds, nfft)
     assert best is not None
@@ -220,7 +294,7 @@ def decide(
     estimates = {name: round(seconds, 6) for name, (seconds, _) in costs.items()}
     # the banded GEMM (depthwise only) or F.conv1d, whichever is cheaper here: the GEMM wins by
     # 10-30x on a CPU, cuDNN's conv1d by 5x on a GPU
-    gemm_ok = "gemm" in costs and costs["gemm"][0] <= costs["conv1d"][0]
+    gemm_ok = "gemm" in costs and costs["gemm"][0] <= costs.get("conv1d", (math.inf, 0))[0]
     direct_name = "gemm" if gemm_ok else "conv1d"
     if peak is not None and not math.isfinite(peak):
         return MethodChoice("direct", nonfinite[1], nonfinite[0], 0, None, estimates)

@@ -20,6 +20,7 @@ The middle of a long signal is read in place; only the edges, joined to their pa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -27,8 +28,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from convcli.costmodel import (
+from convcli.costmodel import (  # noqa: F401  (NUMPY_MAX_NFFT re-exported)
     CHUNK_ELEMENTS,
+    NUMPY_MAX_NFFT,
     MethodChoice,
     check_method,
     decide,
@@ -36,6 +38,7 @@ from convcli.costmodel import (
     estimate_costs,
     fft_error_bound,
     gemm_block,
+    joins_rows,
 )
 from convcli.errors import ConvcliError, UsageError
 from convcli.overlap import (
@@ -47,10 +50,6 @@ from convcli.overlap import (
 )
 from convcli.spec import ConvSpec
 
-#: numpy.fft's time per sample grows past 2^17-point frames (cache; 48 000 taps on 2 M samples:
-#: 0.075 s at 2^17, 0.17 s at 2^20, where torch.fft was fastest), so frames stop at this size
-#: or the power of two ≥ 2K, whichever is larger
-NUMPY_MAX_NFFT = 1 << 17
 NONFINITE = ("correlate", ("non-finite samples: numpy.correlate per channel propagates them "
                            "only through the taps that touch them"))
 
@@ -117,6 +116,7 @@ def choose_method(length: int, k: int, spec: ConvSpec, requested: str = "auto", 
     check_method(requested)
     costs = estimate_costs(length, k, spec, batch=batch, channels=channels, out_channels=channels,
                            dtype=dtype, device="cpu", engine="numpy")
+    costs.pop("conv1d", None)  # the numpy engine's direct is always its GEMM: price only that
     peak = None
     if x is not None and requested != "fft" and x.size:
         low, high = float(x.min()), float(x.max())
@@ -124,11 +124,6 @@ def choose_method(length: int, k: int, spec: ConvSpec, requested: str = "auto", 
     choice = decide(costs, spec, k, requested, dtype=dtype, peak=peak,
                     spread=None if x is None else (lambda p: dynamic_range(x, peak=p)),
                     nonfinite=NONFINITE)
-    if choice.algorithm == "conv1d":  # the torch engine's fallback for dilation: ours is the GEMM
-        choice = replace(choice, algorithm="gemm")
-    cap = max(NUMPY_MAX_NFFT, 1 << (2 * spec.span(k) - 1).bit_length())
-    if choice.method == "fft" and choice.nfft > cap:
-        choice = replace(choice, nfft=cap, reason=choice.reason + f"; numpy.fft frames of {cap}")
     return choice
 
 
@@ -299,17 +294,31 @@ def _blas_threads():
     return None
 
 
+@contextlib.contextmanager
+def single_threaded_blas():
+    """OpenBLAS on one thread while inside (restored after).
+
+    Small products too: OpenBLAS splits them over its spin-waiting threads, and while another
+    process held a core, a 30 000-output batch took 20-60 ms instead of 0.2 ms.
+    """
+    blas = _blas_threads()
+    before = blas[0]() if blas else 0
+    if blas:
+        blas[1](1)
+    try:
+        yield
+    finally:
+        if blas:
+            blas[1](before)
+
+
 def _parallel(task, items) -> None:
-    """``task(item)`` for every item, on ``THREADS`` workers with single-threaded BLAS."""
+    """``task(item)`` for every item, on ``THREADS`` workers (single-threaded BLAS: the caller's)."""
     global _pool
     from concurrent.futures import ThreadPoolExecutor
 
     if _pool is None:
         _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="convcli")
-    blas = _blas_threads()
-    before = blas[0]() if blas else 0
-    if blas:
-        blas[1](1)
     futures = [_pool.submit(task, item) for item in items]
     try:
         for future in futures:
@@ -318,9 +327,6 @@ def _parallel(task, items) -> None:
         for future in futures:
             future.cancel()
         raise
-    finally:
-        if blas:
-            blas[1](before)
 
 
 def run_chunks(plan: Plan, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -345,11 +351,12 @@ def run_chunks(plan: Plan, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
         b, c, m0, m1 = item
         plan.row(np.ascontiguousarray(seg[b, c, s * m0 : s * (m1 - 1) + span]), c, out[b, c, m0:m1])
 
-    if threaded and len(items) > 1:
-        _parallel(task, items)
-    else:
-        for item in items:
-            task(item)
+    with single_threaded_blas():
+        if threaded and len(items) > 1:
+            _parallel(task, items)
+        else:
+            for item in items:
+                task(item)
     return out
 
 
@@ -366,6 +373,45 @@ def edge_pads(head: np.ndarray, tail: np.ndarray, n: int, spec: ConvSpec, k: int
                 np.zeros((*head.shape[:-1], right), head.dtype))
     ends = np.concatenate([head, tail], -1)
     return ends[..., indices[0]], ends[..., indices[1]]
+
+
+def padded_rows(x: np.ndarray, left_pad: np.ndarray, right_pad: np.ndarray,
+                stride: int) -> np.ndarray:
+    """Every row joined to its pads, channel-major, each padded row rounded up (with zeros) to
+    a multiple of the stride, so that every row starts on an output of the joined row.
+
+    Shape: ``[B, C, T], [B, C, left], [B, C, right] -> [C, B, P]``, P = ⌈(left+T+right)/s⌉·s.
+    """
+    batch, channels, length = x.shape
+    left, right = left_pad.shape[-1], right_pad.shape[-1]
+    total = left + length + right
+    rows = np.empty((channels, batch, -(-total // stride) * stride), x.dtype)
+    rows[..., :left] = left_pad.transpose(1, 0, 2)
+    rows[..., left : left + length] = x.transpose(1, 0, 2)
+    rows[..., left + length : total] = right_pad.transpose(1, 0, 2)
+    rows[..., total:] = 0
+    return rows
+
+
+def conv1d_joined(x: np.ndarray, left_pad: np.ndarray, right_pad: np.ndarray, plan: GemmPlan,
+                  n_out: int) -> np.ndarray:
+    """Many short rows as one long row per kernel: one banded GEMM for the whole batch.
+
+    A row of 16 000 samples costs a few matrix products and their Python calls on each of its
+    three regions (two edges, the middle); 64 such rows spend more in the calls than in the
+    products. Joined end to end (pads included), the outputs that straddle two rows are computed
+    and dropped: K − 1 per row, a few percent for the rows this runs (``joins_rows``).
+
+    Shape: ``[B, C, T]`` with its pads ``-> [B, C, n_out]`` (a strided view of the joined outputs).
+    """
+    batch, channels, _ = x.shape
+    rows = padded_rows(x, left_pad, right_pad, plan.stride)  # [C, B, P]
+    per_row = rows.shape[-1] // plan.stride  # outputs each row owns in the joined row
+    kernels = 1 if plan.shared else channels  # rows of one kernel lie end to end
+    joined = rows.reshape(1, kernels, -1)
+    y = np.empty((channels, batch, per_row), x.dtype)
+    run_chunks(plan, joined, y.reshape(1, kernels, -1)[..., : plan.outputs(joined.shape[-1])])
+    return y[..., :n_out].transpose(1, 0, 2)
 
 
 def conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
@@ -389,6 +435,8 @@ def conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     plan = make_plan(weight, spec, choice, x.dtype)
     h = edge_extent(length, spec, k)
     left_pad, right_pad = edge_pads(x[..., :h], x[..., length - h :], length, spec, k)
+    if isinstance(plan, GemmPlan) and joins_rows(batch * channels, length, spec, k):
+        return conv1d_joined(x, left_pad, right_pad, plan, spec.output_length(length, k))
     left = left_pad.shape[-1]
     n_out = spec.output_length(length, k)
     s, span = spec.stride, plan.span

@@ -159,13 +159,14 @@ def model_fingerprint(kind: str = "cpu") -> str:
         (1 << 26, 31, ConvSpec(groups=2), 1, 2, 2, 65536),  # chunks of a long signal
     ]
     counts = []
-    for length, k, spec, batch, channels, out_channels, nfft in problems:
-        for unit in RATE_KEYS:
-            rates = {key: float(key == unit) for key in RATE_KEYS}
-            costs = estimate_costs(length, k, spec, batch=batch, channels=channels,
-                                   out_channels=out_channels, device=kind, rates=rates,
-                                   at_nfft=nfft)
-            counts.append({name: f"{seconds:.9g}" for name, (seconds, _) in costs.items()})
+    for engine in ENGINES:
+        for length, k, spec, batch, channels, out_channels, nfft in problems:
+            for unit in RATE_KEYS:
+                rates = {key: float(key == unit) for key in RATE_KEYS}
+                costs = estimate_costs(length, k, spec, batch=batch, channels=channels,
+                                       out_channels=out_channels, device=kind, engine=engine,
+                                       rates=rates, at_nfft=nfft)
+                counts.append({name: f"{seconds:.9g}" for name, (seconds, _) in costs.items()})
     return hashlib.sha1(json.dumps(counts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -270,7 +271,15 @@ def cached_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]
     if found is None:
         return None
     entry = found[1]["engines"].get(engine)
-    return None if entry is None else {name: float(entry["rates"][name]) for name in RATE_KEYS}
+    if entry is None:
+        return None
+    # calibrate times float32 and fits RATE_KEYS with the other terms at zero (the fitted rates
+    # absorb them), so only the built-in float64 factors carry over
+    from convcli.costmodel import builtin_rates
+
+    factors = {name: value for name, value in builtin_rates(device, engine).items()
+               if name.endswith("_float64")}
+    return {**factors, **{name: float(entry["rates"][name]) for name in RATE_KEYS}}
 
 
 def cached_source(device: str = "cpu", engine: str = "torch") -> str | None:

@@ -38,8 +38,8 @@ def model_seconds(problem: calibrate.Problem, rates: dict[str, float], device: s
     groups = problem.channels if problem.out_channels is None else 1
     costs = estimate_costs(problem.length, problem.k, ConvSpec(groups=groups),
                            batch=problem.batch, channels=problem.channels,
-                           out_channels=problem.out_channels, device=device, rates=rates,
-                           at_nfft=problem.nfft or None)
+                           out_channels=problem.out_channels, device=device,
+                           engine=problem.engine, rates=rates, at_nfft=problem.nfft or None)
     return costs[{"gemm": "gemm", "conv1d": "conv1d", "overlap-save": "fft"}[problem.algorithm]][0]
 
 
@@ -155,13 +155,17 @@ def test_a_file_named_by_the_env_var_prices_auto(tmp_path, monkeypatch):
     data = a_calibration(tmp_path)
     write(path, data)
     monkeypatch.setenv("CONVCLI_CALIBRATION", str(path))
-    assert costmodel.cost_rates("cpu", "numpy") == data["engines"]["numpy"]["rates"]
+    rates = costmodel.cost_rates("cpu", "numpy")
+    assert {key: rates[key] for key in RATE_KEYS} == data["engines"]["numpy"]["rates"]
+    # calibrate times float32: the built-in float64 factors carry over, nothing else
+    assert {key: rates[key] for key in set(rates) - set(RATE_KEYS)} == {
+        key: value for key, value in costmodel.NUMPY_COST.items() if key.endswith("_float64")}
     assert costmodel.rates_source("cpu", "numpy") == f"calibrated 2026-01-02 ({path})"
-    # the model prices with them: 3x every rate is 3x every estimate
+    # the model prices with them: 3x every rate (of CPU_COST, as written) is 3x every estimate
     spec = ConvSpec(groups=2)
     calibrated = estimate_costs(100_000, 31, spec, channels=2, engine="numpy")
     builtin = estimate_costs(100_000, 31, spec, channels=2, engine="numpy",
-                             rates=costmodel.NUMPY_COST)
+                             rates={key: costmodel.CPU_COST[key] for key in RATE_KEYS})
     for name in builtin:
         assert calibrated[name][0] == pytest.approx(3 * builtin[name][0]), name
     monkeypatch.setenv("CONVCLI_CALIBRATION", "off")
@@ -174,7 +178,11 @@ def test_a_file_without_an_engine_leaves_it_built_in(tmp_path, monkeypatch):
     del data["engines"]["torch"]
     write(path, data)
     monkeypatch.setenv("CONVCLI_CALIBRATION", str(path))
-    assert costmodel.cost_rates("cpu", "numpy") == data["engines"]["numpy"]["rates"]
+    rates = costmodel.cost_rates("cpu", "numpy")
+    assert {key: rates[key] for key in RATE_KEYS} == data["engines"]["numpy"]["rates"]
+    # calibrate times float32: the built-in float64 factors carry over, nothing else
+    assert {key: rates[key] for key in set(rates) - set(RATE_KEYS)} == {
+        key: value for key, value in costmodel.NUMPY_COST.items() if key.endswith("_float64")}
     assert costmodel.cost_rates("cpu", "torch") is costmodel.CPU_COST
     assert costmodel.rates_source("cpu", "torch") == "built-in"
 
@@ -307,7 +315,8 @@ def test_calibrate_saves_per_device_and_auto_uses_it(quick_run, cli_fast, tmp_pa
     monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
     monkeypatch.delenv("CONVCLI_CALIBRATION")
     for engine in ("numpy", "torch"):
-        assert costmodel.cost_rates("cpu", engine) == pytest.approx(summary["rates"][engine])
+        rates = costmodel.cost_rates("cpu", engine)
+        assert {key: rates[key] for key in RATE_KEYS} == pytest.approx(summary["rates"][engine])
         assert costmodel.rates_source("cpu", engine).startswith("calibrated ")
     out = tmp_path / "out.wav"
     run = cli_fast("filter", SAMPLES / "chord.wav", "--size", "301", "--device", "cpu",

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from convcli import npengine
+from convcli import costmodel, npengine
 from convcli.costmodel import MethodChoice
+from convcli.errors import ConvcliError
 from convcli.spec import PADDINGS, ConvSpec
 from tests.conftest import SAMPLES, cli_env
 from tests.reference import reference_conv
@@ -49,10 +50,56 @@ def test_every_option_matches_the_reference(mode, padding):
             np.testing.assert_allclose(got, expected, atol=TOL[dtype] * scale, err_msg=case)
 
 
+@pytest.mark.parametrize("mode", ["same", "valid", "full", "causal"])
+@pytest.mark.parametrize("padding", list(PADDINGS))
+def test_batches_of_short_rows_joined_into_one_match_the_reference(mode, padding, monkeypatch):
+    """The direct method's joined path: rows padded, rounded to the stride, end to end.
+
+    Several short rows (odd lengths, lengths not a multiple of the stride, and rows shorter than
+    the kernel where the mode and padding allow), a shared window (all rows joined) and one
+    kernel per channel (each channel's rows joined), convolve and correlate.
+    """
+    joined = []
+    monkeypatch.setattr(npengine, "conv1d_joined",
+                        lambda *a, run=npengine.conv1d_joined: joined.append(1) or run(*a))
+    rng = np.random.default_rng(abs(hash(("joined", mode, padding))) % 2**32)
+    grid = itertools.product([1, 2, 3, 5], [1, 2], [False, True], [True, False], [3, 6, 9])
+    for stride, dilation, correlate, shared, k in grid:
+        spec = ConvSpec(mode=mode, padding=padding, stride=stride, dilation=dilation,
+                        correlate=correlate, groups=2)
+        span = spec.span(k)
+        lengths = {span - 2, span + 1, 2 * span + 3, 37, 64}  # shorter than the span, odd, even
+        w = rng.standard_normal((1 if shared else 2, 1, k)) * np.ones((2, 1, 1))
+        for n in sorted(lengths):
+            try:
+                spec.check(n, k)
+            except ConvcliError:  # valid with K > N, reflect/circular pads too long: refused
+                continue
+            x = rng.standard_normal((4, 2, n))
+            got = npengine.conv1d(x, w, spec, GEMM)
+            np.testing.assert_allclose(got, reference(x, w, spec), atol=1e-10,
+                                       err_msg=f"{spec} k={k} n={n} shared={shared}")
+    assert joined, "the joined path never ran"
+
+
+def test_joined_rows_in_float32_and_a_mono_batch():
+    """A batch of mono float32 clips (the W4 shape, smaller), joined, against the reference."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((16, 1, 1001)).astype(np.float32)
+    w = np.hanning(31)[None, None].astype(np.float32)
+    for spec in (ConvSpec(groups=1), ConvSpec(mode="full", padding="reflect", stride=4, groups=1)):
+        got = npengine.conv1d(x, w, spec, "direct")
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, reference(x, w, spec), atol=2e-6, err_msg=str(spec))
+
+
+@pytest.mark.parametrize("join", [False, True])
 @pytest.mark.parametrize("method", [GEMM, FFT, CORRELATE])
-def test_long_signals_chunk_edges_and_middle(method, monkeypatch):
-    """Small chunks: the edge/middle/edge loop, a shared window and per-channel kernels."""
+def test_long_signals_chunk_edges_and_middle(method, join, monkeypatch):
+    """Small chunks: the edge/middle/edge loop (rows read in place) and the joined rows, a
+    shared window and per-channel kernels."""
     monkeypatch.setattr(npengine, "CHUNK_ELEMENTS", 700)
+    monkeypatch.setattr(costmodel, "JOIN_ROW", 1 << 16 if join else 0)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, 2, 5003))
     for w in (np.tile(np.hanning(33)[None, None], (2, 1, 1)), rng.standard_normal((2, 1, 32))):
@@ -97,20 +144,22 @@ def test_streamer_equals_reference_for_random_blocks():
                                    err_msg=f"{spec} k={k} {method}")
 
 
-def test_auto_chooses_as_the_torch_engine_does():
+def test_auto_applies_the_torch_engines_rule():
+    """Each engine prices with its own rates (and the numpy engine its own frame sizes), but the
+    rule is one: direct for short kernels, FFT for long ones, a float64 FFT for 100+ dB."""
     from convcli import engine
 
     rng = np.random.default_rng(5)
     loud_and_quiet = rng.standard_normal((1, 2, 50_000)) * np.logspace(0, -7, 50_000)
     for k, x in ((31, rng.standard_normal((1, 2, 50_000))), (2001, rng.standard_normal((1, 2, 50_000))),
-                 (2001, loud_and_quiet.astype(np.float32)), (9, rng.standard_normal((3, 2, 500)))):
-        x = x.astype(np.float32) if x.dtype == np.float64 and k != 9 else x
+                 (2001, loud_and_quiet.astype(np.float32)), (2001, rng.standard_normal((3, 2, 20_000)))):
+        x = x.astype(np.float32) if x.dtype == np.float64 and x.shape[0] == 1 else x
         spec = ConvSpec(groups=2)
         ours = npengine.choose_method(x.shape[-1], k, spec, batch=x.shape[0], channels=2,
                                       dtype=x.dtype, x=x)
         theirs = engine.choose_method(x.shape[-1], k, spec, batch=x.shape[0], channels=2,
                                       dtype=engine.DTYPES[x.dtype.name], x=engine.torch.from_numpy(x))
-        assert (ours.method, ours.nfft, ours.fft_dtype) == (theirs.method, theirs.nfft, theirs.fft_dtype)
+        assert (ours.method, ours.fft_dtype) == (theirs.method, theirs.fft_dtype)
 
 
 def test_mixing_kernels_and_cuda_keep_the_torch_engine():

@@ -135,7 +135,9 @@ def stream_filter(
     import soundfile as sf
 
     from convcli import npengine
+    from convcli.resources import reuse_freed_memory
 
+    reuse_freed_memory()  # every block allocates the same arrays again: no page faults for them
     source = io.BytesIO(read_bytes(path)) if path == "-" else path
     name = "stdin" if path == "-" else path
     started = time.perf_counter()

@@ -178,8 +178,10 @@ def stream_filter(
         peak_in = 0.0
         from concurrent.futures import ThreadPoolExecutor
 
-        # one writer thread: a block is rounded and written while the next is read and filtered
-        with sink, engine.context(), ThreadPoolExecutor(1, thread_name_prefix="convcli-write") as pool:
+        # a reader and a writer thread: a block is read and decoded, and the one before it
+        # rounded and written, while the one between them is filtered
+        with sink, engine.context(), ThreadPoolExecutor(1, thread_name_prefix="convcli-write") as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="convcli-read") as reader:
             pending = None
 
             def emit(y) -> None:
@@ -207,7 +209,7 @@ def stream_filter(
                 written += frames.shape[0]
 
             done = 0
-            for rows in _read_rows(infile, block, dtype):
+            for rows in _read_ahead(_read_rows(infile, block, dtype), reader):
                 if rows.size:  # one min/max pass: the peak, and a NaN/Inf shows in it
                     low, high = float(rows.min()), float(rows.max())
                     if not math.isfinite(low + high):
@@ -255,6 +257,21 @@ def _read_rows(infile, block: int, dtype: str):
         for c in range(ints.shape[1]):  # a channel at a time: see _rows_to_pcm
             np.multiply(ints[:, c], unit, out=rows[0, c], dtype=dtype)
         yield rows
+
+
+def _read_ahead(blocks, reader):
+    """The items (never None) of the iterator ``blocks``, each next one fetched on ``reader``
+    (an executor) while the caller works on the current one.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> with ThreadPoolExecutor(1) as pool:
+    ...     list(_read_ahead(iter("abc"), pool))
+    ['a', 'b', 'c']
+    """
+    pending = reader.submit(next, blocks, None)
+    while (item := pending.result()) is not None:
+        pending = reader.submit(next, blocks, None)
+        yield item
 
 
 def _rows_to_pcm(rows: np.ndarray, subtype: str) -> tuple[np.ndarray, int, float]:

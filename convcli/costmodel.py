@@ -138,9 +138,9 @@ def gemm_block(span: int, stride: int) -> int:
     return max(16, -(-least // 8) * 8)
 
 
-#: numpy.fft's time per sample grows fast past 2^17-point frames (cache: 2^18 cost 1.6×, 2^20
-#: 6× per sample in overlap-save), so the numpy engine's frames stop at this size or the power
-#: of two ≥ 2K, whichever is larger
+#: numpy.fft's time per sample grows past 2^17-point frames (cache; 48 000 taps, float32 run in
+#: float32, one thread: 18 ns per output at 2^17, 20 at 2^18-2^19, 36 at 2^20), so the numpy
+#: engine's frames stop at this size or the power of two ≥ 2K, whichever is larger
 NUMPY_MAX_NFFT = 1 << 17
 #: the numpy engine joins rows whose padded length is at most this end to end (one GEMM for a
 #: batch of short clips); longer rows are read in place, with no padded copy

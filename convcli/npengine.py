@@ -371,7 +371,7 @@ def run_chunks(plan: Plan, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
     rows = batch * channels
     threaded = THREADS > 1 and n_out * rows >= THREADED_OUTPUTS
     pieces = max(-(-n_out // plan.chunk_outputs(rows)), -(-THREADS // rows) if threaded else 1)
-    size = -(-n_out // pieces)
+    size = -(-n_out // pieces // plan.granule) * plan.granule  # FFT: frames in fours
     s, span = plan.stride, plan.span
     items = [(b, c, m0, min(n_out, m0 + size))
              for m0 in range(0, n_out, size) for b in range(batch) for c in range(channels)]

@@ -75,8 +75,8 @@ class BlockStreamer:
 
     def _begin(self, plan: Any, left: Any, right: Any, n: int, n_out: int,
                granule: int = 1) -> None:
-        """``granule``: run outputs in multiples of it until the last block (an overlap-save
-        frame's worth, so that no frame is cut short in the middle of the signal)."""
+        """``granule``: run outputs in multiples of it until the last block (whole overlap-save
+        frames, so that no frame is cut short in the middle of the signal)."""
         self.plan, self.left, self.right = plan, left, right
         self.n, self.n_out, self.granule = n, n_out, granule
         self.buffer = left  # the padded signal from global position self.start on

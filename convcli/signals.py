@@ -503,7 +503,8 @@ def to_pcm(frames: np.ndarray, subtype: str,
     Returns the container array for soundfile, the number of clamped samples and the peak.
     Rounded to nearest ourselves: libsndfile's own float->int conversion does not round.
     ``out``: an integer array of the container type and of ``frames``' shape to write into (a
-    transposed view of one interleaves channels while converting; it is what comes back).
+    channel's column of interleaved frames, so that converting also interleaves); it is what
+    comes back.
     """
     scale, container, shift = PCM[subtype]
     peak = 0.0
@@ -517,7 +518,7 @@ def to_pcm(frames: np.ndarray, subtype: str,
     scaled = frames * scale
     np.rint(scaled, out=scaled)
     clipped = 0
-    if maybe_clipped:  # the extremes are in range: nothing to count or clamp
+    if maybe_clipped:  # else the extremes show there is nothing to count or clamp
         clipped = int(np.count_nonzero(scaled < low)) + int(np.count_nonzero(scaled > high))
         np.clip(scaled, low, high, out=scaled)
     if out is None:

@@ -36,16 +36,19 @@ CPU_COST = {
 #: ``fft_cache``; ``fft_frame`` is numpy's per-transform overhead (small frames); ``call`` also
 #: absorbs each call's fixed costs (pads, thread hand-off, the ragged end of a row).
 #: float64 costs ``gemm_float64``× (the band is memory-bound) and ``fft_float64``× float32.
+#: The FFT rates are that fit × 0.4, fft_float64 1.6 → 2.0: numpy's float32 rfft had run in
+#: float64 (see ``npengine.FFTPlan``); once in float32 and in fours, 4 M stereo samples at
+#: k = 63…8191 took 0.35-0.52× the fit's float32 prediction and 2.0× as long in float64.
 NUMPY_COST = {
     "gemm_flop": 1 / 51.5e9,
     "conv1d_mac": CPU_COST["conv1d_mac"],  # not run by the numpy engine
-    "fft_flop": 1 / 6.3e9,
-    "fft_frame": 0.375e-6,  # per transform (rfft or irfft of one frame)
-    "fft_cache": 0.875e-9,  # per transformed sample and octave of nfft above 2^15
+    "fft_flop": 1 / 15.75e9,
+    "fft_frame": 0.15e-6,  # per transform (rfft or irfft of one frame)
+    "fft_cache": 0.35e-9,  # per transformed sample and octave of nfft above 2^15
     "byte": 1 / 16e9,
     "call": 235e-6,
     "gemm_float64": 2.5,
-    "fft_float64": 1.6,
+    "fft_float64": 2.0,
 }
 #: CUDA, fitted on an H200 (torch 2.11, IEEE float32: TF32 off) with ``bench.py --device cuda``:
 #: cuDNN's depthwise conv1d ran 3.4-3.6e12 multiply-adds/s (k = 4095 and 48 000 on 10 min
@@ -138,9 +141,9 @@ def gemm_block(span: int, stride: int) -> int:
     return max(16, -(-least // 8) * 8)
 
 
-#: numpy.fft's time per sample grows fast past 2^17-point frames (cache: 2^18 cost 1.6×, 2^20
-#: 6× per sample in overlap-save), so the numpy engine's frames stop at this size or the power
-#: of two ≥ 2K, whichever is larger
+#: numpy.fft's time per sample grows past 2^17-point frames (cache; 48 000 taps, float32 run in
+#: float32, one thread: 18 ns per output at 2^17, 20 at 2^18-2^19, 36 at 2^20), so the numpy
+#: engine's frames stop at this size or the power of two ≥ 2K, whichever is larger
 NUMPY_MAX_NFFT = 1 << 17
 #: the numpy engine joins rows whose padded length is at most this end to end (one GEMM for a
 #: batch of short clips); longer rows are read in place, with no padded copy

@@ -73,9 +73,12 @@ class BlockStreamer:
     Subclasses call ``_begin`` and define ``_concat``, ``_empty`` and ``_run``.
     """
 
-    def _begin(self, plan: Any, left: Any, right: Any, n: int, n_out: int) -> None:
+    def _begin(self, plan: Any, left: Any, right: Any, n: int, n_out: int,
+               granule: int = 1) -> None:
+        """``granule``: run outputs in multiples of it until the last block (whole overlap-save
+        frames, so that no frame is cut short in the middle of the signal)."""
         self.plan, self.left, self.right = plan, left, right
-        self.n, self.n_out = n, n_out
+        self.n, self.n_out, self.granule = n, n_out, granule
         self.buffer = left  # the padded signal from global position self.start on
         self.start = 0
         self.done = 0  # outputs emitted
@@ -111,6 +114,8 @@ class BlockStreamer:
         s, span = self.plan.stride, self.plan.span
         end = self.start + self.buffer.shape[-1]
         ready = 0 if end < span else min(self.n_out, (end - span) // s + 1)
+        if ready < self.n_out:  # more to come: whole granules now, the rest with the next block
+            ready = self.done + (ready - self.done) // self.granule * self.granule
         if ready > self.done:
             seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
             y = self._run(seg, ready - self.done)

@@ -210,3 +210,29 @@ def refuse_dense(rows: int, cols: int, itemsize: int, copies: int = 1,
     check_allocation(rows * cols * itemsize * (copies + 1), f"a dense {rows:,} × {cols:,} Jacobian",
                      "use --format banded -o J.npz (diagonals plus offsets, O(k·N)), "
                      "or --rows/--cols to take a block", limit=limit)
+
+
+#: glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: the largest mmap threshold glibc accepts on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
+_MMAP_THRESHOLD_MAX = 32 << 20
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc keep freed blocks of up to 32 MB for reuse instead of handing them back.
+
+    A stream allocates the same few-MB arrays for every block. By default glibc returns such
+    blocks to the kernel when freed (mmap'ed, or trimmed off a thread's heap), so each new one
+    page-faults in afresh: 2.4 M faults and 10 s of system time for an hour of stereo, more
+    than the FFTs took. Kept, they cost only the stream's working set, which stays resident
+    anyway. False where the C library has no ``mallopt`` (not glibc): nothing changes there.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+                and mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX))

@@ -496,23 +496,36 @@ def choose_subtype(out_format: str, source: Signal | None, requested: str | None
     return sf.default_subtype(major)
 
 
-def to_pcm(frames: np.ndarray, subtype: str) -> tuple[np.ndarray, int, float]:
+def to_pcm(frames: np.ndarray, subtype: str,
+           out: np.ndarray | None = None) -> tuple[np.ndarray, int, float]:
     """Round float frames (full scale ±1) to integer PCM, clamping what would clip.
 
     Returns the container array for soundfile, the number of clamped samples and the peak.
     Rounded to nearest ourselves: libsndfile's own float->int conversion does not round.
+    ``out``: an integer array of the container type and of ``frames``' shape to write into (a
+    channel's column of interleaved frames, so that converting also interleaves); it is what
+    comes back.
     """
     scale, container, shift = PCM[subtype]
     peak = 0.0
+    low, high = -scale, scale - 1
+    maybe_clipped = True
     if frames.size:  # min and max: no |x| copy (NaN/Inf: as np.max(np.abs(...)) says)
         low_x, high_x = float(frames.min()), float(frames.max())
-        peak = max(-low_x, high_x) if math.isfinite(low_x + high_x) else float(np.max(np.abs(frames)))
+        finite = math.isfinite(low_x + high_x)
+        peak = max(-low_x, high_x) if finite else float(np.max(np.abs(frames)))
+        maybe_clipped = not (finite and low <= low_x * scale and high_x * scale <= high)
     scaled = frames * scale
     np.rint(scaled, out=scaled)
-    low, high = -scale, scale - 1
-    clipped = int(np.count_nonzero(scaled < low)) + int(np.count_nonzero(scaled > high))
-    np.clip(scaled, low, high, out=scaled)
-    ints = scaled.astype(container)
+    clipped = 0
+    if maybe_clipped:  # else the extremes show there is nothing to count or clamp
+        clipped = int(np.count_nonzero(scaled < low)) + int(np.count_nonzero(scaled > high))
+        np.clip(scaled, low, high, out=scaled)
+    if out is None:
+        ints = scaled.astype(container)
+    else:
+        ints = out
+        np.copyto(ints, scaled, casting="unsafe")
     if shift:
         ints <<= shift
     return ints, clipped, peak

@@ -135,7 +135,9 @@ def stream_filter(
     import soundfile as sf
 
     from convcli import npengine
+    from convcli.resources import reuse_freed_memory
 
+    reuse_freed_memory()  # every block allocates the same arrays again: no page faults for them
     source = io.BytesIO(read_bytes(path)) if path == "-" else path
     name = "stdin" if path == "-" else path
     started = time.perf_counter()
@@ -176,8 +178,10 @@ def stream_filter(
         peak_in = 0.0
         from concurrent.futures import ThreadPoolExecutor
 
-        # one writer thread: a block is rounded and written while the next is read and filtered
-        with sink, engine.context(), ThreadPoolExecutor(1, thread_name_prefix="convcli-write") as pool:
+        # a reader and a writer thread: a block is read and decoded, and the one before it
+        # rounded and written, while the one between them is filtered
+        with sink, engine.context(), ThreadPoolExecutor(1, thread_name_prefix="convcli-write") as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="convcli-read") as reader:
             pending = None
 
             def emit(y) -> None:
@@ -193,27 +197,28 @@ def stream_filter(
                     return
                 if gain_db:
                     y = y * 10.0 ** (gain_db / 20.0)
-                frames = np.ascontiguousarray(engine.to_numpy(y)[0].T)
+                rows = engine.to_numpy(y)[0]
                 if subtype in PCM:
-                    frames, clipped, peak = to_pcm(frames, subtype)
+                    frames, clipped, peak = _rows_to_pcm(rows, subtype)
                     wrote.clipped += clipped
                 else:
+                    frames = np.ascontiguousarray(rows.T)
                     peak = float(np.max(np.abs(frames)))
                 wrote.peak = max(wrote.peak, peak)
                 sink.write(frames)
                 written += frames.shape[0]
 
             done = 0
-            for frames in infile.blocks(blocksize=block, dtype=dtype, always_2d=True):
-                if frames.size:  # one min/max pass: the peak, and a NaN/Inf shows in it
-                    low, high = float(frames.min()), float(frames.max())
+            for rows in _read_ahead(_read_rows(infile, block, dtype), reader):
+                if rows.size:  # one min/max pass: the peak, and a NaN/Inf shows in it
+                    low, high = float(rows.min()), float(rows.max())
                     if not math.isfinite(low + high):
                         if not allow_nonfinite:
-                            _check_finite(frames, done, name)
-                        low, high = 0.0, float(np.max(np.abs(frames)))
+                            _check_finite(rows[0].T, done, name)
+                        low, high = 0.0, float(np.max(np.abs(rows)))
                     peak_in = max(peak_in, -low, high)
-                emit(streamer.push(engine.block(frames)))
-                done += frames.shape[0]
+                emit(streamer.push(engine.block(rows)))
+                done += rows.shape[-1]
                 blocks += 1
                 if on_block is not None:
                     on_block(done, n)
@@ -232,6 +237,55 @@ def stream_filter(
 def _frames_to_rows(frames: np.ndarray) -> np.ndarray:
     """soundfile's ``[t, C]`` frames as a contiguous ``[1, C, t]`` batch."""
     return np.ascontiguousarray(frames.T)[None]
+
+
+def _read_rows(infile, block: int, dtype: str):
+    """The open file's blocks of ``block`` frames as contiguous ``[1, C, t]`` arrays of ``dtype``.
+
+    Integer PCM is read as the integers and scaled here, in the same pass that de-interleaves
+    the channels: 3× less time than libsndfile's own conversion to float, and the same numbers
+    (libsndfile also scales by 2^−(bits−1), and that power of two is exact).
+    """
+    if infile.subtype not in PCM:
+        for frames in infile.blocks(blocksize=block, dtype=dtype, always_2d=True):
+            yield _frames_to_rows(frames)
+        return
+    container = np.dtype(PCM[infile.subtype][1])
+    unit = np.array(2.0 ** (1 - 8 * container.itemsize), dtype)
+    for ints in infile.blocks(blocksize=block, dtype=container.name, always_2d=True):
+        rows = np.empty((1, ints.shape[1], ints.shape[0]), dtype)
+        for c in range(ints.shape[1]):  # a channel at a time: see _rows_to_pcm
+            np.multiply(ints[:, c], unit, out=rows[0, c], dtype=dtype)
+        yield rows
+
+
+def _read_ahead(blocks, reader):
+    """The items (never None) of the iterator ``blocks``, each next one fetched on ``reader``
+    (an executor) while the caller works on the current one.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> with ThreadPoolExecutor(1) as pool:
+    ...     list(_read_ahead(iter("abc"), pool))
+    ['a', 'b', 'c']
+    """
+    pending = reader.submit(next, blocks, None)
+    while (item := pending.result()) is not None:
+        pending = reader.submit(next, blocks, None)
+        yield item
+
+
+def _rows_to_pcm(rows: np.ndarray, subtype: str) -> tuple[np.ndarray, int, float]:
+    """``to_pcm`` of ``[C, t]`` rows into interleaved ``[t, C]`` frames, in the same pass.
+
+    A channel at a time: numpy copies ``[C, t]`` into ``[t, C]`` 4-5× slower in one call
+    (its inner loop runs over the C channels) than C long strided rows.
+    """
+    frames = np.empty(rows.shape[::-1], PCM[subtype][1])
+    clipped, peak = 0, 0.0
+    for c, row in enumerate(rows):
+        _, row_clipped, row_peak = to_pcm(row, subtype, out=frames[:, c])
+        clipped, peak = clipped + row_clipped, max(peak, row_peak)
+    return frames, clipped, peak
 
 
 class _NumpyStream:
@@ -256,8 +310,8 @@ class _NumpyStream:
         self.out_channels = channels
         self.gain = float(np.abs(self.weight).sum((1, 2)).max())
 
-    def block(self, frames):
-        return _frames_to_rows(frames)
+    def block(self, rows):
+        return rows
 
     def to_numpy(self, y):
         return y
@@ -281,7 +335,7 @@ class _TorchStream:
 
         self.torch = torch
         self.target = target = resolve_device(device)
-        head_t, tail_t = self.block(head), self.block(tail)
+        head_t, tail_t = self.block(_frames_to_rows(head)), self.block(_frames_to_rows(tail))
         weight, run_spec = prepare_weight(coefficients, head_t.shape[1], spec, head_t)
         k = weight.shape[-1]
         choice = choose_method(n, k, run_spec, method, batch=1, channels=head_t.shape[1],
@@ -296,8 +350,8 @@ class _TorchStream:
         self.out_channels = weight.shape[0]
         self.gain = float(weight.abs().sum((1, 2)).max())
 
-    def block(self, frames):
-        return self.torch.from_numpy(_frames_to_rows(frames)).to(self.target)
+    def block(self, rows):
+        return self.torch.from_numpy(rows).to(self.target)
 
     def to_numpy(self, y):
         return y.cpu().numpy()

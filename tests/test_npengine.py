@@ -195,3 +195,36 @@ def test_cpu_filter_never_imports_torch(tmp_path, extra):
     run = json.loads(proc.stdout)
     assert run["engine"] == "numpy" and run["device"] == "cpu"
     assert out.stat().st_size > 0
+
+
+def test_float32_fft_error_within_reported_bound():
+    """The float32 FFT runs in float32 (not float64 inside numpy) and stays within its bound."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 2, 100_000)).astype(np.float32)
+    w = rng.standard_normal((2, 1, 3000)).astype(np.float32)
+    spec = ConvSpec(groups=2)
+    exact = reference(x, w, spec)
+    for nfft in (8192, 1 << 17):
+        got = npengine.conv1d(x, w, spec, MethodChoice("fft", "", "overlap-save", nfft))
+        assert got.dtype == np.float32
+        error = float(np.abs(got - exact).max())
+        bound = npengine.fft_error_bound(nfft, "float32") * np.abs(x).max() * np.abs(w).sum(-1).max()
+        assert error <= bound, (nfft, error, bound)
+
+
+def test_streamed_fft_runs_whole_frames_and_equals_the_reference():
+    """Blocks longer than four frames' outputs: the stream runs whole frames, in fours."""
+    rng = np.random.default_rng(13)
+    spec = ConvSpec(mode="same", padding="reflect", groups=2)
+    n, k = 20_000, 300
+    x, w = rng.standard_normal((1, 2, n)), rng.standard_normal((2, 1, k))
+    choice = MethodChoice("fft", "", "overlap-save", 1024)
+    h = npengine.edge_extent(n, spec, k)
+    streamer = npengine.Streamer(w, spec, n, x[..., :h], x[..., n - h :], choice)
+    granule = streamer.plan.granule  # whole frames, in fours (the FFT's SIMD lanes)
+    assert granule % (1024 - k + 1) == 0 and granule < 3000
+    outputs = [streamer.push(x[..., i : i + 3000]) for i in range(0, n, 3000)]
+    assert all(y.shape[-1] % granule == 0 for y in outputs[:-1])
+    assert sum(y.shape[-1] for y in outputs) > n // 2  # most outputs came before the end
+    outputs.append(streamer.finish())
+    np.testing.assert_allclose(np.concatenate(outputs, -1), reference(x, w, spec), atol=1e-10)

@@ -56,6 +56,23 @@ def test_pcm_rounds_to_nearest_and_clamps():
     assert ints.ravel().tolist() == [(2**23 - 1) << 8] and clipped == 0
 
 
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
+def test_pcm_into_a_strided_column(subtype):
+    """``out=`` (a channel of interleaved frames) gets what a fresh array would."""
+    rng = np.random.default_rng(4)
+    bits = 16 if subtype == "PCM_16" else 24
+    row = np.concatenate([rng.uniform(-0.9, 0.9, 1000), [0.5 / 2 ** (bits - 1), 1.2, -1.5]])
+    frames = np.full((row.size, 2), 7, np.int16 if bits == 16 else np.int32)
+    ints, clipped, peak = to_pcm(row.astype(np.float32), subtype, out=frames[:, 1])
+    lsb = 2.0 ** (bits - 1)
+    expected = np.clip(np.round(row.astype(np.float32) * lsb), -lsb, lsb - 1)  # half to even
+    np.testing.assert_array_equal(frames[:, 1] >> (32 - bits if bits == 24 else 0), expected)
+    assert (frames[:, 0] == 7).all() and ints.base is not None
+    assert clipped == 2 and peak == 1.5
+    _, clipped, peak = to_pcm(row[:1000], subtype)  # nothing near full scale: nothing clipped
+    assert clipped == 0 and peak == np.abs(row[:1000]).max()
+
+
 def npy_file(tmp_path, array, name="x.npy"):
     path = tmp_path / name
     np.save(path, array)

@@ -15,7 +15,7 @@ from convcli.engine import MethodChoice, Streamer, edge_extent
 from convcli.errors import InputError, UsageError
 from convcli.signals import read_signal, to_pcm
 from convcli.spec import PADDINGS, ConvSpec
-from convcli.stream import stream_block, stream_filter
+from convcli.stream import _read_rows, stream_block, stream_filter
 from tests.test_engine import reference
 
 
@@ -113,6 +113,23 @@ def test_stream_pcm16_rounds_and_clips_like_the_whole_path(tmp_path):
     assert sf.info(out).subtype == "PCM_16"
     assert np.abs(got - expected).max() <= 1  # float32 sums in another order: ties may differ
     assert result.wrote.clipped > 0 and result.wrote.peak > 1
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_U8", "PCM_32", "FLOAT"])
+def test_blocks_read_as_libsndfile_reads_floats(tmp_path, subtype):
+    """Integer PCM read as integers and scaled here: the numbers of soundfile's float read."""
+    rng = np.random.default_rng(8)
+    wav = tmp_path / "in.wav"
+    data = np.clip(rng.standard_normal((3001, 3)) * 0.5, -1, 1)
+    data[0] = [-1.0, 1.0, 0.0]
+    sf.write(wav, data, 8000, subtype=subtype)
+    for dtype in ("float32", "float64"):
+        expected = sf.read(wav, dtype=dtype, always_2d=True)[0].T
+        with sf.SoundFile(wav) as infile:
+            blocks = list(_read_rows(infile, 1000, dtype))
+        assert [b.shape for b in blocks] == [(1, 3, 1000)] * 3 + [(1, 3, 1)]
+        assert all(b.dtype == dtype and b.flags.c_contiguous for b in blocks)
+        np.testing.assert_array_equal(np.concatenate(blocks, -1)[0], expected)
 
 
 def test_stream_refuses_nonfinite_with_its_position(tmp_path):

@@ -443,6 +443,9 @@ def main() -> None:
         args.budget = min(args.budget, 2.0)
     import torch
 
+    from convcli.resources import reuse_freed_memory
+
+    reuse_freed_memory()  # as convcli filter does: temporaries reuse the heap (no page faults)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"convcli bench on {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} "

@@ -228,3 +228,19 @@ def test_streamed_fft_runs_whole_frames_and_equals_the_reference():
     assert sum(y.shape[-1] for y in outputs) > n // 2  # most outputs came before the end
     outputs.append(streamer.finish())
     np.testing.assert_allclose(np.concatenate(outputs, -1), reference(x, w, spec), atol=1e-10)
+
+
+@pytest.mark.parametrize("where", [None, 10, -10])
+def test_extremes_of_a_long_signal_in_parts_equal_numpy(where):
+    """auto's min/max pass runs in parts on worker threads: the same numbers, NaN included."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 400_000)).astype(np.float32)
+    if where is not None:
+        x.reshape(-1)[where] = np.nan
+    low, high = npengine.extremes(x)
+    if where is None:
+        assert (low, high) == (float(np.min(x)), float(np.max(x)))
+    else:
+        assert np.isnan(low) and np.isnan(high)
+    x.reshape(-1)[7] = -np.inf  # in the first part
+    low = npengine.extremes(x)[0]
+    assert low == -np.inf if where is None else np.isnan(low)

@@ -124,6 +124,22 @@ def depthwise(out_channels: int, per_group: int, groups: int) -> bool:
     return per_group == 1 and out_channels == groups
 
 
+#: Bytes of one banded GEMM matrix at most: ``(B·s + K − s) × B`` values with ``B ≥ (K − s)/s``
+#: grows as K², 18 GB at 48 000 taps; past this, ``direct`` multiplies the taps instead
+#: (``F.conv1d`` in torch, ``numpy.correlate`` in numpy)
+GEMM_MAX_BAND_BYTES = 1 << 28
+
+
+def gemm_fits(span: int, stride: int, itemsize: int = 4) -> bool:
+    """The banded GEMM's matrix for this kernel span stays within ``GEMM_MAX_BAND_BYTES``.
+
+    >>> gemm_fits(4095, 1), gemm_fits(16383, 1)
+    (True, False)
+    """
+    block = gemm_block(span, stride)
+    return (block * stride + span) * block * itemsize <= GEMM_MAX_BAND_BYTES
+
+
 def gemm_block(span: int, stride: int) -> int:
     """Outputs per banded block: the fewest that let two blocks cover a kernel span.
 
@@ -203,7 +219,7 @@ def estimate_costs(
     conv_chunks = max(1, n_out * rows_out // chunk_elements(device))
     costs["conv1d"] = (width * mac * c["conv1d_mac"] + 8 * width * rows_out * n_out * c["byte"]
                        + conv_chunks * c["call"], 0)
-    if depthwise(out_channels, per_group, spec.groups):
+    if depthwise(out_channels, per_group, spec.groups) and gemm_fits(span, s, 8 if wide else 4):
         block = gemm_block(span, s)
         band = block * s + span - s  # multiply-adds per output
         outputs = rows_out * n_out

@@ -139,7 +139,8 @@ def choose_method(length: int, k: int, spec: ConvSpec, requested: str = "auto", 
     check_method(requested)
     costs = estimate_costs(length, k, spec, batch=batch, channels=channels, out_channels=channels,
                            dtype=dtype, device="cpu", engine="numpy")
-    costs.pop("conv1d", None)  # the numpy engine's direct is always its GEMM: price only that
+    if "gemm" in costs:  # the numpy engine's direct is its GEMM where the band fits
+        costs.pop("conv1d", None)
     peak = None
     if x is not None and requested != "fft" and x.size:
         low, high = extremes(x)
@@ -147,6 +148,9 @@ def choose_method(length: int, k: int, spec: ConvSpec, requested: str = "auto", 
     choice = decide(costs, spec, k, requested, dtype=dtype, peak=peak,
                     spread=None if x is None else (lambda p: dynamic_range(x, peak=p)),
                     nonfinite=NONFINITE)
+    if choice.algorithm == "conv1d":  # a kernel too long for the GEMM's band: multiply the taps
+        choice = replace(choice, algorithm=NONFINITE[0],
+                         reason=choice.reason + "; numpy.correlate (the GEMM's band would not fit)")
     return choice
 
 

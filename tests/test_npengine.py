@@ -244,3 +244,24 @@ def test_extremes_of_a_long_signal_in_parts_equal_numpy(where):
     x.reshape(-1)[7] = -np.inf  # in the first part
     low = npengine.extremes(x)[0]
     assert low == -np.inf if where is None else np.isnan(low)
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_direct_with_a_kernel_too_long_for_the_band_multiplies_the_taps(stride, tmp_path):
+    """--method direct with 20 001 taps: the GEMM's band would take gigabytes, so both engines
+    multiply the taps (numpy.correlate / F.conv1d), with the reference's numbers."""
+    import torch
+
+    from convcli.engine import conv1d as torch_conv1d
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 2, 30_000))
+    w = np.broadcast_to(rng.standard_normal(20_001) / 100, (2, 1, 20_001)).copy()
+    spec = ConvSpec(groups=2, stride=stride, padding="reflect")
+    assert not costmodel.gemm_fits(spec.span(20_001), stride)
+    expected = reference_conv(x, w, groups=2, stride=stride, padding="reflect")
+    choice = npengine.choose_method(30_000, 20_001, spec, "direct", channels=2, dtype="float64", x=x)
+    assert (choice.method, choice.algorithm) == ("direct", "correlate")
+    np.testing.assert_allclose(npengine.conv1d(x, w, spec, "direct"), expected, atol=1e-9)
+    got = torch_conv1d(torch.from_numpy(x), torch.from_numpy(w), spec, "direct")
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-9)

@@ -121,7 +121,7 @@ def memory_floor(x, repeat: int) -> float:
 def workloads(quick: bool) -> list[dict]:
     minutes = 10 / 60 if quick else 10
     n = int(minutes * 60 * RATE)
-    sweep = [3, 31, 255, 4095, 48_000] if quick else [3, 7, 15, 31, 63, 127, 255, 511, 1023,
+    sweep = [3, 31, 255, 4095, 8191, 48_000] if quick else [3, 7, 15, 31, 63, 127, 255, 511, 1023,
                                                       2047, 4095, 8191, 16383, 48_000]
     return [
         {"name": "W1", "what": f"{minutes:g} min stereo 48 kHz, k=31", "shape": (1, 2, n), "k": [31]},

@@ -404,6 +404,16 @@ def _parallel(task, items) -> None:
         raise
 
 
+def run_items(task, items: list, threaded: bool) -> None:
+    """``task(item)`` for every item, on the workers where ``threaded``; single-threaded BLAS."""
+    with single_threaded_blas():
+        if threaded and len(items) > 1:
+            _parallel(task, items)
+        else:
+            for item in items:
+                task(item)
+
+
 def run_chunks(plan: Plan, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Apply ``plan`` to ``seg`` in pieces of outputs (views of ``seg``) into ``out``.
 
@@ -426,12 +436,7 @@ def run_chunks(plan: Plan, seg: np.ndarray, out: np.ndarray) -> np.ndarray:
         b, c, m0, m1 = item
         plan.row(np.ascontiguousarray(seg[b, c, s * m0 : s * (m1 - 1) + span]), c, out[b, c, m0:m1])
 
-    with single_threaded_blas():
-        if threaded and len(items) > 1:
-            _parallel(task, items)
-        else:
-            for item in items:
-                task(item)
+    run_items(task, items, threaded)
     return out
 
 
@@ -488,12 +493,7 @@ def conv1d_joined(x: np.ndarray, left_pad: np.ndarray, right_pad: np.ndarray, pl
         joined = seg.reshape(-1)
         plan.row(joined, c, y[c, b0:b1].reshape(-1)[: plan.outputs(joined.shape[0])])
 
-    with single_threaded_blas():
-        if threaded and len(items) > 1:
-            _parallel(task, items)
-        else:
-            for item in items:
-                task(item)
+    run_items(task, items, threaded)
     return y[..., :n_out].transpose(1, 0, 2)
 
 

@@ -150,16 +150,22 @@ def write(path, data) -> None:
     path.write_text(data if isinstance(data, str) else json.dumps(data))
 
 
+def assert_priced_with(fitted: dict, engine: str) -> None:
+    """``cost_rates`` gives the file's fitted rates, and of the built-in table only its float64
+    factors (calibrate times float32)."""
+    rates = costmodel.cost_rates("cpu", engine)
+    assert {key: rates[key] for key in RATE_KEYS} == fitted
+    assert {key: rates[key] for key in set(rates) - set(RATE_KEYS)} == {
+        key: value for key, value in costmodel.builtin_rates("cpu", engine).items()
+        if key.endswith("_float64")}
+
+
 def test_a_file_named_by_the_env_var_prices_auto(tmp_path, monkeypatch):
     path = tmp_path / "rates.json"
     data = a_calibration(tmp_path)
     write(path, data)
     monkeypatch.setenv("CONVCLI_CALIBRATION", str(path))
-    rates = costmodel.cost_rates("cpu", "numpy")
-    assert {key: rates[key] for key in RATE_KEYS} == data["engines"]["numpy"]["rates"]
-    # calibrate times float32: the built-in float64 factors carry over, nothing else
-    assert {key: rates[key] for key in set(rates) - set(RATE_KEYS)} == {
-        key: value for key, value in costmodel.NUMPY_COST.items() if key.endswith("_float64")}
+    assert_priced_with(data["engines"]["numpy"]["rates"], "numpy")
     assert costmodel.rates_source("cpu", "numpy") == f"calibrated 2026-01-02 ({path})"
     # the model prices with them: 3x every rate (of CPU_COST, as written) is 3x every estimate
     spec = ConvSpec(groups=2)
@@ -178,11 +184,7 @@ def test_a_file_without_an_engine_leaves_it_built_in(tmp_path, monkeypatch):
     del data["engines"]["torch"]
     write(path, data)
     monkeypatch.setenv("CONVCLI_CALIBRATION", str(path))
-    rates = costmodel.cost_rates("cpu", "numpy")
-    assert {key: rates[key] for key in RATE_KEYS} == data["engines"]["numpy"]["rates"]
-    # calibrate times float32: the built-in float64 factors carry over, nothing else
-    assert {key: rates[key] for key in set(rates) - set(RATE_KEYS)} == {
-        key: value for key, value in costmodel.NUMPY_COST.items() if key.endswith("_float64")}
+    assert_priced_with(data["engines"]["numpy"]["rates"], "numpy")
     assert costmodel.cost_rates("cpu", "torch") is costmodel.CPU_COST
     assert costmodel.rates_source("cpu", "torch") == "built-in"
 

@@ -70,12 +70,31 @@ def timeit(fn, repeat: int, budget: float) -> dict:
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
 
 
+#: written between timed runs (untimed), larger than the last-level cache
+_EVICT = None
+
+
+def evict_caches() -> None:
+    """Write 64 MB so that the next timed run finds nothing of the last one in the caches.
+
+    Without it a row ran faster or slower by what the row before it left there: `auto` and
+    `direct` on W4 (the same code) read 0.3-0.8 ms apart, `auto` being the row that most often
+    came after scipy's large FFT temporaries. Every row now starts as a filter of data read from
+    a file does: from memory.
+    """
+    global _EVICT
+    if _EVICT is None:
+        _EVICT = np.empty(1 << 24, np.float32)
+    _EVICT.fill(1.0)
+
+
 def time_side_by_side(fns: dict, repeat: int, budget: float) -> dict:
     """``timeit`` for several callables, their runs interleaved (a, b, c, a, b, c, ...).
 
     On a shared machine the load drifts over seconds; runs taken in turns see the same drift,
     so the ratios between rows (auto over the best method, convcli over a peer) hold better than
-    with each row's runs taken in one stretch.
+    with each row's runs taken in one stretch. Before each timed run the caches are flushed
+    (``evict_caches``): no row inherits the one before it.
     """
     results, times = {}, {}
     for name, fn in fns.items():  # warm-up; a run slower than the budget is timed only once
@@ -89,6 +108,7 @@ def time_side_by_side(fns: dict, repeat: int, budget: float) -> dict:
     order = list(times)
     for turn in range(repeat):  # each round starts at the next row: none is always first
         for name in order[turn % len(order):] + order[: turn % len(order)]:
+            evict_caches()
             t0 = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)

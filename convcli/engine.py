@@ -61,6 +61,7 @@ from convcli.overlap import (
     BlockStreamer,
     edge_extent,
     edge_indices,
+    filter_by_shape,
     output_regions,
     padded_slice,
 )
@@ -536,30 +537,21 @@ def filter_batches(
     import numpy as np
 
     target = resolve_device(device)
-    groups_by_shape: dict[tuple, list[int]] = {}
-    for index, array in enumerate(arrays):
-        groups_by_shape.setdefault((array.shape[1:], array.dtype.str), []).append(index)
-    results: list = [None] * len(arrays)
-    choices = []
-    for (shape, _), members in groups_by_shape.items():
-        channels, length = shape
-        batch = np.concatenate([arrays[i] for i in members]) if len(members) > 1 else arrays[members[0]]
+
+    def run(batch):
+        channels, length = batch.shape[1:]
         x = torch.from_numpy(batch).to(target)
         weight, run_spec = prepare_weight(coefficients, channels, spec, x)
         run_spec.check(length, weight.shape[-1])
         choice = choose_method(length, weight.shape[-1], run_spec, method, batch=x.shape[0],
                                channels=channels, out_channels=weight.shape[0], dtype=x.dtype,
                                device=str(target), x=x)
-        choices.append((choice, x, weight))
         with torch.no_grad():
             y = conv1d(x, weight, run_spec, choice).cpu().numpy()
-        start = 0
-        for i in members:
-            size = arrays[i].shape[0]
-            results[i] = y[start : start + size]
-            start += size
-    choice, x, weight = choices[0]
-    return results, describe(choice, x, weight, target, len(groups_by_shape))
+        return y, (choice, x, weight)
+
+    results, (choice, x, weight), groups = filter_by_shape(arrays, run, np.concatenate)
+    return results, describe(choice, x, weight, target, groups)
 
 
 def prepare_weight(coefficients, channels: int, spec: ConvSpec, like: torch.Tensor):

@@ -46,6 +46,7 @@ from convcli.overlap import (
     BlockStreamer,
     edge_extent,
     edge_indices,
+    filter_by_shape,
     output_regions,
     padded_slice,
 )
@@ -604,26 +605,13 @@ def filter_batches(arrays: list, coefficients, spec: ConvSpec, *, method: str = 
         from convcli import engine
 
         return engine.filter_batches(arrays, coefficients, spec, method=method, device=device)
-    groups_by_shape: dict[tuple, list[int]] = {}
-    for index, array in enumerate(arrays):
-        groups_by_shape.setdefault((array.shape[1:], array.dtype.str), []).append(index)
-    results: list = [None] * len(arrays)
-    first = None
-    for (shape, _), members in groups_by_shape.items():
-        channels, length = shape
-        batch = np.concatenate([arrays[i] for i in members]) if len(members) > 1 else arrays[members[0]]
+    def run(batch):
+        channels, length = batch.shape[1:]
         weight, run_spec = prepare_weight(coefficients, channels, spec, batch.dtype)
         run_spec.check(length, weight.shape[-1])
         choice = choose_method(length, weight.shape[-1], run_spec, method, batch=batch.shape[0],
                                channels=channels, dtype=batch.dtype, x=batch)
-        y = conv1d(batch, weight, run_spec, choice)
-        if first is None:
-            first = (choice, batch, weight)
-        start = 0
-        for i in members:
-            size = arrays[i].shape[0]
-            results[i] = y[start : start + size]
-            start += size
-    assert first is not None
-    choice, batch, weight = first
-    return results, describe(choice, batch, weight, len(groups_by_shape))
+        return conv1d(batch, weight, run_spec, choice), (choice, batch, weight)
+
+    results, (choice, batch, weight), groups = filter_by_shape(arrays, run, np.concatenate)
+    return results, describe(choice, batch, weight, groups)

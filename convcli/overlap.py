@@ -127,3 +127,28 @@ class BlockStreamer:
             self.buffer = self.buffer[..., drop:]
             self.start += drop
         return y
+
+
+def filter_by_shape(arrays: list, run: Callable[[Any], tuple[Any, Any]],
+                    join: Callable[[list], Any]) -> tuple[list, Any, int]:
+    """``run(batch)`` once per group of arrays of equal ``[C, T]`` shape and dtype, joined along
+    the batch axis by ``join``; its output ``[ΣB, O, T_out]`` is split back in input order.
+
+    ``run`` returns ``(output, what ran)``. Returns the outputs (input order), what the first
+    group's run returned beside its output, and the number of groups.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, array in enumerate(arrays):
+        groups.setdefault((array.shape[1:], array.dtype.str), []).append(index)
+    results: list = [None] * len(arrays)
+    first = None
+    for members in groups.values():
+        batch = join([arrays[i] for i in members]) if len(members) > 1 else arrays[members[0]]
+        y, ran = run(batch)
+        first = ran if first is None else first
+        start = 0
+        for i in members:
+            size = arrays[i].shape[0]
+            results[i] = y[start : start + size]
+            start += size
+    return results, first, len(groups)

@@ -976,8 +976,7 @@ def jacobian_command(
     from convcli.kernels import to_weight
 
     target = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype) if dtype else (
-        torch.float64 if data.dtype.name == "float64" else torch.float32)
+    torch_dtype = resolve_dtype(dtype, data.dtype)
     weight_np, run_groups = to_weight(coefficients, data.shape[0], spec.groups)
     spec = conv_spec(mode, padding, stride, dilation, correlate, run_groups)
     x = torch.from_numpy(data).to(device=target, dtype=torch_dtype)
@@ -1188,8 +1187,7 @@ def grad_command(
     from convcli.engine import resolve_device, resolve_dtype
 
     where = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype) if dtype else (
-        torch.float64 if signal.data.dtype.name == "float64" else torch.float32)
+    torch_dtype = resolve_dtype(dtype, signal.data.dtype)
     x = torch.from_numpy(signal.data).to(device=where, dtype=torch_dtype)
     w = torch.from_numpy(coefficients).to(device=where, dtype=torch_dtype)
     y_target = (torch.from_numpy(wanted.data).to(device=where, dtype=torch_dtype)

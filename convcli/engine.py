@@ -99,7 +99,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_dtype(name: str) -> torch.dtype:
+def resolve_dtype(name: str | None, data_dtype=None) -> torch.dtype:
+    """``--dtype NAME``; without it, the data's own precision (float64 stays, else float32)."""
+    if name is None:
+        return torch.float64 if str(data_dtype) == "float64" else torch.float32
     if name not in DTYPES:
         raise UsageError(f"--dtype must be float32 or float64, got {name!r}")
     return DTYPES[name]

@@ -19,6 +19,7 @@ which users and tests set to cap what convcli allows itself.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -218,6 +219,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD_MAX = 32 << 20
 
 
+@functools.cache  # once per process: filter and stream_filter both ask for it
 def reuse_freed_memory() -> bool:
     """Let glibc keep freed blocks of up to 32 MB for reuse instead of handing them back.
 

@@ -211,7 +211,7 @@ def stream_filter(
             done = 0
             for rows in _read_ahead(_read_rows(infile, block, dtype), reader):
                 if rows.size:  # one min/max pass: the peak, and a NaN/Inf shows in it
-                    low, high = float(rows.min()), float(rows.max())
+                    low, high = npengine.extremes(rows)
                     if not math.isfinite(low + high):
                         if not allow_nonfinite:
                             _check_finite(rows[0].T, done, name)

@@ -9,7 +9,9 @@ the pads), the same cost model and the same ``auto`` rule (``convcli.costmodel``
 - ``direct`` = banded GEMM: the padded signal in blocks of ``hop = B·s`` samples, each block of
   ``B`` outputs ``X_j @ M1 + X_{j+1}[:K−s] @ M2`` with banded matrices built from the
   (flipped unless correlating, dilated) kernel; both operands are views of the signal, and
-  numpy's matmul is multithreaded OpenBLAS.
+  both products go straight into the output through numpy's OpenBLAS (``convcli.blas``: the
+  second adds in place), one worker thread per core. A batch that shares one kernel at stride
+  1 runs as one row, read in place (``conv1d_flat``).
 - ``fft`` = overlap-save with ``numpy.fft.rfft/irfft`` at the cost model's ``nfft``.
 - NaN/Inf (``--allow-nonfinite``): ``numpy.correlate`` per channel and per dilation phase, which
   multiplies only the taps, so a NaN reaches exactly the outputs whose taps touch it.
@@ -20,7 +22,6 @@ The middle of a long signal is read in place; only the edges, joined to their pa
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -29,11 +30,13 @@ from itertools import pairwise
 
 import numpy as np
 
+from convcli import blas
 from convcli.costmodel import (  # noqa: F401  (NUMPY_MAX_NFFT re-exported)
     CHUNK_ELEMENTS,
     NUMPY_MAX_NFFT,
     MethodChoice,
     check_method,
+    cost_rates,
     decide,
     depthwise,
     estimate_costs,
@@ -133,18 +136,40 @@ def extremes(x: np.ndarray) -> tuple[float, float]:
     return float(np.min(lows)), float(np.max(highs))  # a NaN in any part stays NaN
 
 
+def numpy_costs(length: int, k: int, spec: ConvSpec, *, batch: int = 1, channels: int = 1,
+                dtype="float32") -> dict:
+    """``estimate_costs`` for the numpy engine: its direct method is its GEMM where the band fits.
+
+    Remembered per shape and rates (``cost_rates`` is read each time, so a calibration takes
+    effect at once): pricing every FFT frame size is 0.1-0.5 ms of Python, a tenth of
+    filtering 64 × 1 s, and a caller filtering batch after batch asks the same question.
+    """
+    rates = cost_rates("cpu", "numpy")
+    return dict(_numpy_costs(length, k, spec, batch, channels, np.dtype(dtype).name,
+                             tuple(sorted(rates.items()))))
+
+
+@functools.lru_cache(maxsize=64)
+def _numpy_costs(length, k, spec, batch, channels, dtype, rates) -> dict:
+    costs = estimate_costs(length, k, spec, batch=batch, channels=channels, out_channels=channels,
+                           dtype=dtype, device="cpu", engine="numpy", rates=dict(rates))
+    if "gemm" in costs:
+        costs.pop("conv1d", None)
+    return costs
+
+
 def choose_method(length: int, k: int, spec: ConvSpec, requested: str = "auto", *, batch: int = 1,
-                  channels: int = 1, dtype="float32", x: np.ndarray | None = None) -> MethodChoice:
-    """``engine.choose_method`` for a depthwise kernel on the CPU, with numpy statistics.
+                  channels: int = 1, dtype="float32", x: np.ndarray | None = None,
+                  costs: dict | None = None) -> MethodChoice:
+    """``engine.choose_method`` for a depthwise kernel on the CPU, with numpy statistics
+    (``costs``: ``numpy_costs`` for these arguments, where the caller has them).
 
     >>> choose_method(28_800_000, 31, ConvSpec(groups=2), channels=2).algorithm
     'gemm'
     """
     check_method(requested)
-    costs = estimate_costs(length, k, spec, batch=batch, channels=channels, out_channels=channels,
-                           dtype=dtype, device="cpu", engine="numpy")
-    if "gemm" in costs:  # the numpy engine's direct is its GEMM where the band fits
-        costs.pop("conv1d", None)
+    if costs is None:
+        costs = numpy_costs(length, k, spec, batch=batch, channels=channels, dtype=dtype)
     peak = None
     if x is not None and requested != "fft" and x.size:
         low, high = extremes(x)
@@ -226,17 +251,14 @@ class GemmPlan(Plan):
 
     def _blocks(self, x, nb, i, out):
         count = out.shape[0]
-        x1 = x[: nb * self.hop].reshape(nb, self.hop)
-        if count == nb * self.block:
-            y = out.reshape(nb, self.block)
-            np.matmul(x1, self.m1[i], out=y)
-        else:
-            y = x1 @ self.m1[i]
-        if self.tail:
+        whole = count == nb * self.block
+        y = out.reshape(nb, self.block) if whole else np.empty((nb, self.block), out.dtype)
+        blas.gemm(x[: nb * self.hop].reshape(nb, self.hop), self.m1[i], y)
+        if self.tail:  # the next block's first K − s samples, added in place (beta = 1)
             size = x.itemsize
             x2 = np.lib.stride_tricks.as_strided(x[self.hop :], (nb, self.tail), (self.hop * size, size))
-            y += x2 @ self.m2[i]
-        if count != nb * self.block:
+            blas.gemm(x2, self.m2[i], y, accumulate=True)
+        if not whole:
             out[:] = y.reshape(-1)[:count]
 
 
@@ -309,8 +331,24 @@ class CorrelatePlan(Plan):
         out[:] = y1[:: self.stride]
 
 
+#: the last few plans made (their banded matrices or kernel spectra), by kernel and options: a
+#: caller that filters batch after batch with one kernel builds its plan once
+_plans: dict = {}
+PLANS_KEPT = 4
+
+
 def make_plan(weight: np.ndarray, spec: ConvSpec, choice: MethodChoice, dtype) -> Plan:
     """The plan for the depthwise ``weight [C, 1, k]`` (as the user wrote it)."""
+    key = (weight.shape, weight.dtype.str, weight.tobytes(), spec, choice.method,
+           choice.algorithm, choice.nfft, choice.fft_dtype, np.dtype(dtype).str)
+    plan = _plans.pop(key, None) or build_plan(weight, spec, choice, dtype)
+    _plans[key] = plan  # the newest last; the oldest goes
+    while len(_plans) > PLANS_KEPT:
+        _plans.pop(next(iter(_plans)), None)
+    return plan
+
+
+def build_plan(weight: np.ndarray, spec: ConvSpec, choice: MethodChoice, dtype) -> Plan:
     w = oriented(weight[:, 0, :].astype(dtype), spec)
     if choice.method == "fft":
         return FFTPlan(w, spec, choice.nfft or 4096, choice.fft_dtype or dtype)
@@ -324,52 +362,7 @@ THREADS = os.cpu_count() or 1
 #: below this many outputs in all a call runs in the calling thread
 THREADED_OUTPUTS = 1 << 16
 _pool = None
-
-
-@functools.cache
-def _blas_threads():
-    """``(get, set)`` for the thread count of the OpenBLAS numpy loaded, or None if not found.
-
-    Each worker runs its own single-threaded product: OpenBLAS's own threads spin-wait, and on
-    a machine where another process holds a core that made the same product 4-8× slower.
-    """
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", "_64_"),
-                               ("openblas", "64_"), ("openblas", "")):
-            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            if getter is not None and setter is not None:
-                return getter, setter
-    return None
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """OpenBLAS on one thread while inside (restored after).
-
-    Small products too: OpenBLAS splits them over its spin-waiting threads, and while another
-    process held a core, a 30 000-output batch took 20-60 ms instead of 0.2 ms.
-    """
-    blas = _blas_threads()
-    before = blas[0]() if blas else 0
-    if blas:
-        blas[1](1)
-    try:
-        yield
-    finally:
-        if blas:
-            blas[1](before)
+PIECES_PER_THREAD = 2
 
 
 def _parallel(task, items) -> None:
@@ -407,7 +400,7 @@ def _parallel(task, items) -> None:
 
 def run_items(task, items: list, threaded: bool) -> None:
     """``task(item)`` for every item, on the workers where ``threaded``; single-threaded BLAS."""
-    with single_threaded_blas():
+    with blas.single_threaded():
         if threaded and len(items) > 1:
             _parallel(task, items)
         else:
@@ -454,6 +447,79 @@ def edge_pads(head: np.ndarray, tail: np.ndarray, n: int, spec: ConvSpec, k: int
                 np.zeros((*head.shape[:-1], right), head.dtype))
     ends = np.concatenate([head, tail], -1)
     return ends[..., indices[0]], ends[..., indices[1]]
+
+
+def reads_rows_in_place(plan: Plan, x: np.ndarray, n_out: int) -> bool:
+    """``conv1d_flat`` runs this: one kernel for every row, stride 1, rows end to end in memory,
+    no longer than the input (``left + right ≤ K − 1``) and each row at least a kernel long."""
+    return (isinstance(plan, GemmPlan) and plan.shared and plan.stride == 1
+            and x.flags.c_contiguous and plan.span <= x.shape[-1] and n_out <= x.shape[-1])
+
+
+def valid_rows(plan: GemmPlan, rows: np.ndarray, out: np.ndarray | None = None,
+               threaded: bool = False, nonfinite: list | None = None) -> np.ndarray:
+    """The valid correlation of every row of ``rows [R, L]``, as one row: the rows end to end.
+
+    Output ``r·L + i`` is row r's output i for ``i ≤ L − K``; the K − 1 after it read across
+    two rows (junk, for the caller to overwrite or drop). Into ``out`` (flat, R·L − K + 1) where
+    given, else a new ``[R, L − K + 1]``. The pieces, of whole blocks, run on the workers where
+    ``threaded``. Where ``nonfinite`` is a list, each piece first checks its samples, which
+    brings them into the core's cache for the GEMM, and appends its start there, computing
+    nothing, if one is NaN or Inf.
+    """
+    count, length = rows.shape
+    flat = rows.reshape(-1)
+    n = flat.shape[0] - plan.span + 1
+    dest = np.empty(count * length, rows.dtype) if out is None else out
+    if n > 0:
+        pieces = max(-(-n // plan.chunk_outputs(1)), THREADS * PIECES_PER_THREAD if threaded else 1)
+        size = -(-n // pieces // plan.block) * plan.block
+        items = [(m0, min(n, m0 + size)) for m0 in range(0, n, size)]
+
+        def task(item) -> None:
+            m0, m1 = item
+            piece = flat[m0 : m1 + plan.span - 1]
+            if nonfinite is not None and not np.isfinite(piece).all():
+                nonfinite.append(m0)  # no product of NaN/Inf (numpy would warn of them)
+            else:
+                plan.row(piece, 0, dest[m0:m1])
+
+        run_items(task, items, threaded and len(items) > 1)
+    return dest if out is not None else dest.reshape(count, length)[:, : length - plan.span + 1]
+
+
+def conv1d_flat(x: np.ndarray, left_pad: np.ndarray, right_pad: np.ndarray, plan: GemmPlan,
+                n_out: int, nonfinite: list | None = None) -> np.ndarray:
+    """Every row through one kernel, read in place: one banded GEMM over the batch end to end.
+
+    The rows of a contiguous ``x`` lie end to end, so one valid correlation over all of them
+    computes every output whose window lies inside its row (row r's output i is flat output
+    r·T + i − left) straight into an output of the same row pitch T. The windows across two
+    rows write junk exactly where the outputs that read a pad go, the first ``left`` and last
+    ``right`` of a row; those come after, from the pads joined to the K − 1 samples next to them
+    (one small GEMM for the whole batch). Nothing of the signal is copied: 64 × 1 s of 31 taps
+    took 3.2-3.5 ms where padded copies of the rows (``conv1d_joined``) took 5.1-5.4.
+
+    ``nonfinite``: as ``valid_rows`` (every sample of ``x`` lies in one of its pieces).
+
+    Shape: ``[B, C, T]`` with its pads ``-> [B, C, n_out]`` (a view of ``[B, C, T]``).
+    """
+    batch, channels, length = x.shape
+    rows, span = batch * channels, plan.span
+    left, right = left_pad.shape[-1], right_pad.shape[-1]
+    out = np.empty(x.shape, x.dtype)
+    threaded = THREADS > 1 and rows * length >= THREADED_OUTPUTS
+    valid_rows(plan, x.reshape(rows, length), out.reshape(-1)[left : left + rows * length - span + 1],
+               threaded, nonfinite)
+    if nonfinite:
+        return out[..., :n_out]  # not the result: the caller runs numpy.correlate instead
+    if left or right:  # each row's [left pad, K − 1 first, K − 1 last, right pad]: one GEMM
+        edges = np.concatenate([left_pad, x[..., : span - 1], x[..., length - span + 1 :],
+                                right_pad], -1)
+        y = valid_rows(plan, edges.reshape(rows, -1)).reshape(batch, channels, -1)
+        out[..., :left] = y[..., :left]
+        out[..., n_out - right : n_out] = y[..., left + span - 1 : left + span - 1 + right]
+    return out[..., :n_out]
 
 
 def conv1d_joined(x: np.ndarray, left_pad: np.ndarray, right_pad: np.ndarray, plan: GemmPlan,
@@ -508,21 +574,65 @@ def conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     >>> conv1d(x, np.array([[[1.0, 0.0, -1.0]]]), ConvSpec(mode="valid")).tolist()
     [[[2.0, 2.0]]]
     """
-    batch, channels, length = x.shape
-    k = weight.shape[-1]
+    if isinstance(method, MethodChoice):
+        return run_choice(x, weight, spec, method)
+    return conv1d_chosen(x, weight, spec, method)[0]
+
+
+def check_depthwise(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> None:
+    channels, length = x.shape[1:]
     if weight.shape[:2] != (channels, 1) or spec.groups != channels:
         raise ValueError(f"the numpy engine runs depthwise kernels [C, 1, k]; got {weight.shape} "
                          f"for {channels} channels in {spec.groups} groups")
-    spec.check(length, k)
-    choice = method if isinstance(method, MethodChoice) else choose_method(
-        length, k, spec, method, batch=batch, channels=channels, dtype=x.dtype, x=x)
+    spec.check(length, weight.shape[-1])
+
+
+def conv1d_chosen(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
+                  method: str = "auto") -> tuple[np.ndarray, MethodChoice]:
+    """``conv1d`` by ``choose_method``'s choice for ``x``, and that choice.
+
+    The signal's statistics only ever veto an FFT (its peak and dynamic range) or send NaN/Inf
+    to ``numpy.correlate``. So where the cost model alone picks the GEMM, the GEMM runs first,
+    checking each piece of the signal for NaN/Inf just after reading it (``conv1d_flat``: from
+    the core's cache, not from memory in a pass of its own before: 0.5 ms of 4 for 64 × 1 s),
+    and that is the choice ``choose_method(x=x)`` makes for a finite signal. A signal with NaN
+    or Inf is then chosen for with ``x`` read (``numpy.correlate``) and runs again.
+    """
+    check_depthwise(x, weight, spec)
+    batch, channels, length = x.shape
+    k = weight.shape[-1]
+    shape = {"batch": batch, "channels": channels, "dtype": x.dtype}
+    costs = numpy_costs(length, k, spec, **shape)
+    blind = choose_method(length, k, spec, method, **shape, costs=costs)
+    if blind.algorithm == "gemm":
+        nonfinite: list = []
+        y = run_choice(x, weight, spec, blind, nonfinite)
+        if not nonfinite:
+            return y, blind
+    choice = choose_method(length, k, spec, method, **shape, x=x, costs=costs)
+    return run_choice(x, weight, spec, choice), choice
+
+
+def run_choice(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, choice: MethodChoice,
+               nonfinite: list | None = None) -> np.ndarray:
+    """``conv1d`` by a method already chosen; where ``nonfinite`` is a list, an entry is
+    appended to it if ``x`` holds NaN or Inf (read as it is computed where the path allows),
+    and what returns is then no result."""
+    check_depthwise(x, weight, spec)
+    batch, channels, length = x.shape
+    k = weight.shape[-1]
     plan = make_plan(weight, spec, choice, x.dtype)
     h = edge_extent(length, spec, k)
     left_pad, right_pad = edge_pads(x[..., :h], x[..., length - h :], length, spec, k)
-    if isinstance(plan, GemmPlan) and joins_rows(batch * channels, length, spec, k):
-        return conv1d_joined(x, left_pad, right_pad, plan, spec.output_length(length, k))
-    left = left_pad.shape[-1]
     n_out = spec.output_length(length, k)
+    if reads_rows_in_place(plan, x, n_out):
+        return conv1d_flat(x, left_pad, right_pad, plan, n_out, nonfinite)
+    if nonfinite is not None and not all(map(math.isfinite, extremes(x))):
+        nonfinite.append(0)  # the other paths read the signal first, in a pass of its own
+        return x[..., :0]  # not the result: the caller runs numpy.correlate instead
+    if isinstance(plan, GemmPlan) and joins_rows(batch * channels, length, spec, k):
+        return conv1d_joined(x, left_pad, right_pad, plan, n_out)
+    left = left_pad.shape[-1]
     s, span = spec.stride, plan.span
     out = np.empty((batch, channels, n_out), dtype=x.dtype)
     for m0, m1 in output_regions(n_out, left, length, span, s):
@@ -609,9 +719,8 @@ def filter_batches(arrays: list, coefficients, spec: ConvSpec, *, method: str = 
         channels, length = batch.shape[1:]
         weight, run_spec = prepare_weight(coefficients, channels, spec, batch.dtype)
         run_spec.check(length, weight.shape[-1])
-        choice = choose_method(length, weight.shape[-1], run_spec, method, batch=batch.shape[0],
-                               channels=channels, dtype=batch.dtype, x=batch)
-        return conv1d(batch, weight, run_spec, choice), (choice, batch, weight)
+        y, choice = conv1d_chosen(batch, weight, run_spec, method)
+        return y, (choice, batch, weight)
 
     results, (choice, batch, weight), groups = filter_by_shape(arrays, run, np.concatenate)
     return results, describe(choice, batch, weight, groups)

@@ -7,6 +7,7 @@ import itertools
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -82,6 +83,75 @@ def test_batches_of_short_rows_joined_into_one_match_the_reference(mode, padding
     assert joined, "the joined path never ran"
 
 
+@pytest.mark.parametrize("mode", ["same", "valid", "full", "causal"])
+@pytest.mark.parametrize("padding", list(PADDINGS))
+def test_rows_read_in_place_end_to_end_match_the_reference(mode, padding, monkeypatch):
+    """``conv1d_flat``: one kernel for every row and stride 1, the batch as one flat row, the
+    outputs that read a pad recomputed from the pads. Rows as short as the span and longer,
+    odd lengths, dilation, convolve and correlate, both dtypes, a batch split into many pieces
+    on the workers (one of them ragged), and the cases it leaves to the other paths."""
+    flat = []
+    monkeypatch.setattr(npengine, "conv1d_flat",
+                        lambda *a, run=npengine.conv1d_flat: flat.append(1) or run(*a))
+    monkeypatch.setattr(npengine, "THREADED_OUTPUTS", 0)  # threads even for these small batches
+    monkeypatch.setattr(npengine, "CHUNK_ELEMENTS", 160)  # many pieces
+    rng = np.random.default_rng(abs(hash(("flat", mode, padding))) % 2**32)
+    grid = itertools.product([1, 2], [False, True], [np.float32, np.float64], [3, 6, 9])
+    for dilation, correlate, dtype, k in grid:
+        spec = ConvSpec(mode=mode, padding=padding, dilation=dilation, correlate=correlate,
+                        groups=2)
+        span = spec.span(k)
+        for n in sorted({span, span + 1, 2 * span + 3, 37, 101}):
+            try:
+                spec.check(n, k)
+            except ConvcliError:
+                continue
+            x = rng.standard_normal((3, 2, n)).astype(dtype)
+            w = np.tile(rng.standard_normal((1, 1, k)), (2, 1, 1)).astype(dtype)  # one kernel
+            expected = reference(x, w, spec)
+            for method in (GEMM, "auto", "direct"):
+                before = len(flat)
+                got = npengine.conv1d(x, w, spec, method)
+                case = f"{spec} k={k} n={n} {dtype.__name__} {method}"
+                assert got.shape == expected.shape and got.dtype == dtype, case
+                scale = np.abs(x).max() * np.abs(w).sum()
+                np.testing.assert_allclose(got, expected, atol=TOL[dtype] * scale, err_msg=case)
+                ran = len(flat) > before
+                if method == GEMM:  # it runs exactly where its conditions hold
+                    assert ran == (mode != "full" or span == 1), case
+    assert flat or mode == "full", "the in-place path never ran"
+
+
+def test_in_place_rows_need_one_contiguous_kernel_and_stride_one():
+    """Per-channel kernels, stride 2 and a non-contiguous batch go to the joined path (checked
+    against the reference all the same)."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 2, 200))
+    hann = np.tile(np.hanning(9)[None, None], (2, 1, 1))
+    for w, spec, batch in (
+            (rng.standard_normal((2, 1, 9)), ConvSpec(groups=2), x),
+            (hann, ConvSpec(stride=2, groups=2), x),
+            (hann, ConvSpec(groups=2), np.asfortranarray(x))):
+        plan = npengine.make_plan(w, spec, GEMM, batch.dtype)
+        assert not npengine.reads_rows_in_place(plan, batch, spec.output_length(200, 9))
+        np.testing.assert_allclose(npengine.conv1d(batch, w, spec, GEMM), reference(batch, w, spec),
+                                   atol=1e-10, err_msg=str(spec))
+
+
+def test_plans_are_kept_per_kernel_and_options():
+    """A kept plan is reused only for the same kernel, spec, method and dtype: two kernels of one
+    shape in turns each give their own result."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 1, 300))
+    kernels = [rng.standard_normal((1, 1, 7)) for _ in range(2)]
+    specs = [ConvSpec(groups=1), ConvSpec(groups=1, correlate=True)]
+    for _ in range(2):
+        for w, spec in itertools.product(kernels, specs):
+            np.testing.assert_allclose(npengine.conv1d(x, w, spec, GEMM), reference(x, w, spec),
+                                       atol=1e-10)
+    assert len(npengine._plans) <= npengine.PLANS_KEPT
+
+
 def test_joined_rows_in_float32_and_a_mono_batch():
     """A batch of mono float32 clips (the W4 shape, smaller), joined, against the reference."""
     rng = np.random.default_rng(4)
@@ -121,6 +191,41 @@ def test_nonfinite_samples_reach_exactly_the_outputs_whose_taps_touch_them(dilat
     assert (~np.isfinite(got) == touched).all()
     clean = reference(np.where(np.isfinite(x), x, 0), w, spec)
     np.testing.assert_allclose(got[~touched], clean[~touched], atol=1e-5)
+
+
+@pytest.mark.parametrize("where", [0, 3000, 5999])
+def test_nonfinite_found_while_the_gemm_reads_runs_numpy_correlate(where):
+    """The in-place GEMM checks each piece of the signal as it reads it: a NaN anywhere (first
+    sample, middle, last) makes ``auto`` and ``direct`` choose again with the signal read and
+    run numpy.correlate, as ``choose_method(x=x)`` says, with no numpy warning on the way."""
+    rng = np.random.default_rng(where)
+    x = rng.standard_normal((2, 1, 3000)).astype(np.float32)
+    x.reshape(-1)[where] = np.nan
+    w = np.hanning(9)[None, None].astype(np.float32)
+    spec = ConvSpec(groups=1)
+    for method in ("auto", "direct"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got, choice = npengine.conv1d_chosen(x, w, spec, method)
+        assert choice.algorithm == "correlate", choice
+        assert choice == npengine.choose_method(3000, 9, spec, method, batch=2, dtype=x.dtype, x=x)
+        touched = reference(np.isnan(x) * 1.0, np.ones_like(w), spec) > 0
+        assert (np.isnan(got) == touched).all()
+    clean = x.copy()
+    clean.reshape(-1)[where] = 0.0
+    got, choice = npengine.conv1d_chosen(clean, w, spec, "auto")
+    assert choice.algorithm == "gemm"
+    assert choice == npengine.choose_method(3000, 9, spec, batch=2, dtype=x.dtype, x=clean)
+
+
+def test_cost_estimates_follow_the_rates_in_use(monkeypatch):
+    """numpy_costs remembers its answers per rates table: new rates (a calibration) count at once."""
+    spec = ConvSpec(groups=1)
+    base = npengine.numpy_costs(16_000, 31, spec, batch=64)
+    slower = {**costmodel.NUMPY_COST, "gemm_flop": 10 * costmodel.NUMPY_COST["gemm_flop"]}
+    monkeypatch.setattr(npengine, "cost_rates", lambda device, engine: slower)
+    assert npengine.numpy_costs(16_000, 31, spec, batch=64)["gemm"][0] > 5 * base["gemm"][0]
+    assert npengine.numpy_costs(16_000, 31, spec, batch=64)["fft"] == base["fft"]
 
 
 def test_streamer_equals_reference_for_random_blocks():

@@ -48,7 +48,12 @@ class CalibrationWarning(ConvcliWarning):
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/convcli`` (an absolute XDG_CACHE_HOME only, as the spec says), else
     ``~/.cache/convcli``."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
+    return _cache_dir(os.environ.get("XDG_CACHE_HOME", ""), os.environ.get("HOME", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_dir(base: str, home: str) -> Path:
+    # per environment: every auto choice asks, and building the path was half its 50 µs
     root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
     return root / "convcli"
 

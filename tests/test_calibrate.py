@@ -128,6 +128,26 @@ def test_counts_are_the_cost_models_own():
             assert predicted == pytest.approx(model_seconds(problem, rates, kind), rel=1e-9), problem
 
 
+def test_problems_are_sized_by_warm_runs(monkeypatch):
+    """A first run of each size pays once for plans, pages and (first in a process) threads:
+    sized by it, the first problem stayed tiny and the fit took its per-call overhead for the
+    machine's speed. A runner whose first run costs 10 ms extra still grows to the target."""
+    def runner(problem, device):
+        runs = []
+
+        def run():
+            runs.append(1)
+            return problem.elements * 1e-9 + (0.01 if len(runs) == 1 else 0.0)  # "seconds"
+        return run
+
+    monkeypatch.setattr(calibrate, "_runner", runner)
+    monkeypatch.setattr(calibrate, "_seconds", lambda fn: fn())
+    start = calibrate.Problem("numpy", "gemm", 1 << 10, 31)
+    m = calibrate.measure(start, "cpu", target=0.01, repeat=3)
+    assert m.problem.elements * 1e-9 >= 0.005, m.problem  # grown until a warm run is target/2
+    assert m.seconds == pytest.approx(m.problem.elements * 1e-9) and len(m.runs) == 3
+
+
 # --- the cache: where it is, when it applies ---------------------------------------------------
 def test_suite_prices_with_the_built_in_rates():
     """conftest sets CONVCLI_CALIBRATION=off: no developer's cache leaks into the results."""

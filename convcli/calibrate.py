@@ -137,7 +137,7 @@ def plan(kind: str, quick: bool = False) -> list[Problem]:
                              channels=4, out_channels=4, nfft=16384)]
         problems += [Problem("torch", "memory", 1 << 22)]
         return problems
-    gemm = (31, 127) if quick else (7, 31, 127, 511)
+    gemm = (31, 127) if quick else (7, 31, 63, 127)
     fft = ((255, 4096), (2047, 32768)) if quick else ((63, 1024), (255, 4096), (1023, 16384),
                                                       (4095, 65536), (8191, 131072))
     problems = [Problem("numpy", "gemm", steady(k), k) for k in gemm]

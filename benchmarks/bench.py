@@ -89,12 +89,15 @@ def evict_caches() -> None:
 
 
 def time_side_by_side(fns: dict, repeat: int, budget: float) -> dict:
-    """``timeit`` for several callables, their runs interleaved (a, b, c, a, b, c, ...).
+    """``timeit`` for several callables, their runs interleaved (a, c, b, b, a, c, ...).
 
     On a shared machine the load drifts over seconds; runs taken in turns see the same drift,
     so the ratios between rows (auto over the best method, convcli over a peer) hold better than
     with each row's runs taken in one stretch. Before each timed run the caches are flushed
-    (``evict_caches``): no row inherits the one before it.
+    (``evict_caches``): no row inherits the one before it. Each turn takes the rows in a new
+    (seeded) order: in a fixed cycle a row always ran after the same one, and on W4 `auto`,
+    always after the single-threaded numpy.convolve, read 0.3-0.7 ms slower than `direct`, the
+    same code run after `auto` (an idle second core is slow to wake on this VM).
     """
     results, times = {}, {}
     for name, fn in fns.items():  # warm-up; a run slower than the budget is timed only once
@@ -106,8 +109,9 @@ def time_side_by_side(fns: dict, repeat: int, budget: float) -> dict:
         else:
             times[name] = []
     order = list(times)
-    for turn in range(repeat):  # each round starts at the next row: none is always first
-        for name in order[turn % len(order):] + order[: turn % len(order)]:
+    shuffle = np.random.default_rng(len(order)).permutation
+    for _ in range(repeat):  # each round in a new order: no row always follows the same one
+        for name in (order[i] for i in shuffle(len(order))):
             evict_caches()
             t0 = time.perf_counter()
             fns[name]()

@@ -69,8 +69,21 @@ def openblas() -> OpenBLAS | None:
                                          integer, real, ctypes.c_void_p, integer]
                     gemm[dtype] = function
             bits = 8 * ctypes.sizeof(integer)
-            return OpenBLAS(getter, setter, gemm, 2 ** (bits - 1) - 1)
+            found = OpenBLAS(getter, setter, gemm, 2 ** (bits - 1) - 1)
+            for dtype in [d for d in gemm if not _answers_right(found, d)]:
+                del gemm[dtype]  # a symbol that is not what its name says: numpy's matmul
+            return found
     return None
+
+
+def _answers_right(lib: OpenBLAS, dtype) -> bool:
+    """One small known product, with a row pitch and beta = 1, through ``lib``'s gemm."""
+    a = np.array([[1, 2, 0], [3, 4, 0]], dtype)[:, :2]  # rows 3 apart
+    b = np.array([[5, 6], [7, 8]], dtype)
+    c = np.ones((2, 2), dtype)
+    lib.gemm[dtype](_ROW_MAJOR, _NO_TRANS, _NO_TRANS, 2, 2, 2, 1.0, a.ctypes.data, 3,
+                    b.ctypes.data, 2, 1.0, c.ctypes.data, 2)
+    return c.tolist() == [[20.0, 23.0], [44.0, 51.0]]
 
 
 @contextlib.contextmanager

@@ -75,3 +75,12 @@ def test_operands_blas_cannot_take_go_to_numpy():
     cols = np.zeros((4000, 16))[:, ::2]  # columns 2 apart
     blas.gemm(a, b.copy(), cols)
     np.testing.assert_allclose(cols, a @ b, rtol=1e-12)
+
+
+def test_a_gemm_that_answers_wrong_is_not_used():
+    """openblas() checks each symbol on one known product before trusting it."""
+    silent = blas.OpenBLAS(None, None, {np.dtype(np.float32): lambda *args: None}, 2**31 - 1)
+    assert not blas._answers_right(silent, np.dtype(np.float32))
+    found = blas.openblas()
+    if found is not None:
+        assert all(blas._answers_right(found, dtype) for dtype in found.gemm)

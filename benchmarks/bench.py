@@ -163,8 +163,8 @@ def runners(x_np: np.ndarray, w_np: np.ndarray, spec, device) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from convcli import npengine
-    from convcli.engine import conv1d, ieee_float32
+    from convcli.engines import numpy_backend as npengine
+    from convcli.engines.torch_backend import conv1d, ieee_float32
 
     x = torch.from_numpy(x_np).to(device)
     batch, channels, n = x_np.shape
@@ -244,7 +244,7 @@ def runners(x_np: np.ndarray, w_np: np.ndarray, spec, device) -> dict:
 def run_engine(args) -> list[dict]:
     import torch
 
-    from convcli.spec import ConvSpec
+    from convcli.core.spec import ConvSpec
 
     rows = []
     rng = np.random.default_rng(0)
@@ -260,7 +260,8 @@ def run_engine(args) -> list[dict]:
             w_np = (hann(k) if k < 8000 else reverb(k)).astype(np.float32)
             reference = None
             results = {}
-            from convcli import engine, npengine
+            from convcli.engines import torch_backend as engine
+            from convcli.engines import numpy_backend as npengine
 
             if device.type == "cuda":
                 choice = engine.choose_method(n, k, spec, "auto", batch=batch, channels=channels,
@@ -466,7 +467,7 @@ def main() -> None:
         args.budget = min(args.budget, 2.0)
     import torch
 
-    from convcli.resources import reuse_freed_memory
+    from convcli.plan.memory import reuse_freed_memory
 
     reuse_freed_memory()  # as convcli filter does: temporaries reuse the heap (no page faults)
     if args.threads:

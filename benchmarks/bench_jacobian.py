@@ -48,8 +48,8 @@ def rss_bytes() -> int:
 def run_one(name: str, repeat: int, quick: bool) -> dict:
     import torch
 
-    from convcli import autodiff
-    from convcli.spec import ConvSpec
+    from convcli.autodiff import jacobian as autodiff
+    from convcli.core.spec import ConvSpec
 
     _, n, fmt, route, padding = WORKLOADS[name]
     if quick:

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from conftest import SAMPLES
 from reference import reference_conv1
 
-from convcli import autodiff
-from convcli.autodiff import (
+from convcli.autodiff import jacobian as autodiff
+from convcli.autodiff.jacobian import (
     Banded,
     channel_pair,
     compare,
@@ -29,9 +29,9 @@ from convcli.autodiff import (
     jacobian,
     kernel_jacobian,
 )
-from convcli.engine import conv1d
+from convcli.engines.torch_backend import conv1d
 from convcli.errors import ConvcliError, InputError, UsageError
-from convcli.spec import ConvSpec
+from convcli.core.spec import ConvSpec
 
 #: torch.func.vjp imports torch._dynamo, whose import warns that torch.jit.script is deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
@@ -346,7 +346,7 @@ def test_cli_grad_writes_wav_and_npz(cli, cli_fast, tmp_path):
 def test_cli_check_mismatch_exits_1_and_png_needs_the_plot_extra(cli_fast, tmp_path, monkeypatch):
     import json
 
-    from convcli import report
+    from convcli.render import reporter as report
 
     monkeypatch.setitem(autodiff.TOLERANCE, torch.float32, -1.0)  # no difference can pass
     proc = cli_fast("jacobian", "--length", "16", "--size", "5", "--check", "--json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convcli import blas
+from convcli.engines import blas
 
 as_strided = np.lib.stride_tricks.as_strided
 

@@ -16,10 +16,12 @@ import pytest
 import torch
 from conftest import SAMPLES, run_cli
 
-from convcli import calibrate, costmodel, ratecache
-from convcli.costmodel import estimate_costs
-from convcli.ratecache import RATE_KEYS, CalibrationWarning
-from convcli.spec import ConvSpec
+from convcli.plan import calibrate
+from convcli.plan import costmodel
+from convcli.plan import ratecache
+from convcli.plan.costmodel import estimate_costs
+from convcli.plan.ratecache import RATE_KEYS, CalibrationWarning
+from convcli.core.spec import ConvSpec
 
 #: known "true" rates: each built-in rate scaled by its own factor, so none is a prior value
 SCALE = {"gemm_flop": 2.0, "conv1d_mac": 0.5, "fft_flop": 3.0, "byte": 0.7, "call": 1.5}

@@ -21,9 +21,9 @@ from conftest import SAMPLES, cli_env
 from scipy import signal as sps
 
 from convcli.errors import InputError
-from convcli.explain import explain
-from convcli.report import Ticker, progress
-from convcli.spec import ConvSpec
+from convcli.core.explain import explain
+from convcli.render.reporter import Ticker, progress
+from convcli.core.spec import ConvSpec
 
 
 def _json(proc: subprocess.CompletedProcess, stream: str = "stdout") -> dict:

@@ -15,10 +15,10 @@ import pytest
 import scipy.signal as ss
 import torch
 
-from convcli import engine
-from convcli.engine import MethodChoice, choose_method, conv1d, fft_error_bound
+from convcli.engines import torch_backend as engine
+from convcli.engines.torch_backend import MethodChoice, choose_method, conv1d, fft_error_bound
 from convcli.errors import InputError
-from convcli.spec import PADDINGS, ConvSpec
+from convcli.core.spec import PADDINGS, ConvSpec
 
 #: (batch, channels, out_channels, groups): depthwise stereo, mono batch, 9 rows, general groups
 LAYOUTS = [(1, 2, 2, 2), (2, 1, 1, 1), (9, 2, 2, 2), (2, 4, 6, 2)]

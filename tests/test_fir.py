@@ -9,10 +9,10 @@ import scipy.signal
 import soundfile as sf
 from conftest import SAMPLES
 
-from convcli import fir
+from convcli.core import fir
 from convcli.errors import UsageError
-from convcli.gain import apply_level, check_level_options
-from convcli.kernels import designed_kernel, make_kernel, to_weight
+from convcli.core.levels import apply_level, check_level_options
+from convcli.core.kernels import designed_kernel, make_kernel, to_weight
 
 RATE = 44100.0
 CASES = {
@@ -114,7 +114,7 @@ def test_kaiser_design_by_specification(band):
     # the spec is met, to the Kaiser method's usual slack of a fraction of a dB per edge; where
     # the ripples of two edges overlap (0-50 Hz lies 250 Hz from both +300 Hz and its image at
     # -300 Hz) they can add up to 2x, i.e. 6 dB
-    from convcli.response import measure
+    from convcli.core.response import measure
 
     r = measure(made.coefficients, RATE, band=band, cutoffs=CASES[band], transition=transition)
     slack = 1.0 if len(CASES[band]) == 1 else 1.0 + 20 * np.log10(2)
@@ -173,8 +173,8 @@ def bank_reference(x, w, groups, correlate):
                                                           (4, 4, 4), (3, 6, 9)])
 @pytest.mark.parametrize("correlate", [False, True])
 def test_grouped_kernels_match_per_group_reference(rng, groups, channels, out_channels, correlate):
-    from convcli.engine import filter_batches
-    from convcli.spec import ConvSpec
+    from convcli.engines.torch_backend import filter_batches
+    from convcli.core.spec import ConvSpec
 
     x = rng.standard_normal((3, channels, 200))
     w = rng.standard_normal((out_channels, channels // groups, 5))
@@ -254,7 +254,7 @@ def test_cli_design_errors(cli_fast, tmp_path):
 
 
 def test_normalize_output_value_is_optional():
-    from convcli.cli import _optional_values
+    from convcli.cli.app import _optional_values
 
     assert _optional_values(["filter", "a.wav", "--normalize-output"]) == [
         "filter", "a.wav", "--normalize-output", "-1"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convcli.errors import InputError, UsageError
-from convcli.kernels import make_kernel, parse_kernel_bytes, to_weight
+from convcli.core.kernels import make_kernel, parse_kernel_bytes, to_weight
 
 
 def npy_bytes(array) -> bytes:

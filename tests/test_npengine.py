@@ -12,10 +12,11 @@ import warnings
 import numpy as np
 import pytest
 
-from convcli import costmodel, npengine
-from convcli.costmodel import MethodChoice
+from convcli.plan import costmodel
+from convcli.engines import numpy_backend as npengine
+from convcli.plan.costmodel import MethodChoice
 from convcli.errors import ConvcliError
-from convcli.spec import PADDINGS, ConvSpec
+from convcli.core.spec import PADDINGS, ConvSpec
 from tests.conftest import SAMPLES, cli_env
 from tests.reference import reference_conv
 
@@ -252,7 +253,7 @@ def test_streamer_equals_reference_for_random_blocks():
 def test_auto_applies_the_torch_engines_rule():
     """Each engine prices with its own rates (and the numpy engine its own frame sizes), but the
     rule is one: direct for short kernels, FFT for long ones, a float64 FFT for 100+ dB."""
-    from convcli import engine
+    from convcli.engines import torch_backend as engine
 
     rng = np.random.default_rng(5)
     loud_and_quiet = rng.standard_normal((1, 2, 50_000)) * np.logspace(0, -7, 50_000)
@@ -357,7 +358,7 @@ def test_direct_with_a_kernel_too_long_for_the_band_multiplies_the_taps(stride, 
     multiply the taps (numpy.correlate / F.conv1d), with the reference's numbers."""
     import torch
 
-    from convcli.engine import conv1d as torch_conv1d
+    from convcli.engines.torch_backend import conv1d as torch_conv1d
 
     rng = np.random.default_rng(8)
     x = rng.standard_normal((1, 2, 30_000))

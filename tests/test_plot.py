@@ -10,7 +10,7 @@ import pytest
 import scipy.signal
 
 from convcli.errors import ConvcliError, UsageError
-from convcli.plot import MATRIX_SIZE, WINDOW_SIZE, plot_matrix, plot_window
+from convcli.render.plots import MATRIX_SIZE, WINDOW_SIZE, plot_matrix, plot_window
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from convcli.errors import ResourceError, UsageError
-from convcli.resources import (
+from convcli.plan.memory import (
     LIMIT_ENV,
     available_memory,
     check_allocation,
@@ -14,7 +14,7 @@ from convcli.resources import (
     conv_bytes,
     parse_size,
 )
-from convcli.spec import ConvSpec
+from convcli.core.spec import ConvSpec
 
 
 def test_parse_size():

@@ -7,7 +7,7 @@ import pytest
 import scipy.signal
 from scipy.optimize import brentq
 
-from convcli.response import dense_nfft, gain_at, measure, spectrum
+from convcli.core.response import dense_nfft, gain_at, measure, spectrum
 
 RATE = 44100.0
 LVL3, LVL6 = 10 ** (-3 / 20), 10 ** (-6 / 20)

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from convcli.errors import InputError, UsageError
-from convcli.signals import (
+from convcli.io.signals import (
     atomic_output,
     choose_subtype,
     encode,

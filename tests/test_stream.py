@@ -11,11 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from convcli.engine import MethodChoice, Streamer, edge_extent
+from convcli.engines.torch_backend import MethodChoice, Streamer, edge_extent
 from convcli.errors import InputError, UsageError
-from convcli.signals import read_signal, to_pcm
-from convcli.spec import PADDINGS, ConvSpec
-from convcli.stream import _read_rows, stream_block, stream_filter
+from convcli.io.signals import read_signal, to_pcm
+from convcli.core.spec import PADDINGS, ConvSpec
+from convcli.pipeline import _read_rows, stream_block, stream_filter
 from tests.test_engine import reference
 
 
@@ -66,7 +66,7 @@ def test_streamer_refuses_wrong_lengths():
 
 def whole(path, coefficients, spec, subtype):
     """The whole-signal path as filter runs it: read, filter, round to PCM."""
-    from convcli.engine import filter_batches
+    from convcli.engines.torch_backend import filter_batches
 
     signal = read_signal(str(path))
     (y,), _ = filter_batches([signal.data], coefficients, spec, method="direct", device="cpu")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from convcli.spec import ConvSpec
+from convcli.core.spec import ConvSpec
 
 
 def edge_extent(n: int, spec: ConvSpec, k: int) -> int:

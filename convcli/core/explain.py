@@ -6,7 +6,7 @@ nothing recomputes a pad. Pure Python and numpy: no torch, so ``explain`` starts
 Notation as in SPEC.md: N input length, k taps, d dilation, K = d·(k−1)+1, s stride. ``x[m]``
 with m outside 0…N−1 denotes the pad value (0, a reflection, the edge sample, or a wrap).
 
-    >>> from convcli.spec import ConvSpec
+    >>> from convcli.core.spec import ConvSpec
     >>> e = explain(ConvSpec(mode="same"), 8, 3)
     >>> e["output_length"], e["pads"], e["formula"]
     (8, [1, 1], 'y[i] = Σ_{j=0}^{2} w[j]·x[i + 1 − j]')
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from convcli.spec import ConvSpec
+from convcli.core.spec import ConvSpec
 
 #: worked examples use the real N and k when they are this small, else a small stand-in
 EXAMPLE_MAX_N = 12

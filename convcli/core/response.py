@@ -177,7 +177,7 @@ def measure(
     mark a designed filter; ``transition`` (same unit) sets the transition bands for ripple and
     attenuation.
     """
-    from convcli.fir import BANDS
+    from convcli.core.fir import BANDS
 
     h = np.asarray(h, dtype=np.float64)
     f, mag = spectrum(h, nfft)

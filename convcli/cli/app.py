@@ -18,7 +18,7 @@ import typer
 
 from convcli import __version__
 from convcli.errors import ConvcliError, InputError, Interrupted, OutputError, UsageError
-from convcli.report import Reporter, dbfs, human_shape
+from convcli.render.reporter import Reporter, dbfs, human_shape
 
 app = typer.Typer(
     name="convcli",
@@ -207,7 +207,7 @@ def _root(
 
 # --- helpers shared by commands ----------------------------------------------------------------
 def conv_spec(mode: str, padding: str, stride: int, dilation: int, correlate: bool, groups: int):
-    from convcli.spec import ConvSpec
+    from convcli.core.spec import ConvSpec
 
     return ConvSpec(mode=mode, padding=padding, stride=stride, dilation=dilation,
                     correlate=correlate, groups=groups)
@@ -220,8 +220,8 @@ def load_kernel(
     """The coefficients as applied, from ``--window``/``--size``, ``--kernel PATH|-`` or a FIR
     design (``design`` from ``fir_request``, for a signal at ``rate`` Hz; ``size`` None = not
     given on the command line, so Kaiser's formulas may choose it)."""
-    from convcli.kernels import make_kernel
-    from convcli.signals import read_bytes
+    from convcli.core.kernels import make_kernel
+    from convcli.io.signals import read_bytes
 
     data = None
     if kernel is not None:
@@ -234,14 +234,14 @@ def load_kernel(
 def fir_request(lowpass=None, highpass=None, bandpass=None, bandstop=None, transition=None,
                 attenuation=None):
     """The FIR design flags as one ``fir.FirRequest`` (None when no band flag is given)."""
-    from convcli.fir import request_from_options
+    from convcli.core.fir import request_from_options
 
     return request_from_options(lowpass, highpass, bandpass, bandstop, transition, attenuation)
 
 
 def design_rate(request, signals) -> float:
     """The one sample rate a design is made for; refuses NPY without --rate and mixed rates."""
-    from convcli.fir import format_cutoffs
+    from convcli.core.fir import format_cutoffs
 
     flag = f"--{request.band} {format_cutoffs(request.cutoffs)}"
     missing = [s.name for s in signals if s.rate is None]
@@ -267,7 +267,7 @@ def given(ctx: typer.Context, name: str) -> bool:
 def load_design(request, signals, window: str | None, size: int | None, periodic: bool,
                 normalize: str | None, kernel: str | None):
     """A designed filter for ``signals`` (their one rate): ``(coefficients [k], fir.Design)``."""
-    from convcli.kernels import designed_kernel
+    from convcli.core.kernels import designed_kernel
 
     return designed_kernel(request, design_rate(request, signals), window_spec=window, size=size,
                            periodic=periodic, normalization=normalize, has_file=kernel is not None)
@@ -277,7 +277,7 @@ def window_design(ctx: typer.Context, request, name: str | None, size: int, peri
                   normalize: str | None, rate: float | None):
     """``(coefficients [k], fir.Design)`` for ``window NAME --lowpass ... --rate HZ``: NAME is
     the design's window; ``--size``/``--normalize`` count only when given on the command line."""
-    from convcli.kernels import designed_kernel
+    from convcli.core.kernels import designed_kernel
 
     if rate is None:
         raise UsageError(f"--{request.band} is in Hz and needs the sample rate", "pass --rate HZ")
@@ -297,7 +297,7 @@ def window_response(coefficients, *, rate: float | None, design=None, response: 
     without ``--response``); the PNG is drawn when ``plot`` names one."""
     measured = None
     if response:
-        from convcli.response import measure
+        from convcli.core.response import measure
 
         if design is not None:
             measured = measure(coefficients, rate, band=design.request.band,
@@ -306,7 +306,7 @@ def window_response(coefficients, *, rate: float | None, design=None, response: 
         else:
             measured = measure(coefficients, rate)
     if plot is not None:
-        from convcli.plot import plot_window
+        from convcli.render.plots import plot_window
 
         plot_window(coefficients, rate, plot, title=title)
     return measured
@@ -323,7 +323,7 @@ def render_response(measured) -> str:
 def full_scale(subtype: str | None) -> float:
     """The largest sample an output holds: (2^(b−1) − 1)/2^(b−1) for b-bit PCM, else 1.0, so
     ``--normalize-output 0`` reaches full scale without clipping a sample."""
-    from convcli.signals import PCM
+    from convcli.io.signals import PCM
 
     if subtype in PCM:
         scale = PCM[subtype][0]
@@ -357,7 +357,7 @@ def default_output(path: str, out_format: str | None) -> str:
 
 
 def output_format(out: str, requested: str | None, input_format: str) -> str:
-    from convcli.signals import format_from_path
+    from convcli.io.signals import format_from_path
 
     if requested:
         return requested
@@ -428,8 +428,8 @@ def filter_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Convolve signals with a window or kernel: [b]convcli filter in.wav --window hann --size 31[/b]."""
-    from convcli.gain import apply_level, check_level_options
-    from convcli.signals import check_finite, read_signal
+    from convcli.core.levels import apply_level, check_level_options
+    from convcli.io.signals import check_finite, read_signal
 
     # 1. where each result goes, decided (and refused) before any work
     if len(inputs) > 1 and output is not None:
@@ -457,14 +457,14 @@ def filter_command(
                                  "choose another -o")
     if len(set(map(os.path.abspath, outputs))) != len(outputs):
         raise UsageError("two inputs would write the same output name", "rename one input")
-    from convcli.signals import check_output_path
+    from convcli.io.signals import check_output_path
 
     for out in outputs:
         check_output_path(out)
 
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout="-" in outputs)
-    from convcli.resources import reuse_freed_memory
+    from convcli.plan.memory import reuse_freed_memory
 
     # the engines' temporaries (a few MB per chunk) come back from the heap, not page-faulted in
     # afresh each time: 64 × 1 s clips filter in 4 ms instead of 6
@@ -475,7 +475,7 @@ def filter_command(
     if request is None:
         coefficients = load_kernel(window, size, periodic, normalize, kernel)
 
-    from convcli.stream import stream_block
+    from convcli.pipeline import stream_block
 
     if block is not None and (request is not None or normalize_output is not None):
         raise UsageError("--block streams a fixed kernel; FIR design and --normalize-output "
@@ -509,8 +509,8 @@ def filter_command(
                                            else None, periodic, normalize, kernel)
 
     # 3. compute, batching equal-shaped inputs into one tensor (refused if it cannot fit)
-    from convcli.npengine import filter_batches  # numpy on the CPU, torch otherwise
-    from convcli.resources import check_filter_memory
+    from convcli.engines.numpy_backend import filter_batches  # numpy on the CPU, torch otherwise
+    from convcli.plan.memory import check_filter_memory
 
     check_filter_memory([s.data for s in signals], coefficients, spec, method,
                         "filter it in pieces with --block (streaming), or use fewer inputs at once",
@@ -523,7 +523,7 @@ def filter_command(
     elapsed = time.perf_counter() - started
 
     # 4. encode all, apply the --clip policy, then write all outputs atomically together
-    from convcli.signals import atomic_outputs, choose_subtype, clip_verdict, encode
+    from convcli.io.signals import atomic_outputs, choose_subtype, clip_verdict, encode
 
     files, writers = [], []
     clock = time.perf_counter()
@@ -628,9 +628,9 @@ def window_command(
     FIR design (as [b]filter[/b] makes it); [b]--response[/b] prints the measured response
     instead of the coefficients, [b]--plot FILE.png[/b] draws it.
     """
-    from convcli.kernels import make_kernel
-    from convcli.signals import atomic_output, format_from_path
-    from convcli.windows import parse_window
+    from convcli.core.kernels import make_kernel
+    from convcli.io.signals import atomic_output, format_from_path
+    from convcli.core.windows import parse_window
 
     request = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
@@ -704,8 +704,8 @@ def info_command(
     Reads the files with numpy and soundfile only (no torch), so it answers fast. Levels are
     on the float scale (full scale = 1.0, 0 dBFS) over the finite samples.
     """
-    from convcli.describe import describe
-    from convcli.signals import read_bytes
+    from convcli.io.describe import describe
+    from convcli.io.signals import read_bytes
 
     if files.count("-") > 1:
         raise UsageError("standard input can be read only once")
@@ -724,7 +724,7 @@ def info_command(
                 report.warn(f"skipped {path}: {exc.line()}")
             tick()
     if not json_:
-        from convcli.report import render_info
+        from convcli.render.reporter import render_info
 
         write_text("".join(render_info(d) for d in described))
     report.summary = {"command": "info", "files": described, "failed": failed}
@@ -760,7 +760,7 @@ def explain_command(
     The kernel length is --size, or the length of --kernel; the worked example uses the given
     kernel's numbers when it is small, else w = 1, 2, …, k so the flip is visible.
     """
-    from convcli.explain import explain, render
+    from convcli.core.explain import explain, render
 
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     coefficients = None
@@ -777,7 +777,7 @@ def explain_command(
 
 def write_text(text: str) -> None:
     """Text that is the command's output, to stdout (a closed pipe ends quietly in main())."""
-    from convcli.signals import write_stdout
+    from convcli.io.signals import write_stdout
 
     write_stdout(text.encode())
 
@@ -829,7 +829,7 @@ def jacobian_input(input_path, length, seed, layout, dtype, allow_nonfinite, coe
     """``[C, N]`` numpy: batch item 0 of INPUT, or a seeded random signal of ``--length``."""
     import numpy as np
 
-    from convcli.signals import check_finite, read_signal
+    from convcli.io.signals import check_finite, read_signal
 
     if input_path is not None:
         if length is not None:
@@ -856,8 +856,8 @@ def save_matrix(result, output: str) -> str:
 
     import numpy as np
 
-    from convcli.autodiff import Banded
-    from convcli.signals import atomic_output, write_stdout
+    from convcli.autodiff.jacobian import Banded
+    from convcli.io.signals import atomic_output, write_stdout
 
     matrix = result.matrix
     if isinstance(matrix, Banded):
@@ -872,7 +872,7 @@ def save_matrix(result, output: str) -> str:
         write_stdout(buffer.getvalue().encode())
         return "text"
     if suffix == ".png":
-        from convcli import report
+        from convcli.render import reporter as report
 
         plot = getattr(report, "plot_matrix", None)
         if plot is None:
@@ -958,7 +958,7 @@ def jacobian_command(
     pair_index = parse_channel(channel)
     row_slice, col_slice = parse_range(rows, "--rows"), parse_range(cols, "--cols")
     if not banded:  # refuse what cannot fit before torch is even imported
-        from convcli.resources import refuse_dense
+        from convcli.plan.memory import refuse_dense
 
         k, n = coefficients.shape[-1], data.shape[-1]
         spec.check(n, k)
@@ -971,9 +971,9 @@ def jacobian_command(
 
     import torch
 
-    from convcli import autodiff
-    from convcli.engine import choose_method, resolve_device, resolve_dtype
-    from convcli.kernels import to_weight
+    from convcli.autodiff import jacobian as autodiff
+    from convcli.engines.torch_backend import choose_method, resolve_device, resolve_dtype
+    from convcli.core.kernels import to_weight
 
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, data.dtype)
@@ -998,7 +998,7 @@ def jacobian_command(
     # 3. write or show, then report
     from rich.markup import escape
 
-    from convcli.report import heatmap
+    from convcli.render.reporter import heatmap
 
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout=output == "-")
     wrote = save_matrix(result, output) if output is not None else None
@@ -1104,7 +1104,7 @@ def save_gradient(grads: dict, output: str, out_format: str, signal, coefficient
     """Write the gradient(s): input as .npy or 32-bit float WAV, kernel as .npy, both as .npz."""
     import numpy as np
 
-    from convcli.signals import atomic_output, encode, to_file_layout
+    from convcli.io.signals import atomic_output, encode, to_file_layout
 
     if out_format == "npz":
         arrays = {"input": to_file_layout(grads["input"], signal.layout), "kernel": grads["kernel"]}
@@ -1156,7 +1156,7 @@ def grad_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Gradient of a scalar loss of conv1d: [b]convcli grad in.wav --loss energy --wrt input -o dx.wav[/b]."""
-    from convcli.signals import check_finite, read_signal
+    from convcli.io.signals import check_finite, read_signal
 
     if loss == "mse" and target is None:
         raise UsageError("--loss mse needs --target FILE", "give the output you want to match")
@@ -1183,8 +1183,8 @@ def grad_command(
 
     import torch
 
-    from convcli import autodiff
-    from convcli.engine import resolve_device, resolve_dtype
+    from convcli.autodiff import jacobian as autodiff
+    from convcli.engines.torch_backend import resolve_device, resolve_dtype
 
     where = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, signal.data.dtype)
@@ -1252,8 +1252,9 @@ def calibrate_command(
     where [b]--method auto[/b] finds them. [b]filter --json[/b] says which rates priced it
     ("rates"). CONVCLI_CALIBRATION=off ignores the cache; =PATH keeps it elsewhere.
     """
-    from convcli import calibrate, ratecache
-    from convcli.report import render_calibration
+    from convcli.plan import calibrate
+    from convcli.plan import ratecache
+    from convcli.render.reporter import render_calibration
 
     report = Reporter(quiet=quiet, json_mode=json_)
     target = calibrate.resolve(device)  # cuda without CUDA: one clear error, before any work
@@ -1283,7 +1284,7 @@ def calibrate_command(
         if ratecache.setting()[0] == "off":
             report.warn(f"{ratecache.ENV}=off: filter ignores the calibration until it is unset")
     else:
-        from convcli.costmodel import rates_source
+        from convcli.plan.costmodel import rates_source
 
         report.info("not saved (--no-save): filter keeps pricing with the "
                     + ", ".join(sorted({rates_source(target, e) for e in result.engines}))
@@ -1304,7 +1305,7 @@ def calibrate_command(
 
 def _rates_source(run: dict) -> str:
     """Which cost-model rates priced ``auto`` for ``run``: ``built-in`` or ``calibrated ...``."""
-    from convcli.costmodel import rates_source
+    from convcli.plan.costmodel import rates_source
 
     return rates_source(run["device"], run.get("engine", "torch"))
 
@@ -1312,8 +1313,8 @@ def _rates_source(run: dict) -> str:
 def _filter_streamed(path, out, fmt, subtype, coefficients, spec, block, method, device, dtype,
                      allow_nonfinite, clip, gain, report, label) -> None:
     """``filter`` for one audio file streamed in blocks (see ``convcli.stream``)."""
-    from convcli.signals import atomic_output, choose_subtype, clip_verdict
-    from convcli.stream import audio_info, stream_filter
+    from convcli.io.signals import atomic_output, choose_subtype, clip_verdict
+    from convcli.pipeline import audio_info, stream_filter
 
     info = audio_info(path)
     assert info is not None

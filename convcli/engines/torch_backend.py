@@ -37,7 +37,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from convcli.costmodel import (  # noqa: F401  (re-exported: engine.X as before)
+from convcli.plan.costmodel import (  # noqa: F401  (re-exported: engine.X as before)
     CHUNK_ELEMENTS,
     CPU_COST,
     CUDA_COST,
@@ -57,7 +57,7 @@ from convcli.costmodel import (  # noqa: F401  (re-exported: engine.X as before)
     next_fast_len,
 )
 from convcli.errors import ConvcliError, UsageError
-from convcli.overlap import (
+from convcli.plan.geometry import (
     BlockStreamer,
     edge_extent,
     edge_indices,
@@ -65,7 +65,7 @@ from convcli.overlap import (
     output_regions,
     padded_slice,
 )
-from convcli.spec import ConvSpec
+from convcli.core.spec import ConvSpec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -116,7 +116,7 @@ def dynamic_range(x: torch.Tensor, sample: int = 1 << 16, peak: float | None = N
     The subsample (≤ ``sample`` values, 512 KB) comes to the host in one copy and numpy ranks it
     (``npengine.dynamic_range``): on a GPU, masking and ``kthvalue`` cost a sync each.
     """
-    from convcli import npengine
+    from convcli.engines import numpy_backend as npengine
 
     if x.numel() == 0:
         return 1.0
@@ -559,7 +559,7 @@ def filter_batches(
 
 def prepare_weight(coefficients, channels: int, spec: ConvSpec, like: torch.Tensor):
     """The kernel as a ``[O, C/G, k]`` tensor on ``like``'s device and dtype, and the spec to run."""
-    from convcli.kernels import to_weight
+    from convcli.core.kernels import to_weight
 
     weight_np, groups = to_weight(coefficients, channels, spec.groups)
     run_spec = spec if groups == spec.groups else replace(spec, groups=groups)

@@ -153,8 +153,8 @@ def describe_key(key: dict) -> str:
 def model_fingerprint(kind: str = "cpu") -> str:
     """A hash of the cost model's counts on fixed problems on a ``cpu`` or ``cuda`` device:
     rates fitted to other counts (the model changed since the calibration) do not apply."""
-    from convcli.costmodel import estimate_costs
-    from convcli.spec import ConvSpec
+    from convcli.plan.costmodel import estimate_costs
+    from convcli.core.spec import ConvSpec
 
     problems = [  # (length, k, spec, batch, channels, out_channels, nfft)
         (48_000, 31, ConvSpec(groups=2), 1, 2, 2, 4096),
@@ -280,7 +280,7 @@ def cached_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]
         return None
     # calibrate times float32 and fits RATE_KEYS with the other terms at zero (the fitted rates
     # absorb them), so only the built-in float64 factors carry over
-    from convcli.costmodel import builtin_rates
+    from convcli.plan.costmodel import builtin_rates
 
     factors = {name: value for name, value in builtin_rates(device, engine).items()
                if name.endswith("_float64")}

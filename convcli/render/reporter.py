@@ -257,7 +257,7 @@ def heatmap(block: Any, row0: int = 0, col0: int = 0) -> Any:
 
 def plot_window(w: Any, rate: float | None, path: str, *, title: str | None = None) -> None:
     """PNG of a kernel's taps and magnitude response; see ``convcli.plot.plot_window``."""
-    from convcli.plot import plot_window as draw
+    from convcli.render.plots import plot_window as draw
 
     draw(w, rate, path, title=title)
 
@@ -267,7 +267,7 @@ def plot_matrix(J: Any, path: str, *, title: str | None = None) -> None:
 
     matplotlib is imported only when drawing; without it the error names ``convcli[plot]``.
     """
-    from convcli.plot import plot_matrix as draw
+    from convcli.render.plots import plot_matrix as draw
 
     draw(J, path, title=title)
 

@@ -38,9 +38,9 @@ from datetime import datetime, timezone
 import numpy as np
 
 from convcli import __version__
-from convcli.costmodel import MethodChoice, builtin_rates, estimate_costs
-from convcli.ratecache import FORMAT, RATE_KEYS, device_key, model_fingerprint
-from convcli.spec import ConvSpec
+from convcli.plan.costmodel import MethodChoice, builtin_rates, estimate_costs
+from convcli.plan.ratecache import FORMAT, RATE_KEYS, device_key, model_fingerprint
+from convcli.core.spec import ConvSpec
 
 #: weight of the pull toward the built-in rates, per rate, in squared log units, for --quick
 #: and the default: --quick's few problems leave the per-call and per-byte rates free to trade
@@ -293,14 +293,14 @@ def _runner(problem: Problem, device: str) -> Callable[[], object]:
     else:
         choice = MethodChoice("direct", "calibration", problem.algorithm)
     if problem.engine == "numpy":
-        from convcli import npengine
+        from convcli.engines import numpy_backend as npengine
 
         if problem.algorithm == "memory":
             return x.copy
         return lambda: npengine.conv1d(x, w, problem.spec, choice)
     import torch
 
-    from convcli import engine
+    from convcli.engines import torch_backend as engine
 
     target = torch.device(device)
     xt, wt = torch.from_numpy(x).to(target), torch.from_numpy(w).to(target)
@@ -429,11 +429,11 @@ class Calibration:
 
 def resolve(device: str) -> str:
     """``cpu`` or a CUDA device, as ``filter`` would pick it for ``--device``."""
-    from convcli.npengine import cpu_requested
+    from convcli.engines.numpy_backend import cpu_requested
 
     if cpu_requested(device):
         return "cpu"
-    from convcli.engine import resolve_device  # cuda without CUDA: a clear ConvcliError
+    from convcli.engines.torch_backend import resolve_device  # cuda without CUDA: a clear ConvcliError
 
     return str(resolve_device(device))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from convcli import signals
+from convcli.io import signals
 from convcli.errors import InputError
 
 

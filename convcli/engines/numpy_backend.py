@@ -30,8 +30,8 @@ from itertools import pairwise
 
 import numpy as np
 
-from convcli import blas
-from convcli.costmodel import (  # noqa: F401  (NUMPY_MAX_NFFT re-exported)
+from convcli.engines import blas
+from convcli.plan.costmodel import (  # noqa: F401  (NUMPY_MAX_NFFT re-exported)
     CHUNK_ELEMENTS,
     NUMPY_MAX_NFFT,
     MethodChoice,
@@ -45,7 +45,7 @@ from convcli.costmodel import (  # noqa: F401  (NUMPY_MAX_NFFT re-exported)
     joins_rows,
 )
 from convcli.errors import ConvcliError, UsageError
-from convcli.overlap import (
+from convcli.plan.geometry import (
     BlockStreamer,
     edge_extent,
     edge_indices,
@@ -53,7 +53,7 @@ from convcli.overlap import (
     output_regions,
     padded_slice,
 )
-from convcli.spec import ConvSpec
+from convcli.core.spec import ConvSpec
 
 NONFINITE = ("correlate", ("non-finite samples: numpy.correlate per channel propagates them "
                            "only through the taps that touch them"))
@@ -80,7 +80,7 @@ def use_numpy(device: str, coefficients: np.ndarray, channels: int, spec: ConvSp
     """
     if not cpu_requested(device):
         return False
-    from convcli.kernels import to_weight
+    from convcli.core.kernels import to_weight
 
     try:
         weight, groups = to_weight(coefficients, channels, spec.groups)
@@ -674,7 +674,7 @@ class Streamer(BlockStreamer):
 # --- the CLI's boundary --------------------------------------------------------------------------
 def prepare_weight(coefficients: np.ndarray, channels: int, spec: ConvSpec, dtype):
     """The depthwise kernel ``[C, 1, k]`` in ``dtype`` and the spec to run (groups = C)."""
-    from convcli.kernels import to_weight
+    from convcli.core.kernels import to_weight
 
     weight, groups = to_weight(coefficients, channels, spec.groups)
     run_spec = spec if groups == spec.groups else replace(spec, groups=groups)
@@ -715,7 +715,7 @@ def filter_batches(arrays: list, coefficients, spec: ConvSpec, *, method: str = 
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
     if not arrays or not all(use_numpy(device, coefficients, a.shape[1], spec) for a in arrays):
-        from convcli import engine
+        from convcli.engines import torch_backend as engine
 
         return engine.filter_batches(arrays, coefficients, spec, method=method, device=device)
     def run(batch):

@@ -95,7 +95,7 @@ def read_bytes(path: str, stdin: BinaryIO | None = None, what: str = "input") ->
     if p.is_dir():
         raise InputError(f"{what} {path} is a directory, not a file", "give a file path")
     try:
-        from convcli.resources import check_allocation
+        from convcli.plan.memory import check_allocation
 
         check_allocation(p.stat().st_size, f"reading {what} {path}",
                          "split the file, or filter it in pieces with --block (streaming)")
@@ -244,7 +244,7 @@ def wav_data_shortfall(data: bytes) -> tuple[int, int] | None:
 def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
     import soundfile as sf
 
-    from convcli.resources import check_allocation
+    from convcli.plan.memory import check_allocation
 
     if fmt == "wav" and (short := wav_data_shortfall(data)) is not None:
         declared, present = short

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convcli.costmodel import MethodChoice
+from convcli.plan.costmodel import MethodChoice
 from convcli.errors import InputError, OutputError, UsageError
-from convcli.signals import (
+from convcli.io.signals import (
     PCM,
     SOUNDFILE_FORMATS,
     WriteReport,
@@ -134,8 +134,8 @@ def stream_filter(
     """
     import soundfile as sf
 
-    from convcli import npengine
-    from convcli.resources import reuse_freed_memory
+    from convcli.engines import numpy_backend as npengine
+    from convcli.plan.memory import reuse_freed_memory
 
     reuse_freed_memory()  # every block allocates the same arrays again: no page faults for them
     source = io.BytesIO(read_bytes(path)) if path == "-" else path
@@ -292,7 +292,7 @@ class _NumpyStream:
     """The numpy engine's streamer (CPU, depthwise kernel): no torch import."""
 
     def __init__(self, coefficients, spec, n, head, tail, method, device, allow_nonfinite):
-        from convcli import npengine
+        from convcli.engines import numpy_backend as npengine
 
         self.np = npengine
         head_x, tail_x = _frames_to_rows(head), _frames_to_rows(tail)
@@ -331,7 +331,7 @@ class _TorchStream:
     def __init__(self, coefficients, spec, n, head, tail, method, device, allow_nonfinite):
         import torch
 
-        from convcli.engine import Streamer, choose_method, prepare_weight, resolve_device
+        from convcli.engines.torch_backend import Streamer, choose_method, prepare_weight, resolve_device
 
         self.torch = torch
         self.target = target = resolve_device(device)
@@ -360,7 +360,7 @@ class _TorchStream:
         return self.torch.no_grad()
 
     def describe(self):
-        from convcli.engine import describe
+        from convcli.engines.torch_backend import describe
 
         return describe(self.choice, self.head, self.weight, self.target)
 

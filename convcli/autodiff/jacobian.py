@@ -20,7 +20,7 @@ them), plus reverse mode for the few edge rows a padding folds.
 Everything is a tensor in, tensor out and runs on the device of its inputs.
 
     >>> import torch
-    >>> from convcli.spec import ConvSpec
+    >>> from convcli.core.spec import ConvSpec
     >>> input_jacobian(torch.tensor([1.0, 2.0, 3.0]), 4, ConvSpec(mode="valid")).tolist()
     [[3.0, 2.0, 1.0, 0.0], [0.0, 3.0, 2.0, 1.0]]
 """
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from convcli.errors import InputError, UsageError
-from convcli.resources import refuse_dense
-from convcli.spec import ConvSpec
+from convcli.plan.memory import refuse_dense
+from convcli.core.spec import ConvSpec
 
 WRT = ("input", "kernel")
 LOSSES = ("sum", "mean", "energy", "mse")
@@ -484,7 +484,7 @@ def pair_functions(pair: Pair, method: str = "auto"):
     ``f_input(x_row [N])`` replaces the chosen input channel; ``f_kernel(w_row [k])`` the
     kernel row. Both run the engine's differentiable ``conv1d``.
     """
-    from convcli.engine import conv1d
+    from convcli.engines.torch_backend import conv1d
 
     channels = pair.x.shape[0]
     pick_x = torch.zeros(channels, 1, dtype=pair.x.dtype, device=pair.x.device)
@@ -728,7 +728,7 @@ def weight_from_coefficients(coefficients: torch.Tensor, channels: int, groups: 
     """
     import numpy as np
 
-    from convcli.kernels import to_weight
+    from convcli.core.kernels import to_weight
 
     _, groups = to_weight(np.zeros(tuple(coefficients.shape)), channels, groups)
     if coefficients.ndim == 1:
@@ -783,7 +783,7 @@ def grad(
     >>> float(value), g["input"].tolist(), g["kernel"].tolist()
     (6.0, [[[1.0, 2.0, 2.0, 1.0]]], [3.0, 3.0])
     """
-    from convcli.engine import conv1d
+    from convcli.engines.torch_backend import conv1d
 
     for name in wrt:
         if name not in WRT:

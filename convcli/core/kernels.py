@@ -28,7 +28,7 @@ def parse_kernel_bytes(data: bytes, name: str) -> np.ndarray:
     if not data.strip():
         raise InputError(f"kernel {name} is empty", "give one coefficient per line, or a .npy file")
     if data[:6] == b"\x93NUMPY":
-        from convcli.signals import load_npy  # the one np.load of convcli: pickles refused
+        from convcli.io.signals import load_npy  # the one np.load of convcli: pickles refused
 
         return _check_array(load_npy(data, f"kernel {name}"), name)
     try:
@@ -144,7 +144,7 @@ def make_kernel(
 
     Shape: ``-> [k]``, or the file's ``(C, k)`` / ``(O, C/G, k)``.
     """
-    from convcli import windows
+    from convcli.core import windows
 
     if design is not None:
         return designed_kernel(design, rate, window_spec=window_spec, size=size, periodic=periodic,
@@ -177,7 +177,8 @@ def designed_kernel(
 
     ``rate`` is the signal's sample rate (None is a clear error: NPY needs ``--rate``).
     """
-    from convcli import fir, windows
+    from convcli.core import fir
+    from convcli.core import windows
 
     flag = f"--{request.band}"
     if has_file:

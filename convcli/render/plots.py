@@ -42,7 +42,7 @@ def _check_png(path: str) -> None:
 
 
 def _save(fig, canvas_type, path: str) -> None:
-    from convcli.signals import atomic_output
+    from convcli.io.signals import atomic_output
 
     canvas_type(fig)
     with atomic_output(path) as handle:
@@ -58,7 +58,7 @@ def plot_window(w, rate: float | None, path: str, *, title: str | None = None,
 
     Shape: ``w [k] -> PNG of WINDOW_SIZE pixels at path`` (``-`` = stdout).
     """
-    from convcli.response import spectrum
+    from convcli.core.response import spectrum
 
     _check_png(path)
     w = np.asarray(w, dtype=np.float64)

@@ -205,7 +205,7 @@ def firwin(
 
     Shape: ``-> [size]`` float64, symmetric (linear phase, delay ``(size−1)/2`` samples).
     """
-    from convcli import windows
+    from convcli.core import windows
 
     if band not in BANDS:
         raise UsageError(f"unknown band type {band!r}", f"one of {', '.join(BANDS)}")
@@ -297,7 +297,7 @@ def design(
 
     Shape: ``-> Design`` whose ``coefficients`` are ``[taps]``.
     """
-    from convcli import windows
+    from convcli.core import windows
 
     request.check_rate(rate)
     nyquist = rate / 2

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from convcli.errors import UsageError
-from convcli.spec import ConvSpec
+from convcli.core.spec import ConvSpec
 
 METHODS = ("auto", "direct", "fft")
 
@@ -72,7 +72,7 @@ def cost_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]:
     (``convcli.ratecache``: ``$XDG_CACHE_HOME/convcli/``, ``CONVCLI_CALIBRATION=off`` or a
     path to bypass it or point elsewhere); else the built-in table.
     """
-    from convcli.ratecache import cached_rates  # light: json and the file system, no torch
+    from convcli.plan.ratecache import cached_rates  # light: json and the file system, no torch
 
     fitted = cached_rates(device, engine)
     return fitted if fitted is not None else builtin_rates(device, engine)
@@ -80,7 +80,7 @@ def cost_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]:
 
 def rates_source(device: str = "cpu", engine: str = "torch") -> str:
     """Where ``cost_rates`` takes its rates from: ``built-in`` or ``calibrated DATE (PATH)``."""
-    from convcli.ratecache import cached_source
+    from convcli.plan.ratecache import cached_source
 
     return cached_source(device, engine) or "built-in"
 

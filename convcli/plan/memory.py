@@ -129,7 +129,7 @@ def conv_bytes(batch: int, channels: int, length: int, out_channels: int, k: int
     kernel and output and the real inverse transform (complex = 2 items). An estimate on the
     safe side of what ``engine`` allocates, not an exact figure.
 
-    >>> from convcli.spec import ConvSpec
+    >>> from convcli.core.spec import ConvSpec
     >>> conv_bytes(1, 2, 1000, 2, 31, ConvSpec(), "direct", 4)
     24240
     """
@@ -156,9 +156,9 @@ def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str
     device the computation is checked against the device's free memory instead. Call it after
     reading, before computing.
     """
-    from convcli.costmodel import decide, estimate_costs
-    from convcli.kernels import to_weight
-    from convcli.npengine import cpu_requested
+    from convcli.plan.costmodel import decide, estimate_costs
+    from convcli.core.kernels import to_weight
+    from convcli.engines.numpy_backend import cpu_requested
 
     on_gpu = False
     if not cpu_requested(device):  # no torch import for a CPU run (see convcli.npengine)

@@ -1,4 +1,4 @@
-"""convcli's engine against its peers: workloads W1–W5 (issue 3) x methods x peers.
+"""convcli's engine against its peers: workloads W1–W5 x methods x peers.
 
     python benchmarks/bench.py            # the full run (several minutes on 2 cores)
     python benchmarks/bench.py --quick    # a small version, seconds
@@ -6,8 +6,9 @@
     python benchmarks/bench.py --device cuda  # the torch engine on a GPU vs cuDNN and CuPy
 
 On the CPU the headline rows "convcli auto / direct / fft" time the numpy engine
-(``npengine.conv1d``), which is what ``convcli filter`` runs there for these depthwise kernels;
-"convcli torch auto / direct / fft" time the torch engine (``engine.conv1d``: CUDA, mixing
+(``engines.numpy_backend.conv1d``), which is what ``convcli filter`` runs there for these
+depthwise kernels; "convcli torch auto / direct / fft" time the torch engine
+(``engines.torch_backend.conv1d``: CUDA, mixing
 kernels, jacobian/grad) beside it. With ``--device cuda`` the convcli rows are the torch engine
 on the GPU. W5 ends with one table of the sweep: auto over the faster of direct and fft.
 
@@ -186,8 +187,9 @@ def runners(x_np: np.ndarray, w_np: np.ndarray, spec, device) -> dict:
         return lambda: npengine.conv1d(x_np, weight_np, spec, method)
 
     def numpy_direct_estimate():  # the cost model's own price (numpy rates), to skip k ≫ 1000
-        costs = npengine.estimate_costs(n, k, spec, batch=batch, channels=channels,
-                                        engine="numpy")
+        from convcli.plan.costmodel import estimate_costs
+
+        costs = estimate_costs(n, k, spec, batch=batch, channels=channels, engine="numpy")
         # past the GEMM's band limit, direct multiplies the taps (numpy.correlate): the conv1d price
         return costs["gemm"][0] if "gemm" in costs else costs["conv1d"][0]
 
@@ -260,8 +262,8 @@ def run_engine(args) -> list[dict]:
             w_np = (hann(k) if k < 8000 else reverb(k)).astype(np.float32)
             reference = None
             results = {}
-            from convcli.engines import torch_backend as engine
             from convcli.engines import numpy_backend as npengine
+            from convcli.engines import torch_backend as engine
 
             if device.type == "cuda":
                 choice = engine.choose_method(n, k, spec, "auto", batch=batch, channels=channels,

@@ -49,6 +49,7 @@ def run_one(name: str, repeat: int, quick: bool) -> dict:
     import torch
 
     from convcli.autodiff import jacobian as autodiff
+    from convcli.autodiff.banded import Banded
     from convcli.core.spec import ConvSpec
 
     _, n, fmt, route, padding = WORKLOADS[name]
@@ -70,7 +71,7 @@ def run_one(name: str, repeat: int, quick: bool) -> dict:
 
     baseline = rss_bytes()
     result = work()  # warm-up
-    nbytes = (result.nbytes if isinstance(result, autodiff.Banded)
+    nbytes = (result.nbytes if isinstance(result, Banded)
               else result.numel() * result.element_size())
     del result
     times = []

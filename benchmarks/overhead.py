@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from convcli.engines.torch_backend import choose_method, conv1d
 from convcli.core.spec import ConvSpec
+from convcli.engines.torch_backend import choose_method, conv1d
 
 
 def median_seconds(fn, device, repeat: int = 20) -> float:

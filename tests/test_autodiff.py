@@ -19,19 +19,13 @@ from conftest import SAMPLES
 from reference import reference_conv1
 
 from convcli.autodiff import jacobian as autodiff
-from convcli.autodiff.jacobian import (
-    Banded,
-    channel_pair,
-    compare,
-    grad,
-    input_jacobian,
-    input_jacobian_banded,
-    jacobian,
-    kernel_jacobian,
-)
+from convcli.autodiff.banded import Banded
+from convcli.autodiff.closed import input_jacobian, input_jacobian_banded, kernel_jacobian
+from convcli.autodiff.grad import LOSSES, grad
+from convcli.autodiff.jacobian import channel_pair, compare, jacobian
+from convcli.core.spec import ConvSpec
 from convcli.engines.torch_backend import conv1d
 from convcli.errors import ConvcliError, InputError, UsageError
-from convcli.core.spec import ConvSpec
 
 #: torch.func.vjp imports torch._dynamo, whose import warns that torch.jit.script is deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
@@ -182,7 +176,7 @@ def test_gradcheck_float64(spec, method):
     assert torch.autograd.gradcheck(lambda a, b: conv1d(a, b, spec, method), (x, w))
 
 
-@pytest.mark.parametrize("loss", autodiff.LOSSES)
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("options", [
     {"mode": "same"}, {"mode": "valid", "correlate": True, "stride": 2},
     {"mode": "causal", "padding": "reflect", "dilation": 2}, {"mode": "full", "padding": "circular"},
@@ -346,7 +340,7 @@ def test_cli_grad_writes_wav_and_npz(cli, cli_fast, tmp_path):
 def test_cli_check_mismatch_exits_1_and_png_needs_the_plot_extra(cli_fast, tmp_path, monkeypatch):
     import json
 
-    from convcli.render import reporter as report
+    from convcli.render import plots as report
 
     monkeypatch.setitem(autodiff.TOLERANCE, torch.float32, -1.0)  # no difference can pass
     proc = cli_fast("jacobian", "--length", "16", "--size", "5", "--check", "--json")

@@ -16,12 +16,11 @@ import pytest
 import torch
 from conftest import SAMPLES, run_cli
 
-from convcli.plan import calibrate
-from convcli.plan import costmodel
-from convcli.plan import ratecache
+from convcli.core.spec import ConvSpec
+from convcli.plan import calibrate, costmodel, ratecache
 from convcli.plan.costmodel import estimate_costs
 from convcli.plan.ratecache import RATE_KEYS, CalibrationWarning
-from convcli.core.spec import ConvSpec
+from convcli.plan.selection import costs_for
 
 #: known "true" rates: each built-in rate scaled by its own factor, so none is a prior value
 SCALE = {"gemm_flop": 2.0, "conv1d_mac": 0.5, "fft_flop": 3.0, "byte": 0.7, "call": 1.5}
@@ -142,10 +141,9 @@ def test_problems_are_sized_by_warm_runs(monkeypatch):
             return problem.elements * 1e-9 + (0.01 if len(runs) == 1 else 0.0)  # "seconds"
         return run
 
-    monkeypatch.setattr(calibrate, "_runner", runner)
     monkeypatch.setattr(calibrate, "_seconds", lambda fn: fn())
     start = calibrate.Problem("numpy", "gemm", 1 << 10, 31)
-    m = calibrate.measure(start, "cpu", target=0.01, repeat=3)
+    m = calibrate.measure(start, "cpu", runner, target=0.01, repeat=3)
     assert m.problem.elements * 1e-9 >= 0.005, m.problem  # grown until a warm run is target/2
     assert m.seconds == pytest.approx(m.problem.elements * 1e-9) and len(m.runs) == 3
 
@@ -153,9 +151,9 @@ def test_problems_are_sized_by_warm_runs(monkeypatch):
 # --- the cache: where it is, when it applies ---------------------------------------------------
 def test_suite_prices_with_the_built_in_rates():
     """conftest sets CONVCLI_CALIBRATION=off: no developer's cache leaks into the results."""
-    assert costmodel.rates_source("cpu", "numpy") == "built-in"
-    assert costmodel.cost_rates("cpu", "numpy") is costmodel.NUMPY_COST
-    assert costmodel.cost_rates("cpu", "torch") is costmodel.CPU_COST
+    assert ratecache.rates_source("cpu", "numpy") == "built-in"
+    assert ratecache.cost_rates("cpu", "numpy") is costmodel.NUMPY_COST
+    assert ratecache.cost_rates("cpu", "torch") is costmodel.CPU_COST
 
 
 def a_calibration(tmp_path, **changes) -> dict:
@@ -175,7 +173,7 @@ def write(path, data) -> None:
 def assert_priced_with(fitted: dict, engine: str) -> None:
     """``cost_rates`` gives the file's fitted rates, and of the built-in table only its float64
     factors (calibrate times float32)."""
-    rates = costmodel.cost_rates("cpu", engine)
+    rates = ratecache.cost_rates("cpu", engine)
     assert {key: rates[key] for key in RATE_KEYS} == fitted
     assert {key: rates[key] for key in set(rates) - set(RATE_KEYS)} == {
         key: value for key, value in costmodel.builtin_rates("cpu", engine).items()
@@ -188,16 +186,16 @@ def test_a_file_named_by_the_env_var_prices_auto(tmp_path, monkeypatch):
     write(path, data)
     monkeypatch.setenv("CONVCLI_CALIBRATION", str(path))
     assert_priced_with(data["engines"]["numpy"]["rates"], "numpy")
-    assert costmodel.rates_source("cpu", "numpy") == f"calibrated 2026-01-02 ({path})"
+    assert ratecache.rates_source("cpu", "numpy") == f"calibrated 2026-01-02 ({path})"
     # the model prices with them: 3x every rate (of CPU_COST, as written) is 3x every estimate
     spec = ConvSpec(groups=2)
-    calibrated = estimate_costs(100_000, 31, spec, channels=2, engine="numpy")
+    calibrated = costs_for(100_000, 31, spec, channels=2, engine="numpy")  # what auto pays
     builtin = estimate_costs(100_000, 31, spec, channels=2, engine="numpy",
                              rates={key: costmodel.CPU_COST[key] for key in RATE_KEYS})
-    for name in builtin:
+    for name in calibrated:
         assert calibrated[name][0] == pytest.approx(3 * builtin[name][0]), name
     monkeypatch.setenv("CONVCLI_CALIBRATION", "off")
-    assert costmodel.cost_rates("cpu", "numpy") is costmodel.NUMPY_COST
+    assert ratecache.cost_rates("cpu", "numpy") is costmodel.NUMPY_COST
 
 
 def test_a_file_without_an_engine_leaves_it_built_in(tmp_path, monkeypatch):
@@ -207,8 +205,8 @@ def test_a_file_without_an_engine_leaves_it_built_in(tmp_path, monkeypatch):
     write(path, data)
     monkeypatch.setenv("CONVCLI_CALIBRATION", str(path))
     assert_priced_with(data["engines"]["numpy"]["rates"], "numpy")
-    assert costmodel.cost_rates("cpu", "torch") is costmodel.CPU_COST
-    assert costmodel.rates_source("cpu", "torch") == "built-in"
+    assert ratecache.cost_rates("cpu", "torch") is costmodel.CPU_COST
+    assert ratecache.rates_source("cpu", "torch") == "built-in"
 
 
 def test_a_cpu_file_does_not_price_cuda(tmp_path, monkeypatch):
@@ -217,7 +215,7 @@ def test_a_cpu_file_does_not_price_cuda(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVCLI_CALIBRATION", str(path))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not a warning either: the file is simply not for CUDA
-        assert costmodel.cost_rates("cuda", "torch") is costmodel.CUDA_COST
+        assert ratecache.cost_rates("cuda", "torch") is costmodel.CUDA_COST
 
 
 @pytest.mark.parametrize("case,message", [
@@ -250,9 +248,9 @@ def test_a_bad_cache_file_is_ignored_with_one_warning(tmp_path, monkeypatch, cas
     monkeypatch.setenv("CONVCLI_CALIBRATION", str(path))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        numpy_rates = costmodel.cost_rates("cpu", "numpy")
-        torch_rates = costmodel.cost_rates("cpu", "torch")
-        source = costmodel.rates_source("cpu", "numpy")
+        numpy_rates = ratecache.cost_rates("cpu", "numpy")
+        torch_rates = ratecache.cost_rates("cpu", "torch")
+        source = ratecache.rates_source("cpu", "numpy")
     assert numpy_rates is costmodel.NUMPY_COST and torch_rates is costmodel.CPU_COST
     assert source == "built-in"
     assert len(caught) == 1, [str(w.message) for w in caught]  # once, not on every lookup
@@ -339,9 +337,9 @@ def test_calibrate_saves_per_device_and_auto_uses_it(quick_run, cli_fast, tmp_pa
     monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
     monkeypatch.delenv("CONVCLI_CALIBRATION")
     for engine in ("numpy", "torch"):
-        rates = costmodel.cost_rates("cpu", engine)
+        rates = ratecache.cost_rates("cpu", engine)
         assert {key: rates[key] for key in RATE_KEYS} == pytest.approx(summary["rates"][engine])
-        assert costmodel.rates_source("cpu", engine).startswith("calibrated ")
+        assert ratecache.rates_source("cpu", engine).startswith("calibrated ")
     out = tmp_path / "out.wav"
     run = cli_fast("filter", SAMPLES / "chord.wav", "--size", "301", "--device", "cpu",
                    "--json", "-o", out)

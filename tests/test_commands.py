@@ -20,10 +20,10 @@ import soundfile as sf
 from conftest import SAMPLES, cli_env
 from scipy import signal as sps
 
-from convcli.errors import InputError
 from convcli.core.explain import explain
-from convcli.render.reporter import Ticker, progress
 from convcli.core.spec import ConvSpec
+from convcli.errors import InputError
+from convcli.render.progress import Ticker, progress
 
 
 def _json(proc: subprocess.CompletedProcess, stream: str = "stdout") -> dict:

@@ -17,8 +17,8 @@ import torch
 from conftest import SAMPLES
 from reference import reference_conv
 
-from convcli.engines.torch_backend import conv1d
 from convcli.core.spec import ConvSpec
+from convcli.engines.torch_backend import conv1d
 
 pytestmark = [
     pytest.mark.cuda,

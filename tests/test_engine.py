@@ -15,10 +15,13 @@ import pytest
 import scipy.signal as ss
 import torch
 
-from convcli.engines import torch_backend as engine
-from convcli.engines.torch_backend import MethodChoice, choose_method, conv1d, fft_error_bound
-from convcli.errors import InputError
+from convcli.core.kernels import depthwise
 from convcli.core.spec import PADDINGS, ConvSpec
+from convcli.engines.torch_backend import choose_method, conv1d
+from convcli.errors import InputError
+from convcli.pipeline import filter_arrays
+from convcli.plan import geometry
+from convcli.plan.selection import MethodChoice, fft_error_bound
 
 #: (batch, channels, out_channels, groups): depthwise stereo, mono batch, 9 rows, general groups
 LAYOUTS = [(1, 2, 2, 2), (2, 1, 1, 1), (9, 2, 2, 2), (2, 4, 6, 2)]
@@ -56,7 +59,7 @@ def refused(spec: ConvSpec, n: int, k: int) -> bool:
 def choices(n: int, k: int, spec: ConvSpec, batch: int, channels: int, out_channels: int, rng):
     """Every way the engine can run this case: auto, GEMM (if depthwise), F.conv1d, FFT x nfft."""
     found = [("auto", "auto"), ("conv1d", MethodChoice("direct", "test", "conv1d"))]
-    if engine.depthwise(out_channels, channels // spec.groups, spec.groups):
+    if depthwise(out_channels, channels // spec.groups, spec.groups):
         found.append(("gemm", MethodChoice("direct", "test", "gemm")))
     nfft = int(rng.choice([16, 64, 1024])) if spec.span(k) <= 16 else 1024
     found.append((f"fft{nfft}", MethodChoice("fft", "test", "overlap-save", nfft)))
@@ -65,7 +68,7 @@ def choices(n: int, k: int, spec: ConvSpec, batch: int, channels: int, out_chann
 
 def check_grid(mode: str, padding: str, rng, lengths=(20, 90), chunk=None, monkeypatch=None):
     if chunk is not None:
-        monkeypatch.setattr(engine, "CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(geometry, "CHUNK_ELEMENTS", chunk)
     grid = list(itertools.product([1, 3], [1, 2], [False, True], [1, 4, 7]))
     picked = rng.choice(len(grid), size=len(grid) // 2, replace=False)  # a seeded half per case
     for stride, dilation, correlate, k in (grid[i] for i in sorted(picked)):
@@ -137,7 +140,7 @@ def test_gradcheck_through_fast_paths(algorithm):
 
 def test_gradient_matches_torch_conv1d(rng, monkeypatch):
     """d(sum y²)/dx and /dw through the chunked GEMM equal those through F.conv1d."""
-    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 1000)  # the edge/middle/edge chunked loop
+    monkeypatch.setattr(geometry, "CHUNK_ELEMENTS", 1000)  # the edge/middle/edge chunked loop
     spec = ConvSpec(mode="same", correlate=True, groups=2)
     x0 = torch.from_numpy(rng.standard_normal((1, 2, 3000)))
     w0 = torch.from_numpy(rng.standard_normal((2, 1, 31)))
@@ -213,7 +216,7 @@ def test_device_agnostic(device, rng):
 
 def test_filter_batches_reports_what_ran(rng):
     x = rng.standard_normal((1, 2, 50_000)).astype(np.float32)
-    results, run = engine.filter_batches([x], np.hanning(2049), ConvSpec(), method="auto", device="cpu")
+    results, run = filter_arrays([x], np.hanning(2049), ConvSpec(), method="auto", device="cpu")
     assert run["method"] == "fft" and run["algorithm"] == "overlap-save" and run["nfft"] >= 4096
     relative = fft_error_bound(run["nfft"], torch.float32)
     assert relative < 1e-5 and "cost model" in run["reason"]

@@ -360,16 +360,16 @@ class _Failing:
 @pytest.fixture
 def failing_writes(monkeypatch):
     """Make every AtomicFile's handle fail after 1000 bytes (ENOSPC or a signal)."""
-    from convcli.io import signals
+    from convcli.io import atomic
 
     def install(signum: int | None = None):
-        original = signals.AtomicFile.__init__
+        original = atomic.AtomicFile.__init__
 
         def init(self, path):
             original(self, path)
             self.handle = _Failing(self.handle, 1000, signum)
 
-        monkeypatch.setattr(signals.AtomicFile, "__init__", init)
+        monkeypatch.setattr(atomic.AtomicFile, "__init__", init)
 
     return install
 
@@ -397,7 +397,7 @@ def test_fault_mid_write_leaves_old_output_and_no_temporary(workdir, failing_wri
 
 
 def test_several_outputs_appear_together_or_not_at_all(tmp_path):
-    from convcli.io.signals import atomic_outputs
+    from convcli.io.atomic import atomic_outputs
 
     (tmp_path / "b.npy").write_bytes(b"old b")
     paths = [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]

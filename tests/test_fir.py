@@ -10,9 +10,9 @@ import soundfile as sf
 from conftest import SAMPLES
 
 from convcli.core import fir
-from convcli.errors import UsageError
-from convcli.core.levels import apply_level, check_level_options
 from convcli.core.kernels import designed_kernel, make_kernel, to_weight
+from convcli.core.levels import apply_level, check_level_options
+from convcli.errors import UsageError
 
 RATE = 44100.0
 CASES = {
@@ -173,14 +173,14 @@ def bank_reference(x, w, groups, correlate):
                                                           (4, 4, 4), (3, 6, 9)])
 @pytest.mark.parametrize("correlate", [False, True])
 def test_grouped_kernels_match_per_group_reference(rng, groups, channels, out_channels, correlate):
-    from convcli.engines.torch_backend import filter_batches
     from convcli.core.spec import ConvSpec
+    from convcli.pipeline import filter_arrays
 
     x = rng.standard_normal((3, channels, 200))
     w = rng.standard_normal((out_channels, channels // groups, 5))
     spec = ConvSpec(groups=groups, correlate=correlate)
     for method in ("direct", "fft"):
-        (y,), _ = filter_batches([x], w, spec, method=method, device="cpu")
+        (y,), _ = filter_arrays([x], w, spec, method=method, device="cpu")
         assert y.shape == (3, out_channels, 200)
         for b in range(3):
             np.testing.assert_allclose(y[b], bank_reference(x[b], w, groups, correlate),

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convcli.errors import ConvcliError
-from convcli.core.kernels import parse_kernel_bytes
+from convcli.io.kernelfile import parse_kernel_bytes
 from convcli.io.signals import Signal, read_signal
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,

@@ -7,8 +7,9 @@ import io
 import numpy as np
 import pytest
 
+from convcli.core.kernels import make_kernel, to_weight
 from convcli.errors import InputError, UsageError
-from convcli.core.kernels import make_kernel, parse_kernel_bytes, to_weight
+from convcli.io.kernelfile import parse_kernel_bytes
 
 
 def npy_bytes(array) -> bytes:
@@ -70,11 +71,11 @@ def test_to_weight_shapes():
 def test_make_kernel_normalization_rules():
     hann = make_kernel(window_spec="hann", size=5)
     np.testing.assert_allclose(hann.sum(), 1.0)
-    raw = make_kernel(kernel_bytes=b"1\n2\n1\n")
+    raw = make_kernel(kernel=parse_kernel_bytes(b"1\n2\n1\n", "k"))
     np.testing.assert_array_equal(raw, [1, 2, 1])  # files are used as written
-    np.testing.assert_allclose(make_kernel(kernel_bytes=b"1\n2\n1\n", normalization="sum"),
+    np.testing.assert_allclose(make_kernel(kernel=parse_kernel_bytes(b"1\n2\n1\n", "k"), normalization="sum"),
                                [0.25, 0.5, 0.25])
     np.testing.assert_allclose(make_kernel(window_spec="rect", size=4, normalization="peak"),
                                np.ones(4))
     with pytest.raises(UsageError, match="both"):
-        make_kernel(window_spec="hann", kernel_bytes=b"1")
+        make_kernel(window_spec="hann", kernel=np.ones(1))

@@ -1,4 +1,4 @@
-"""The numpy engine (``convcli.npengine``) against the independent reference, and the promise
+"""The numpy engine (``convcli.engines.numpy_backend``) against the independent reference, and the promise
 that a CPU ``filter`` never imports torch."""
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import warnings
 import numpy as np
 import pytest
 
-from convcli.plan import costmodel
-from convcli.engines import numpy_backend as npengine
-from convcli.plan.costmodel import MethodChoice
-from convcli.errors import ConvcliError
 from convcli.core.spec import PADDINGS, ConvSpec
+from convcli.engines import numpy_backend as npengine
+from convcli.errors import ConvcliError
+from convcli.pipeline import filter_arrays, prepare
+from convcli.plan import costmodel, geometry, selection
+from convcli.plan.geometry import edge_extent
+from convcli.plan.selection import MethodChoice, costs_for, fft_error_bound
 from tests.conftest import SAMPLES, cli_env
 from tests.reference import reference_conv
 
@@ -95,7 +97,7 @@ def test_rows_read_in_place_end_to_end_match_the_reference(mode, padding, monkey
     monkeypatch.setattr(npengine, "conv1d_flat",
                         lambda *a, run=npengine.conv1d_flat: flat.append(1) or run(*a))
     monkeypatch.setattr(npengine, "THREADED_OUTPUTS", 0)  # threads even for these small batches
-    monkeypatch.setattr(npengine, "CHUNK_ELEMENTS", 160)  # many pieces
+    monkeypatch.setattr(geometry, "CHUNK_ELEMENTS", 160)  # many pieces
     rng = np.random.default_rng(abs(hash(("flat", mode, padding))) % 2**32)
     grid = itertools.product([1, 2], [False, True], [np.float32, np.float64], [3, 6, 9])
     for dilation, correlate, dtype, k in grid:
@@ -169,8 +171,8 @@ def test_joined_rows_in_float32_and_a_mono_batch():
 def test_long_signals_chunk_edges_and_middle(method, join, monkeypatch):
     """Small chunks: the edge/middle/edge loop (rows read in place) and the joined rows, a
     shared window and per-channel kernels."""
-    monkeypatch.setattr(npengine, "CHUNK_ELEMENTS", 700)
-    monkeypatch.setattr(costmodel, "JOIN_ROW", 1 << 16 if join else 0)
+    monkeypatch.setattr(geometry, "CHUNK_ELEMENTS", 700)
+    monkeypatch.setattr(geometry, "JOIN_ROW", 1 << 16 if join else 0)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, 2, 5003))
     for w in (np.tile(np.hanning(33)[None, None], (2, 1, 1)), rng.standard_normal((2, 1, 32))):
@@ -220,13 +222,13 @@ def test_nonfinite_found_while_the_gemm_reads_runs_numpy_correlate(where):
 
 
 def test_cost_estimates_follow_the_rates_in_use(monkeypatch):
-    """numpy_costs remembers its answers per rates table: new rates (a calibration) count at once."""
+    """costs_for remembers its answers per rates table: new rates (a calibration) count at once."""
     spec = ConvSpec(groups=1)
-    base = npengine.numpy_costs(16_000, 31, spec, batch=64)
+    base = costs_for(16_000, 31, spec, batch=64, engine="numpy")
     slower = {**costmodel.NUMPY_COST, "gemm_flop": 10 * costmodel.NUMPY_COST["gemm_flop"]}
-    monkeypatch.setattr(npengine, "cost_rates", lambda device, engine: slower)
-    assert npengine.numpy_costs(16_000, 31, spec, batch=64)["gemm"][0] > 5 * base["gemm"][0]
-    assert npengine.numpy_costs(16_000, 31, spec, batch=64)["fft"] == base["fft"]
+    monkeypatch.setattr(selection, "cost_rates", lambda device, engine: slower)
+    assert costs_for(16_000, 31, spec, batch=64, engine="numpy")["gemm"][0] > 5 * base["gemm"][0]
+    assert costs_for(16_000, 31, spec, batch=64, engine="numpy")["fft"] == base["fft"]
 
 
 def test_streamer_equals_reference_for_random_blocks():
@@ -238,8 +240,8 @@ def test_streamer_equals_reference_for_random_blocks():
                         dilation=int(rng.integers(1, 3)), correlate=bool(rng.integers(2)), groups=2)
         n, k = int(rng.integers(80, 300)), int(rng.integers(3, 10))
         x, w = rng.standard_normal((1, 2, n)), rng.standard_normal((2, 1, k))
-        h = npengine.edge_extent(n, spec, k)
-        streamer = npengine.Streamer(w, spec, n, x[..., :h], x[..., n - h :], method)
+        h = edge_extent(n, spec, k)
+        streamer = npengine.streamer(w, spec, n, x[..., :h], x[..., n - h :], method)
         outputs, position = [], 0
         while position < n:
             size = int(rng.integers(1, 3 * spec.span(k)))
@@ -271,11 +273,11 @@ def test_auto_applies_the_torch_engines_rule():
 def test_mixing_kernels_and_cuda_keep_the_torch_engine():
     x = np.random.default_rng(1).standard_normal((1, 2, 100)).astype(np.float32)
     mixing = np.ones((3, 2, 5), np.float32)
-    assert not npengine.use_numpy("cpu", mixing, 2, ConvSpec())
-    assert not npengine.use_numpy("cuda", np.ones(5), 2, ConvSpec())
-    (y,), run = npengine.filter_batches([x], mixing, ConvSpec(), device="cpu")
+    assert prepare(mixing, 2, ConvSpec(), "cpu")[0].name == "torch"
+    assert prepare(np.ones(5), 2, ConvSpec(), "cuda")[0].name == "torch"
+    (y,), run = filter_arrays([x], mixing, ConvSpec(), device="cpu")
     assert run["engine"] == "torch" and y.shape == (1, 3, 100)
-    (y,), run = npengine.filter_batches([x], np.ones(5, np.float32), ConvSpec(), device="cpu")
+    (y,), run = filter_arrays([x], np.ones(5, np.float32), ConvSpec(), device="cpu")
     assert run["engine"] == "numpy" and run["device"] == "cpu" and run["dtype"] == "float32"
 
 
@@ -314,7 +316,7 @@ def test_float32_fft_error_within_reported_bound():
         got = npengine.conv1d(x, w, spec, MethodChoice("fft", "", "overlap-save", nfft))
         assert got.dtype == np.float32
         error = float(np.abs(got - exact).max())
-        bound = npengine.fft_error_bound(nfft, "float32") * np.abs(x).max() * np.abs(w).sum(-1).max()
+        bound = fft_error_bound(nfft, "float32") * np.abs(x).max() * np.abs(w).sum(-1).max()
         assert error <= bound, (nfft, error, bound)
 
 
@@ -325,8 +327,8 @@ def test_streamed_fft_runs_whole_frames_and_equals_the_reference():
     n, k = 20_000, 300
     x, w = rng.standard_normal((1, 2, n)), rng.standard_normal((2, 1, k))
     choice = MethodChoice("fft", "", "overlap-save", 1024)
-    h = npengine.edge_extent(n, spec, k)
-    streamer = npengine.Streamer(w, spec, n, x[..., :h], x[..., n - h :], choice)
+    h = edge_extent(n, spec, k)
+    streamer = npengine.streamer(w, spec, n, x[..., :h], x[..., n - h :], choice)
     granule = streamer.plan.granule  # whole frames, in fours (the FFT's SIMD lanes)
     assert granule % (1024 - k + 1) == 0 and granule < 3000
     outputs = [streamer.push(x[..., i : i + 3000]) for i in range(0, n, 3000)]
@@ -364,7 +366,7 @@ def test_direct_with_a_kernel_too_long_for_the_band_multiplies_the_taps(stride, 
     x = rng.standard_normal((1, 2, 30_000))
     w = np.broadcast_to(rng.standard_normal(20_001) / 100, (2, 1, 20_001)).copy()
     spec = ConvSpec(groups=2, stride=stride, padding="reflect")
-    assert not costmodel.gemm_fits(spec.span(20_001), stride)
+    assert not geometry.gemm_fits(spec.span(20_001), stride)
     expected = reference_conv(x, w, groups=2, stride=stride, padding="reflect")
     choice = npengine.choose_method(30_000, 20_001, spec, "direct", channels=2, dtype="float64", x=x)
     assert (choice.method, choice.algorithm) == ("direct", "correlate")

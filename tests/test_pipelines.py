@@ -23,7 +23,7 @@ import soundfile as sf
 from conftest import ROOT, SAMPLES, cli_env
 from scipy import signal as sps
 
-from convcli.io.signals import fix_wav_lengths
+from convcli.io.wav import fix_wav_lengths
 
 SOX = shutil.which("sox")
 FFMPEG = shutil.which("ffmpeg")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from convcli.core.spec import ConvSpec
 from convcli.errors import ResourceError, UsageError
 from convcli.plan.memory import (
     LIMIT_ENV,
@@ -14,7 +15,6 @@ from convcli.plan.memory import (
     conv_bytes,
     parse_size,
 )
-from convcli.core.spec import ConvSpec
 
 
 def test_parse_size():

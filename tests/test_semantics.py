@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from reference import reference_conv, reference_conv1
 
+from convcli.core.spec import ConvSpec
 from convcli.engines.torch_backend import conv1d
 from convcli.errors import InputError
-from convcli.core.spec import ConvSpec
 
 MODES = ["same", "valid", "full", "causal"]
 PADDINGS = ["zeros", "reflect", "replicate", "circular"]

@@ -9,16 +9,10 @@ import pytest
 import soundfile as sf
 
 from convcli.errors import InputError, UsageError
-from convcli.io.signals import (
-    atomic_output,
-    choose_subtype,
-    encode,
-    find_nonfinite,
-    read_signal,
-    sniff_format,
-    to_file_layout,
-    to_pcm,
-)
+from convcli.io.atomic import atomic_output
+from convcli.io.formats import choose_subtype, sniff_format, to_pcm
+from convcli.io.npy import to_file_layout
+from convcli.io.signals import encode, find_nonfinite, read_signal
 
 
 def roundtrip(data, tmp_path, **encode_args):
@@ -38,7 +32,7 @@ def test_wav_roundtrip_keeps_rate_subtype_and_samples(subtype, tmp_path, rng):
     signal = read_signal(str(src))
     assert signal.shape == (1, 3, 1000) and signal.rate == 22050 and signal.subtype == subtype
     out, report = roundtrip(signal.data, tmp_path, out_format="wav", rate=signal.rate,
-                            subtype=choose_subtype("wav", signal, None), layout=signal.layout)
+                            subtype=choose_subtype("wav", source_format=signal.format, source_subtype=signal.subtype), layout=signal.layout)
     info = sf.info(out)
     assert (info.samplerate, info.channels, info.subtype) == (22050, 3, subtype)
     back, _ = sf.read(out, dtype="float64", always_2d=True)

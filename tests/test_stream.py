@@ -11,11 +11,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from convcli.engines.torch_backend import MethodChoice, Streamer, edge_extent
-from convcli.errors import InputError, UsageError
-from convcli.io.signals import read_signal, to_pcm
 from convcli.core.spec import PADDINGS, ConvSpec
-from convcli.pipeline import _read_rows, stream_block, stream_filter
+from convcli.engines.torch_backend import streamer as Streamer
+from convcli.errors import InputError, UsageError
+from convcli.io.blocks import read_rows
+from convcli.io.formats import to_pcm
+from convcli.io.signals import read_signal
+from convcli.pipeline import FilterJob, filter_arrays, plan_outputs, stream_block
+from convcli.pipeline import stream_file as stream_filter
+from convcli.plan.geometry import edge_extent
+from convcli.plan.selection import MethodChoice
 from tests.test_engine import reference
 
 
@@ -66,10 +71,8 @@ def test_streamer_refuses_wrong_lengths():
 
 def whole(path, coefficients, spec, subtype):
     """The whole-signal path as filter runs it: read, filter, round to PCM."""
-    from convcli.engines.torch_backend import filter_batches
-
     signal = read_signal(str(path))
-    (y,), _ = filter_batches([signal.data], coefficients, spec, method="direct", device="cpu")
+    (y,), _ = filter_arrays([signal.data], coefficients, spec, method="direct", device="cpu")
     frames = np.ascontiguousarray(y[0].T)
     return to_pcm(frames, subtype)[0] if subtype.startswith("PCM") else frames
 
@@ -126,7 +129,7 @@ def test_blocks_read_as_libsndfile_reads_floats(tmp_path, subtype):
     for dtype in ("float32", "float64"):
         expected = sf.read(wav, dtype=dtype, always_2d=True)[0].T
         with sf.SoundFile(wav) as infile:
-            blocks = list(_read_rows(infile, 1000, dtype))
+            blocks = list(read_rows(infile, 1000, dtype))
         assert [b.shape for b in blocks] == [(1, 3, 1000)] * 3 + [(1, 3, 1)]
         assert all(b.dtype == dtype and b.flags.c_contiguous for b in blocks)
         np.testing.assert_array_equal(np.concatenate(blocks, -1)[0], expected)
@@ -147,13 +150,19 @@ def test_stream_or_whole_is_decided_in_one_place(tmp_path):
     sf.write(wav, np.zeros((100, 2)), 8000)
     npy = tmp_path / "a.npy"
     np.save(npy, np.zeros(100))
-    assert stream_block([str(wav)], None) is None  # short: whole
-    assert stream_block([str(wav)], 64) == 64
-    assert stream_block([str(wav)], None, str(tmp_path / "o.npy")) is None
-    for args in (([str(npy)], 64), ([str(wav), str(wav)], 64), (["-"], 64),
+    (tmp_path / "out").mkdir()
+
+    def job(inputs, block, output=None):
+        out_dir = None if len(inputs) == 1 else str(tmp_path / "out")
+        return FilterJob(inputs, plan_outputs(inputs, output, out_dir, None), block=block)
+
+    assert stream_block(job([str(wav)], None)) is None  # short: whole
+    assert stream_block(job([str(wav)], 64)) == 64
+    assert stream_block(job([str(wav)], None, str(tmp_path / "o.npy"))) is None
+    for args in (([str(npy)], 64), ([str(wav), str(tmp_path / "b.wav")], 64), (["-"], 64),
                  ([str(wav)], 64, str(tmp_path / "o.npy"))):
         with pytest.raises(UsageError):
-            stream_block(*args)
+            stream_block(job(*args))
 
 
 def test_cli_block_streams_and_reports(cli, tmp_path):

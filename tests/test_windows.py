@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from convcli.errors import InputError, UsageError
 from convcli.core.windows import WINDOWS, normalize, parse_window, window
+from convcli.errors import InputError, UsageError
 
 PARAMS = {"kaiser": [0.0, 6.0, 14.0], "gaussian": [0.5, 3.0], "tukey": [0.0, 0.25, 0.5, 1.0]}
 SIZES = [1, 2, 3, 4, 7, 16, 31, 64, 257]

@@ -264,8 +264,8 @@ def _numbers(parts: list[str], w: list[float], x: list[float], spec: ConvSpec, i
         src = spec.source(spec.tap(i, j, k), n, k)
         value = 0.0 if src is None else x[src]
         total += w[j] * value
-        products.append(f"{_num(w[j])}·{_num(value)}")
-    return " + ".join(products) + f" = {_num(total)}"
+        products.append(f"{number_text(w[j])}·{number_text(value)}")
+    return " + ".join(products) + f" = {number_text(total)}"
 
 
 def _times(factor: int, name: str) -> str:
@@ -276,57 +276,6 @@ def _rows(a: int, b: int) -> str:
     return "" if b < a else f"row {a}" if a == b else f"rows {a}…{b}"
 
 
-def _num(v: float) -> str:
+def number_text(v: float) -> str:
+    """A number as the worked example writes it: an integer without ``.0``, else ``%g``."""
     return f"{v:g}" if abs(v - round(v)) > 1e-12 or abs(v) >= 1e15 else str(round(v))
-
-
-def _interior_words(e: dict[str, Any]) -> str:
-    first, last = e["interior_rows"]
-    if first > last:
-        return "every output reaches into the pad"
-    if first == 0 and last == e["output_length"] - 1:
-        return "every output reads only real samples"
-    return f"y[{first}]…y[{last}] read only real samples; the others reach into the pad"
-
-
-def render(e: dict[str, Any]) -> str:
-    """The human text of ``convcli explain`` (plain text, no markup)."""
-    sp = e["spec"]
-    left, right = e["pads"]
-    ex = e["example"]
-    sizes = "exactly these sizes" if ex["same_as_asked"] else "same options, smaller sizes"
-    opts = (f"mode={sp['mode']}, padding={sp['padding']}, stride={sp['stride']}, "
-            f"dilation={sp['dilation']}")
-    lines = [
-        (f"{e['operation'].capitalize()} of N = {e['input_length']} samples with "
-         f"k = {e['taps']} taps ({opts})"),
-        "",
-        f"  what        {e['operation_words']}",
-        f"  span        K = d·(k−1)+1 = {e['span']}",
-        f"  pads        left {left}, right {right} (padded length {e['padded_length']})",
-        f"  length      L_out = {e['length_formula']}",
-        f"  formula     {e['formula']}    for i = 0…{e['output_length'] - 1}",
-        f"  pad value   x[m] for m < 0 or m ≥ N is {e['pad_value']}",
-        f"  interior    {_interior_words(e)}",
-        "",
-        "  same numbers as",
-    ]
-    lines += [f"    {name:7s} {call}" for name, call in e["equivalents"].items()]
-    ji, jk = e["jacobian_input"], e["jacobian_kernel"]
-    lines += [
-        "",
-        f"  ∂y/∂x       {ji['structure']}",
-        f"              {ji['edges']}; {ji['note']}",
-        f"  ∂y/∂w       {jk['shape'][0]} × {jk['shape'][1]}: {jk['entry']}; {jk['structure']}",
-        f"  channels    {e['channels']}",
-        "",
-        (f"  worked example ({sizes}): N = {ex['n']}, k = {ex['k']}, "
-         f"pads {ex['pads'][0]}/{ex['pads'][1]}"),
-        f"    x = {[_num(v) for v in ex['x']]}".replace("'", ""),
-        f"    w = {[_num(v) for v in ex['w']]}   ({ex['w_from']})".replace("'", ""),
-    ]
-    for i in ex["shown"]:
-        lines.append(f"    y[{i}] = {' + '.join(ex['terms'][str(i)])}")
-        lines.append(f"    {' ' * len(f'y[{i}]')} = {ex['sums'][str(i)]}")
-    lines.append(f"    y = {[_num(v) for v in ex['y']]}".replace("'", ""))
-    return "\n".join(lines)

@@ -10,79 +10,18 @@ printed them); whether they are flipped is the ConvSpec's business, not this mod
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from convcli.errors import InputError, UsageError
 
-MAX_TAPS = 50_000_000
 
+def depthwise(out_channels: int, per_group: int, groups: int) -> bool:
+    """One input channel per group and one output per input: what windows and (C, k) files give.
 
-def parse_kernel_bytes(data: bytes, name: str) -> np.ndarray:
-    """Coefficients from .npy bytes or text (one per line, or whitespace/comma separated).
-
-    Text with several lines of several numbers is 2-D ``(C, k)``. ``#`` starts a comment.
-    NPY is loaded with pickles refused, so a crafted file never runs code.
+    >>> depthwise(2, 1, 2), depthwise(16, 2, 1)
+    (True, False)
     """
-    if not data.strip():
-        raise InputError(f"kernel {name} is empty", "give one coefficient per line, or a .npy file")
-    if data[:6] == b"\x93NUMPY":
-        from convcli.io.signals import load_npy  # the one np.load of convcli: pickles refused
-
-        return _check_array(load_npy(data, f"kernel {name}"), name)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(
-            f"kernel {name} is neither .npy nor text", "give one number per line, or a .npy file"
-        ) from None
-    rows = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        try:
-            rows.append([float(tok) for tok in re.split(r"[\s,;]+", line) if tok])
-        except ValueError as exc:
-            raise InputError(
-                f"kernel {name}: not a number in line {line[:40]!r} ({exc})",
-                "give one number per line, or numbers separated by spaces or commas",
-            ) from None
-    if not rows:
-        raise InputError(f"kernel {name} has no coefficients", "give one number per line")
-    if all(len(r) == 1 for r in rows) or len(rows) == 1:
-        array = np.array([v for r in rows for v in r])
-    else:
-        if len({len(r) for r in rows}) != 1:
-            raise InputError(
-                f"kernel {name}: rows have different lengths {sorted({len(r) for r in rows})}",
-                "a 2-D text kernel needs one row of k numbers per channel",
-            )
-        array = np.array(rows)
-    return _check_array(array, name)
-
-
-def _check_array(array: np.ndarray, name: str) -> np.ndarray:
-    if array.dtype.kind not in "biuf":
-        raise InputError(
-            f"kernel {name} has dtype {array.dtype}, not real numbers", "save a float array"
-        )
-    if array.ndim not in (1, 2, 3) or array.size == 0:
-        raise InputError(
-            f"kernel {name} has shape {array.shape}",
-            "a kernel is (k,), (C, k) or (O, C/G, k) with k ≥ 1",
-        )
-    if array.shape[-1] > MAX_TAPS:
-        raise InputError(f"kernel {name} has {array.shape[-1]:,} taps (at most {MAX_TAPS:,})")
-    array = array.astype(np.float64)
-    bad = np.argwhere(~np.isfinite(array))
-    if len(bad):
-        raise InputError(
-            f"kernel {name} has a non-finite coefficient at index {tuple(int(i) for i in bad[0])}",
-            "every coefficient must be a finite number",
-        )
-    return array
+    return per_group == 1 and out_channels == groups
 
 
 def to_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.ndarray, int]:
@@ -129,15 +68,15 @@ def make_kernel(
     size: int | None = 31,
     periodic: bool = False,
     normalization: str | None = None,
-    kernel_bytes: bytes | None = None,
-    kernel_name: str = "kernel",
+    kernel: np.ndarray | None = None,
     design=None,
     rate: float | None = None,
 ) -> np.ndarray:
     """The final coefficients, as applied and in the order written: a window, a file or a design.
 
     A window is normalized ``sum`` unless told otherwise; a kernel file is used as written
-    unless ``normalization`` is given explicitly (then each ``[..., k]`` row is normalized).
+    unless ``normalization`` is given explicitly (then each ``[..., k]`` row is normalized);
+    ``kernel`` is the file's coefficients as ``io.kernelfile`` read them.
     ``design`` (a ``fir.FirRequest``) designs a windowed-sinc filter for ``rate`` Hz with
     ``window_spec`` (default hann) and ``size`` (None: the default, or Kaiser's choice); it
     keeps firwin's own scaling unless ``normalization`` is given explicitly.
@@ -148,13 +87,12 @@ def make_kernel(
 
     if design is not None:
         return designed_kernel(design, rate, window_spec=window_spec, size=size, periodic=periodic,
-                               normalization=normalization, has_file=kernel_bytes is not None)[0]
+                               normalization=normalization, has_file=kernel is not None)[0]
     if size is None:
         size = 31
-    if kernel_bytes is not None:
+    if kernel is not None:
         if window_spec is not None:
             raise UsageError("--window and --kernel both given", "use one of them")
-        kernel = parse_kernel_bytes(kernel_bytes, kernel_name)
         if normalization in (None, "none"):
             return kernel
         rows = kernel.reshape(-1, kernel.shape[-1])
@@ -177,8 +115,7 @@ def designed_kernel(
 
     ``rate`` is the signal's sample rate (None is a clear error: NPY needs ``--rate``).
     """
-    from convcli.core import fir
-    from convcli.core import windows
+    from convcli.core import fir, windows
 
     flag = f"--{request.band}"
     if has_file:

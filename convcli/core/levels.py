@@ -1,7 +1,9 @@
-"""Output level: a fixed gain in dB, or peak normalization to a level in dBFS.
+"""Levels: what a signal measures (peak, RMS, DC per channel) and what changes it on the way out
+(a fixed gain in dB, or peak normalization to a level in dBFS).
 
-Applied to a filtered result before it is written (and before integer PCM is rounded and
-clipped), so ``--normalize-output`` is how a filter with gain above 1 avoids clipping.
+The output level is applied to a filtered result before it is written (and before integer
+PCM is rounded and clipped), so ``--normalize-output`` is how a filter with gain above 1
+avoids clipping.
 
     >>> y, info = apply_level(np.array([[[0.5, -0.25]]]), peak_dbfs=0.0)
     >>> y.tolist(), round(info.gain_db, 2)
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,3 +75,52 @@ def apply_level(
         factor = 10.0 ** (gain_db / 20.0)  # type: ignore[operator]
     out = (data * factor).astype(data.dtype, copy=False)
     return out, LevelChange(20.0 * math.log10(factor), peak, peak * factor)
+
+
+def levels(x: np.ndarray) -> dict[str, Any]:
+    """Peak, RMS and DC of ``x[C, T]``, overall and per channel (finite samples only).
+
+    Also counts NaN/Inf and full-scale samples (|x| ≥ 1, clipped or about to be).
+    """
+    finite = np.isfinite(x)
+    nonfinite = int(x.size - np.count_nonzero(finite))
+    clean = np.where(finite, x, 0.0) if nonfinite else x
+    count = np.maximum(np.count_nonzero(finite, axis=1), 1)
+    peak = np.max(np.abs(clean), axis=1)
+    energy = np.einsum("ct,ct->c", clean, clean)
+    rms = np.sqrt(energy / count)
+    dc = np.sum(clean, axis=1) / count
+    full = np.count_nonzero(np.abs(clean) >= 1.0, axis=1)
+    total = max(int(np.count_nonzero(finite)), 1)
+    per_channel = [
+        {"channel": c, "peak": float(peak[c]), "peak_dbfs": dbfs(float(peak[c])),
+         "rms": float(rms[c]), "rms_dbfs": dbfs(float(rms[c])), "dc": float(dc[c]),
+         "full_scale": int(full[c])}
+        for c in range(x.shape[0])
+    ]
+    overall_peak = float(peak.max())
+    overall_rms = math.sqrt(float(energy.sum()) / total)
+    return {
+        "peak": overall_peak,
+        "peak_dbfs": dbfs(overall_peak),
+        "rms": overall_rms,
+        "rms_dbfs": dbfs(overall_rms),
+        "dc": float(np.sum(clean) / total),
+        "full_scale": int(full.sum()),
+        "nonfinite": nonfinite,
+        "channel": per_channel,
+    }
+
+
+def dbfs_text(peak: float) -> str:
+    """``+3.5 dBFS``, or ``−inf dBFS`` for silence.
+
+    >>> dbfs_text(0.5), dbfs_text(0.0)
+    ('-6.0 dBFS', '−inf dBFS')
+    """
+    return "−inf dBFS" if peak <= 0 else f"{20 * math.log10(peak):+.1f} dBFS"
+
+
+def dbfs(value: float) -> float | None:
+    """20·log10(value), None for silence (JSON has no −inf)."""
+    return None if value <= 0 else 20 * math.log10(value)

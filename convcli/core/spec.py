@@ -111,6 +111,16 @@ class ConvSpec:
                 "use --padding replicate or zeros, or a shorter kernel",
             )
 
+    def summary(self, k: int) -> dict:
+        """The options and the pads for a kernel of length k, as ``--json`` shows them.
+
+        >>> ConvSpec(mode="causal").summary(3)["pads"]
+        [2, 0]
+        """
+        return {"mode": self.mode, "padding": self.padding, "stride": self.stride,
+                "dilation": self.dilation, "correlate": self.correlate, "groups": self.groups,
+                "pads": list(self.pads(k))}
+
     # --- tap positions (used by the closed-form Jacobian and by explain) ----------------
     def tap(self, i: int, j: int, k: int) -> int:
         """Index into the *padded* input that output i reads through tap j."""

@@ -6,12 +6,13 @@ bytes and calls, times seconds-per-unit rates (``gemm_flop``, ``conv1d_mac``, ``
 the machine at hand:
 
 1. ``plan(kind, quick)``: a few representative problems for the engine ``filter`` runs on that
-   device. On the CPU: the numpy engine (``convcli.npengine``: depthwise kernels) — banded GEMM
+   device. On the CPU: the numpy engine (``engines.numpy_backend``: depthwise kernels) — banded GEMM
    at a few kernel lengths, overlap-save at a few ``nfft``, many short rows (per-call
-   overhead), a memory pass — and the torch engine (``convcli.engine``: kernels that mix
+   overhead), a memory pass — and the torch engine (``engines.torch_backend``: kernels that mix
    channels) — ``F.conv1d``, overlap-save with a channel-mixing product, its GEMM and a
    memory pass. On CUDA: the torch engine's algorithms on the GPU.
-2. ``measure``: each problem runs through the engine's real ``conv1d`` with the method forced;
+2. ``measure``: each problem runs through the engine's real ``conv1d`` with the method forced
+   (the ``runner``: ``engines.timing``, since this layer never imports an engine);
    its size doubles until one warm run takes about ``target`` seconds, then the fastest of
    ``repeat`` warm runs is kept (as ``timeit`` advises: slower runs are other
    processes' interference, which would otherwise be cached as this machine's speed).
@@ -23,7 +24,7 @@ the machine at hand:
    exercise stays where it was.
 
 ``run`` does all of it; ``ratecache.save`` keeps the result per device, where
-``costmodel.cost_rates`` finds it. No printing here: the CLI renders ``Calibration``.
+``ratecache.cost_rates`` finds it. No printing here: the CLI renders ``Calibration``.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from convcli import __version__
-from convcli.plan.costmodel import MethodChoice, builtin_rates, estimate_costs
-from convcli.plan.ratecache import FORMAT, RATE_KEYS, device_key, model_fingerprint
+from convcli.about import __version__
 from convcli.core.spec import ConvSpec
+from convcli.plan.costmodel import builtin_rates, estimate_costs
+from convcli.plan.ratecache import FORMAT, RATE_KEYS, device_key, model_fingerprint
 
 #: weight of the pull toward the built-in rates, per rate, in squared log units, for --quick
 #: and the default: --quick's few problems leave the per-call and per-byte rates free to trade
@@ -279,41 +280,9 @@ def nonnegative_fit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # --- measuring -------------------------------------------------------------------------------
-def _runner(problem: Problem, device: str) -> Callable[[], object]:
-    """A function that runs ``problem`` once through the engine's ``conv1d`` (method forced)."""
-    rng = np.random.default_rng(0)
-    shape = (problem.batch, problem.channels, problem.length)
-    x = rng.standard_normal(shape, dtype=np.float32)
-    if problem.out_channels is None:
-        w = rng.standard_normal((problem.channels, 1, problem.k)).astype(np.float32)
-    else:
-        w = rng.standard_normal((problem.out_channels, problem.channels, problem.k)).astype(np.float32)
-    if problem.algorithm == "overlap-save":
-        choice = MethodChoice("fft", "calibration", "overlap-save", problem.nfft)
-    else:
-        choice = MethodChoice("direct", "calibration", problem.algorithm)
-    if problem.engine == "numpy":
-        from convcli.engines import numpy_backend as npengine
-
-        if problem.algorithm == "memory":
-            return x.copy
-        return lambda: npengine.conv1d(x, w, problem.spec, choice)
-    import torch
-
-    from convcli.engines import torch_backend as engine
-
-    target = torch.device(device)
-    xt, wt = torch.from_numpy(x).to(target), torch.from_numpy(w).to(target)
-    sync = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
-
-    def run():
-        with torch.no_grad():
-            y = xt.clone() if problem.algorithm == "memory" else engine.conv1d(
-                xt, wt, problem.spec, choice)
-        sync()
-        return y
-
-    return run
+#: what times a problem: ``runner(problem, device)`` returns a function that runs it once
+#: through the engine's real ``conv1d`` with its method forced (``engines.timing.runner``)
+Runner = Callable[[Problem, str], Callable[[], object]]
 
 
 def _seconds(fn: Callable[[], object]) -> float:
@@ -335,12 +304,13 @@ class Measurement:
         return max(self.runs) / min(self.runs)
 
 
-def measure(problem: Problem, device: str, *, target: float, repeat: int) -> Measurement:
+def measure(problem: Problem, device: str, runner: Runner, *, target: float,
+            repeat: int) -> Measurement:
     """Time ``problem`` on ``device``: grow it until a run takes about ``target`` s, then the
     fastest of ``repeat`` runs after one warm-up."""
     cap = MAX_ELEMENTS["cuda" if device.startswith("cuda") else "cpu"]
     while True:
-        fn = _runner(problem, device)
+        fn = runner(problem, device)
         # sized by a warm run: a cold one (plans, FFT tables, pages, and for the first problem
         # of a process the worker threads and BLAS) ran 3-10× slower on small problems and
         # left them tiny, so the fit took their per-call overhead for the whole machine
@@ -427,25 +397,14 @@ class Calibration:
         }
 
 
-def resolve(device: str) -> str:
-    """``cpu`` or a CUDA device, as ``filter`` would pick it for ``--device``."""
-    from convcli.engines.numpy_backend import cpu_requested
-
-    if cpu_requested(device):
-        return "cpu"
-    from convcli.engines.torch_backend import resolve_device  # cuda without CUDA: a clear ConvcliError
-
-    return str(resolve_device(device))
-
-
-def run(device: str = "auto", *, quick: bool = False,
+def run(target_device: str, runner: Runner, *, quick: bool = False,
         on_problem: Callable[[int, int, Problem], None] | None = None) -> Calibration:
-    """Measure the plan for ``device`` and fit each engine's rates (see the module doc).
+    """Measure the plan for ``target_device`` (``cpu`` or a resolved CUDA device) with
+    ``runner`` and fit each engine's rates (see the module doc).
 
     ``on_problem(i, n, problem)`` is called before each of the ``n`` problems (progress).
     """
     started = time.perf_counter()
-    target_device = resolve(device)
     kind = "cuda" if target_device.startswith("cuda") else "cpu"
     target, repeat = EFFORT[quick]
     problems = plan(kind, quick)
@@ -453,7 +412,8 @@ def run(device: str = "auto", *, quick: bool = False,
     for i, problem in enumerate(problems):
         if on_problem is not None:
             on_problem(i, len(problems), problem)
-        measurements.append(measure(problem, target_device, target=target, repeat=repeat))
+        measurements.append(measure(problem, target_device, runner, target=target,
+                                    repeat=repeat))
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result = Calibration(target_device, device_key(target_device), quick, created, measurements)
     for engine in result.engines:

@@ -1,17 +1,28 @@
-"""Index bookkeeping shared by both engines (torch and numpy); no array library here.
+"""The geometry of a convolution run, shared by both engines: indices and sizes, no arrays.
 
-- which samples of a signal's ends fill its pads (``edge_extent``, ``edge_indices``),
-- which outputs read the pads and which read only the signal (``output_regions``), and a
-  stretch of the padded signal without building it (``padded_slice``),
-- the overlap-save state of a signal that arrives in blocks (``BlockStreamer``).
+Everything here follows from the ``ConvSpec`` and a few sizes; no array library but numpy
+(for index tables), no torch. Each engine asks it and only says how to join arrays, make an
+empty result and multiply:
 
-Each engine says only how to join arrays, make an empty result and run its plan.
+- the pads: which samples of a signal's ends fill them (``edge_extent``, ``edge_indices``);
+- the regions: which outputs read the pads and which read only the signal
+  (``output_regions``), and a stretch of the padded signal without building it
+  (``padded_slice``);
+- the banded GEMM: outputs per block (``gemm_block``), whether its matrix fits
+  (``gemm_fits``), which tap fills each cell of the band (``band_index``) and how a row splits
+  into whole blocks and a ragged end (``GemmGeometry``);
+- overlap-save: frame counts (``fft_frames``) and the frame sizes worth pricing
+  (``fft_candidates``, ``next_fast_len``);
+- chunks: how many outputs one chunk of the whole-signal loop runs (``chunk_outputs``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from convcli.core.spec import ConvSpec
 
@@ -67,88 +78,178 @@ def padded_slice(left_pad: Any, x: Any, right_pad: Any, a: int, b: int,
     return pieces[0] if len(pieces) == 1 else concat(pieces)
 
 
-class BlockStreamer:
-    """Push blocks ``[B, C, t]`` in order, get the outputs each one completes, then ``finish``.
+# --- chunks --------------------------------------------------------------------------------
+#: Outputs per chunk (× rows) for the whole-signal loop: ~4 MB of float32 working set (cache).
+CHUNK_ELEMENTS = 1 << 20
+#: On a GPU, chunks only bound memory: each one costs kernel launches and the device has room.
+CUDA_CHUNK_ELEMENTS = 1 << 25
 
-    Subclasses call ``_begin`` and define ``_concat``, ``_empty`` and ``_run``.
+
+def chunk_elements(device) -> int:
+    """Outputs × rows per chunk of the whole-signal loop on ``device`` (a name or torch device)."""
+    return CUDA_CHUNK_ELEMENTS if str(device).startswith("cuda") else CHUNK_ELEMENTS
+
+
+def chunk_outputs(rows: int, stride: int, elements: int = CHUNK_ELEMENTS) -> int:
+    """Outputs per chunk of ``rows`` rows so that a chunk's working set stays near ``elements``.
+
+    >>> chunk_outputs(2, 1)
+    524288
+    """
+    return max(elements // max(rows, 1) // stride, 1)
+
+
+# --- the banded GEMM ----------------------------------------------------------------------
+#: Bytes of one banded GEMM matrix at most: ``(B·s + K − s) × B`` values with ``B ≥ (K − s)/s``
+#: grows as K², 18 GB at 48 000 taps; past this, ``direct`` multiplies the taps instead
+#: (``F.conv1d`` in torch, ``numpy.correlate`` in numpy)
+GEMM_MAX_BAND_BYTES = 1 << 28
+
+
+def gemm_fits(span: int, stride: int, itemsize: int = 4) -> bool:
+    """The banded GEMM's matrix for this kernel span stays within ``GEMM_MAX_BAND_BYTES``.
+
+    >>> gemm_fits(4095, 1), gemm_fits(16383, 1)
+    (True, False)
+    """
+    block = gemm_block(span, stride)
+    return (block * stride + span) * block * itemsize <= GEMM_MAX_BAND_BYTES
+
+
+def gemm_block(span: int, stride: int) -> int:
+    """Outputs per banded block: the fewest that let two blocks cover a kernel span.
+
+    A block of B outputs costs B·s + K − s multiply-adds per output, so B should be as small as
+    the band allows, ≥ (K − s)/s, rounded up to a multiple of 8 (whole SIMD lanes) and at
+    least 16 (narrower products lose more to call and packing overhead than the band saves).
+    Measured on this CPU (numpy and torch, float32 and float64, k = 3…255, s = 1…5), this was
+    the fastest block or within noise of it; the former 64/128 floor cost 1.3-2.5× for k < 32
+    or s > 1.
+
+    >>> gemm_block(31, 1), gemm_block(3, 1), gemm_block(255, 3)
+    (32, 16, 88)
+    """
+    least = -(-(span - stride) // stride)
+    return max(16, -(-least // 8) * 8)
+
+
+#: numpy.fft's time per sample grows past 2^17-point frames (cache; 48 000 taps, float32 run in
+#: float32, one thread: 18 ns per output at 2^17, 20 at 2^18-2^19, 36 at 2^20), so the numpy
+#: engine's frames stop at this size or the power of two ≥ 2K, whichever is larger
+NUMPY_MAX_NFFT = 1 << 17
+#: the numpy engine joins rows whose padded length is at most this end to end (one GEMM for a
+#: batch of short clips); longer rows are read in place, with no padded copy
+JOIN_ROW = 1 << 16
+
+
+def joins_rows(rows: int, padded: int) -> bool:
+    """The numpy engine runs ``rows`` rows of ``padded`` samples (pads included) joined end to
+    end into one (``numpy_backend.conv1d_joined``)."""
+    return rows > 1 and padded <= JOIN_ROW
+
+
+def band_index(span: int, stride: int, block: int) -> np.ndarray:
+    """Which tap fills each cell of the band: ``M[r, i] = w[index[r, i]]`` (``span`` = 0).
+
+    One block of ``block`` outputs spans ``hop + tail = block·s + max(K − s, 0)`` samples; output
+    ``i`` reads sample ``r`` through tap ``r − s·i`` where that lies in ``0 … K−1``. Index
+    ``span`` points at a zero appended to the (oriented, dilated) kernel row.
+
+    Shape: ``-> [hop + tail, block]``.
+
+    >>> band_index(3, 1, 2).tolist()   # K = 3, one sample per output, 2 outputs
+    [[0, 3], [1, 0], [2, 1], [3, 2]]
+    """
+    rows = np.arange(block * stride + max(span - stride, 0))[:, None]
+    t = rows - stride * np.arange(block)[None, :]
+    return np.where((t >= 0) & (t < span), t, span)
+
+
+@dataclass(frozen=True)
+class GemmGeometry:
+    """The blocks of one banded GEMM: block ``j`` of ``block`` outputs is
+    ``X_j @ M1 + X_{j+1}[:tail] @ M2``, ``X_j`` the ``hop = block·s`` samples from ``j·hop``.
+
+    >>> g = GemmGeometry.of(31, 1)
+    >>> g.block, g.hop, g.tail, g.split(100, 70)
+    (32, 32, 30, (2, 64))
     """
 
-    def _begin(self, plan: Any, left: Any, right: Any, n: int, n_out: int,
-               granule: int = 1) -> None:
-        """``granule``: run outputs in multiples of it until the last block (whole overlap-save
-        frames, so that no frame is cut short in the middle of the signal)."""
-        self.plan, self.left, self.right = plan, left, right
-        self.n, self.n_out, self.granule = n, n_out, granule
-        self.buffer = left  # the padded signal from global position self.start on
-        self.start = 0
-        self.done = 0  # outputs emitted
-        self.received = 0  # samples of x pushed
+    span: int
+    stride: int
+    block: int
 
-    def _concat(self, parts: list) -> Any:
-        raise NotImplementedError
+    @classmethod
+    def of(cls, span: int, stride: int) -> GemmGeometry:
+        return cls(span, stride, gemm_block(span, stride))
 
-    def _empty(self, batch: int, length: int) -> Any:
-        raise NotImplementedError
+    @property
+    def hop(self) -> int:
+        return self.block * self.stride
 
-    def _run(self, seg: Any, length: int) -> Any:
-        raise NotImplementedError
+    @property
+    def tail(self) -> int:
+        """How far a block's outputs read into the next block's samples."""
+        return max(self.span - self.stride, 0)
 
-    def push(self, block: Any) -> Any:
-        """The outputs that ``block`` completes (possibly none)."""
-        self.received += block.shape[-1]
-        if self.received > self.n:
-            raise ValueError(f"pushed {self.received} samples into a stream of {self.n}")
-        parts = [self.buffer, block] + ([self.right] if self.received == self.n else [])
-        self.buffer = self._concat(parts)
-        return self._drain()
+    def split(self, length: int, n_out: int) -> tuple[int, int]:
+        """``(full, main)``: how many whole blocks lie inside a row of ``length`` samples
+        (block ``j`` reads ``[j·hop, (j+1)·hop + tail)``), and the outputs they give; the
+        ``n_out − main`` outputs left run from a zero-padded copy of the ragged end."""
+        if not n_out:
+            return 0, 0
+        full = min(max(0, (length - self.tail) // self.hop), -(-n_out // self.block))
+        return full, min(full * self.block, n_out)
 
-    def finish(self) -> Any:
-        """The last outputs; every sample must have been pushed."""
-        if self.received != self.n:
-            raise ValueError(f"the stream ended after {self.received} of {self.n} samples")
-        y = self._drain()
-        assert self.done == self.n_out
-        return y
-
-    def _drain(self) -> Any:
-        s, span = self.plan.stride, self.plan.span
-        end = self.start + self.buffer.shape[-1]
-        ready = 0 if end < span else min(self.n_out, (end - span) // s + 1)
-        if ready < self.n_out:  # more to come: whole granules now, the rest with the next block
-            ready = self.done + (ready - self.done) // self.granule * self.granule
-        if ready > self.done:
-            seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
-            y = self._run(seg, ready - self.done)
-            self.done = ready
-        else:
-            y = self._empty(self.buffer.shape[0], 0)
-        drop = min(s * self.done, end) - self.start
-        if drop > 0:
-            self.buffer = self.buffer[..., drop:]
-            self.start += drop
-        return y
+    def ragged(self, count: int) -> tuple[int, int]:
+        """``(blocks, samples)`` a ragged end of ``count`` outputs runs as (padded with zeros)."""
+        blocks = -(-count // self.block)
+        return blocks, blocks * self.hop + self.tail
 
 
-def filter_by_shape(arrays: list, run: Callable[[Any], tuple[Any, Any]],
-                    join: Callable[[list], Any]) -> tuple[list, Any, int]:
-    """``run(batch)`` once per group of arrays of equal ``[C, T]`` shape and dtype, joined along
-    the batch axis by ``join``; its output ``[ΣB, O, T_out]`` is split back in input order.
+# --- overlap-save ------------------------------------------------------------------------
+def fft_frames(length: int, span: int, nfft: int) -> tuple[int, int, int, int]:
+    """``(n1, step, frames, need)`` for overlap-save of ``length`` samples with frames of
+    ``nfft``: ``n1`` stride-1 outputs, each frame keeps ``step = nfft − K + 1`` of them, and
+    ``frames`` frames read ``need`` samples (the last one zero-padded past ``length``).
 
-    ``run`` returns ``(output, what ran)``. Returns the outputs (input order), what the first
-    group's run returned beside its output, and the number of groups.
+    >>> fft_frames(100, 31, 64)
+    (70, 34, 3, 132)
     """
-    groups: dict[tuple, list[int]] = {}
-    for index, array in enumerate(arrays):
-        groups.setdefault((array.shape[1:], array.dtype.str), []).append(index)
-    results: list = [None] * len(arrays)
-    first = None
-    for members in groups.values():
-        batch = join([arrays[i] for i in members]) if len(members) > 1 else arrays[members[0]]
-        y, ran = run(batch)
-        first = ran if first is None else first
-        start = 0
-        for i in members:
-            size = arrays[i].shape[0]
-            results[i] = y[start : start + size]
-            start += size
-    return results, first, len(groups)
+    n1 = length - span + 1
+    step = nfft - span + 1
+    frames = -(-n1 // step)
+    return n1, step, frames, (frames - 1) * step + nfft
+
+
+def fft_candidates(padded: int, span: int) -> list[int]:
+    """Frame sizes worth pricing: powers of two from 2K up, and one frame for the whole signal."""
+    sizes = []
+    n = max(64, 1 << (2 * span - 1).bit_length())
+    whole = next_fast_len(padded)
+    while n < whole and n <= 1 << 22:
+        sizes.append(n)
+        n *= 2
+    sizes.append(whole)
+    return sizes
+
+
+def numpy_max_nfft(span: int) -> int:
+    """The numpy engine's largest FFT frame: ``NUMPY_MAX_NFFT`` or the power of two ≥ 2K."""
+    return max(NUMPY_MAX_NFFT, 1 << (2 * span - 1).bit_length())
+
+
+def next_fast_len(n: int) -> int:
+    """Smallest 2^a·3^b·5^c ≥ n (sizes pocketfft and cuFFT handle fastest)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best

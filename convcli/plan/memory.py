@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from convcli.errors import ResourceError, UsageError
@@ -123,7 +124,7 @@ def check_allocation(nbytes: int, what: str, hint: str | None = None, *,
 
 def conv_bytes(batch: int, channels: int, length: int, out_channels: int, k: int, spec,
                method: str, itemsize: int) -> int:
-    """Peak bytes of one whole-signal ``engine.conv1d`` call, ``[B, C, T] -> [B, O, T_out]``.
+    """Peak bytes of one whole-signal ``conv1d`` call, ``[B, C, T] -> [B, O, T_out]``.
 
     Counts the input, its padded copy, the output and, for ``fft``, the spectra of input,
     kernel and output and the real inverse transform (complex = 2 items). An estimate on the
@@ -146,25 +147,21 @@ def conv_bytes(batch: int, channels: int, length: int, out_channels: int, k: int
     return int(items) * itemsize
 
 
-def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str,
-                        device: str = "cpu") -> None:
+def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str, *,
+                        device: str = "cpu", device_free: int | None = None) -> None:
     """Refuse a whole-signal filter of ``arrays`` (each ``[B, C, T]``) that cannot fit.
 
-    Equal shapes run as one batch (as ``engine.filter_batches`` does). Host memory must hold
-    the largest batch's concatenated copy, its output and the encoding of that output (scaled
-    copy and bytes), plus, on the CPU, the computation itself (``conv_bytes``); on a CUDA
-    device the computation is checked against the device's free memory instead. Call it after
-    reading, before computing.
+    Equal shapes run as one batch (as ``pipeline.filter_arrays`` runs them), each priced on
+    the engine and method ``plan.selection`` picks for it. Host memory must hold the largest
+    batch's concatenated copy, its output and the encoding of that output (scaled copy and
+    bytes), plus, on the CPU, the computation itself (``conv_bytes``); on a CUDA ``device``
+    (resolved) the computation is checked against ``device_free``, the bytes free there.
+    Call it after reading, before computing.
     """
-    from convcli.plan.costmodel import decide, estimate_costs
-    from convcli.core.kernels import to_weight
-    from convcli.engines.numpy_backend import cpu_requested
+    from convcli.core.kernels import depthwise, to_weight
+    from convcli.plan.selection import choose_method, engine_for
 
-    on_gpu = False
-    if not cpu_requested(device):  # no torch import for a CPU run (see convcli.npengine)
-        import torch
-
-        on_gpu = torch.cuda.is_available()  # cuda without CUDA: the engine says so, clearly
+    on_gpu = str(device).startswith("cuda")
     shapes: dict[tuple, list] = {}
     for array in arrays:
         shapes.setdefault((array.shape[1:], array.dtype.itemsize), []).append(array.shape[0])
@@ -172,12 +169,12 @@ def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str
     k = coefficients.shape[-1]
     for ((channels, length), itemsize), batches in shapes.items():
         batch = sum(batches)
-        weight, _ = to_weight(coefficients, channels, spec.groups)
+        weight, groups = to_weight(coefficients, channels, spec.groups)
         out_channels = weight.shape[0]
-        costs = estimate_costs(length, k, spec, batch=batch, channels=channels,
-                               out_channels=out_channels)
-        chosen = decide(costs, spec, k, method, dtype="float32", peak=None, spread=None,
-                        nonfinite=("", "")).method
+        run_spec = spec if groups == spec.groups else replace(spec, groups=groups)
+        engine = engine_for(device, depthwise(out_channels, weight.shape[1], groups))
+        chosen = choose_method(length, k, run_spec, method, batch=batch, channels=channels,
+                               out_channels=out_channels, engine=engine, device=device).method
         run = conv_bytes(batch, channels, length, out_channels, k, spec, chosen, itemsize)
         out_items = batch * out_channels * spec.output_length(length, k)
         copy = batch * channels * length * itemsize if len(batches) > 1 else 0
@@ -189,28 +186,8 @@ def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str
             host = max(host, copy + run + encoding)
     what = f"filtering {len(arrays)} signals whole" if len(arrays) > 1 else "filtering the signal whole"
     check_allocation(host, what, hint)
-    if on_gpu:
-        import torch
-
-        target = torch.device("cuda" if device == "auto" else device)
-        free, _ = torch.cuda.mem_get_info(target)
-        check_allocation(gpu, f"{what} on {target}", hint, limit=free)
-
-
-def refuse_dense(rows: int, cols: int, itemsize: int, copies: int = 1,
-                 limit: int | None = None) -> None:
-    """Refuse, before allocating, a dense ``[rows, cols]`` Jacobian that will not fit.
-
-    Counts ``copies`` computed matrices (2 with ``--check``) plus one for the output.
-
-    >>> refuse_dense(1_000, 1_000, 8, limit=10_000)
-    Traceback (most recent call last):
-    ...
-    convcli.errors.ResourceError: a dense 1,000 × 1,000 Jacobian needs about 15.3 MiB but only 9.8 KiB of memory is available (hint: use --format banded -o J.npz (diagonals plus offsets, O(k·N)), or --rows/--cols to take a block)
-    """
-    check_allocation(rows * cols * itemsize * (copies + 1), f"a dense {rows:,} × {cols:,} Jacobian",
-                     "use --format banded -o J.npz (diagonals plus offsets, O(k·N)), "
-                     "or --rows/--cols to take a block", limit=limit)
+    if on_gpu and device_free is not None:
+        check_allocation(gpu, f"{what} on {device}", hint, limit=device_free)
 
 
 #: glibc's mallopt parameters (malloc.h)

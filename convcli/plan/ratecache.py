@@ -1,8 +1,8 @@
 """The calibration cache: cost-model rates that ``convcli calibrate`` fitted, one file per device.
 
-``costmodel.cost_rates`` asks ``cached_rates(device, engine)`` on every choice of method, so
-this module is light (json and the file system; no torch, unless the device is CUDA, where
-torch is already loaded). Where the files live:
+``cost_rates(device, engine)`` (the table the cost model prices with) asks
+``cached_rates(device, engine)`` on every choice of method, so this module is light (json and
+the file system; torch only to name a CUDA device, where torch is already loaded). Where the files live:
 
 - ``CONVCLI_CALIBRATION`` unset or empty: ``$XDG_CACHE_HOME/convcli/`` (default
   ``~/.cache/convcli/``), one ``calibration-<kind>-<hash>.json`` per device key;
@@ -27,10 +27,13 @@ import json
 import math
 import os
 import platform
+import sys
 import warnings
 from pathlib import Path
 
+from convcli.core.spec import ConvSpec
 from convcli.errors import ConvcliWarning
+from convcli.plan.costmodel import builtin_rates, estimate_costs
 
 #: bump when the file layout changes (older files are then stale)
 FORMAT = 1
@@ -120,20 +123,29 @@ def _cpu_model() -> str:
 
 
 def device_key(device: str = "cpu") -> dict:
-    """What identifies the machine the rates were measured on (see the module doc)."""
+    """What identifies the machine the rates were measured on (see the module doc).
+
+    A CUDA device is named by the torch that resolved it: it is loaded by then (this module
+    never imports it, so the CPU path stays free of torch); ``RuntimeError`` if it is not.
+    """
     if device_kind(device) == "cpu":
         return {"kind": "cpu", "cpu": _cpu_model(), "cores": os.cpu_count() or 1,
                 "numpy": _version("numpy"), "torch": _version("torch")}
-    import torch
-
+    torch = _loaded_torch()
     index = torch.device(device).index
     return _cuda_key(torch.cuda.current_device() if index is None else index)
 
 
+def _loaded_torch():
+    torch = sys.modules.get("torch")
+    if torch is None:
+        raise RuntimeError("a CUDA device is named only after torch has resolved it")
+    return torch
+
+
 @functools.cache
 def _cuda_key(index: int) -> dict:
-    import torch
-
+    torch = _loaded_torch()
     major, minor = torch.cuda.get_device_capability(index)
     return {"kind": "cuda", "name": torch.cuda.get_device_name(index),
             "capability": f"{major}.{minor}", "torch": _version("torch"),
@@ -153,9 +165,6 @@ def describe_key(key: dict) -> str:
 def model_fingerprint(kind: str = "cpu") -> str:
     """A hash of the cost model's counts on fixed problems on a ``cpu`` or ``cuda`` device:
     rates fitted to other counts (the model changed since the calibration) do not apply."""
-    from convcli.plan.costmodel import estimate_costs
-    from convcli.core.spec import ConvSpec
-
     problems = [  # (length, k, spec, batch, channels, out_channels, nfft)
         (48_000, 31, ConvSpec(groups=2), 1, 2, 2, 4096),
         (2_048, 31, ConvSpec(groups=1), 256, 1, 1, 256),
@@ -280,8 +289,6 @@ def cached_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]
         return None
     # calibrate times float32 and fits RATE_KEYS with the other terms at zero (the fitted rates
     # absorb them), so only the built-in float64 factors carry over
-    from convcli.plan.costmodel import builtin_rates
-
     factors = {name: value for name, value in builtin_rates(device, engine).items()
                if name.endswith("_float64")}
     return {**factors, **{name: float(entry["rates"][name]) for name in RATE_KEYS}}
@@ -314,3 +321,20 @@ def save(path: Path, data: dict) -> None:
         except OSError:
             pass
         raise
+
+
+# --- the rates in use ------------------------------------------------------------------------
+def cost_rates(device: str = "cpu", engine: str = "torch") -> dict[str, float]:
+    """The seconds-per-unit table ``estimate_costs`` prices with, for this device and engine.
+
+    The rates ``convcli calibrate`` fitted for this device, where its cache file is valid
+    (this module: ``$XDG_CACHE_HOME/convcli/``, ``CONVCLI_CALIBRATION=off`` or a
+    path to bypass it or point elsewhere); else the built-in table.
+    """
+    fitted = cached_rates(device, engine)
+    return fitted if fitted is not None else builtin_rates(device, engine)
+
+
+def rates_source(device: str = "cpu", engine: str = "torch") -> str:
+    """Where ``cost_rates`` takes its rates from: ``built-in`` or ``calibrated DATE (PATH)``."""
+    return cached_source(device, engine) or "built-in"

@@ -42,7 +42,7 @@ def _check_png(path: str) -> None:
 
 
 def _save(fig, canvas_type, path: str) -> None:
-    from convcli.io.signals import atomic_output
+    from convcli.io.atomic import atomic_output
 
     canvas_type(fig)
     with atomic_output(path) as handle:

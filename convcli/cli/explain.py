@@ -1,0 +1,67 @@
+"""``convcli explain``: what conv1d does with these options, in words and numbers (no torch)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from convcli.cli.options import (
+    CorrelateOpt,
+    DilationOpt,
+    GroupsOpt,
+    JsonOpt,
+    KernelOpt,
+    ModeOpt,
+    NormalizeOpt,
+    PaddingOpt,
+    PeriodicOpt,
+    QuietOpt,
+    SizeOpt,
+    StrideOpt,
+    WindowOpt,
+    conv_spec,
+    kernel_request,
+    write_text,
+)
+
+
+def command(
+    length: Annotated[int, typer.Option("--length", "-N", min=1, metavar="N",
+                                        help="Input length N in samples.")],
+    size: SizeOpt = 31,
+    window: WindowOpt = None,
+    periodic: PeriodicOpt = False,
+    normalize: NormalizeOpt = None,
+    kernel: KernelOpt = None,
+    groups: GroupsOpt = 1,
+    mode: ModeOpt = "same",
+    padding: PaddingOpt = "zeros",
+    stride: StrideOpt = 1,
+    dilation: DilationOpt = 1,
+    correlate: CorrelateOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    r"""Output length, pads, the formula of y\[i], the Jacobian and a worked example for any options.
+
+    [b]convcli explain --length 8 --size 3[/b];
+    [b]convcli explain --length 64 --size 3 --correlate --mode valid[/b] (= torch Conv1d).
+    The kernel length is --size, or the length of --kernel; the worked example uses the given
+    kernel's numbers when it is small, else w = 1, 2, …, k so the flip is visible.
+    """
+    from convcli.core.explain import explain
+    from convcli.render.explain import render
+    from convcli.render.reporter import Reporter
+
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    coefficients = None
+    if kernel is not None or window is not None:
+        coefficients, _ = kernel_request(window, size, periodic, normalize, kernel).load()
+    k = size if coefficients is None else coefficients.shape[-1]
+    result = explain(spec, length, k, coefficients)
+    report = Reporter(quiet=quiet, json_mode=json_)
+    if not json_:
+        write_text(render(result) + "\n")
+    report.summary = result
+    report.finish()

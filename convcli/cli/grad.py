@@ -1,0 +1,191 @@
+"""``convcli grad``: the gradient of a scalar loss of conv1d (``autodiff.grad``), written or
+summarised."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from convcli.cli.options import (
+    IO,
+    AllowNonfiniteOpt,
+    CorrelateOpt,
+    DeviceOpt,
+    DilationOpt,
+    DtypeOpt,
+    GroupsOpt,
+    JsonOpt,
+    KernelOpt,
+    LayoutOpt,
+    MethodOpt,
+    ModeOpt,
+    NormalizeOpt,
+    PaddingOpt,
+    PeriodicOpt,
+    QuietOpt,
+    RateOpt,
+    SizeOpt,
+    StrideOpt,
+    WindowOpt,
+    conv_spec,
+    kernel_request,
+)
+from convcli.errors import UsageError
+
+WrtGrad = Literal["input", "kernel", "both"]
+Loss = Literal["sum", "mean", "energy", "mse"]
+
+
+def gradient_format(output: str, wrt_names: tuple[str, ...], rate: float | None) -> str:
+    """npy | wav | npz for ``-o``, refused before computing when it cannot hold the result."""
+    suffix = Path(output).suffix.lower() if output != "-" else ".npy"
+    if len(wrt_names) == 2:
+        if suffix != ".npz":
+            raise UsageError("--wrt both writes two arrays into one .npz (input, kernel)",
+                             "use -o grads.npz")
+        return "npz"
+    if wrt_names == ("kernel",) and suffix != ".npy":
+        raise UsageError("the kernel gradient is written as .npy", "use -o dw.npy")
+    if suffix not in (".npy", ".wav"):
+        raise UsageError(f"the input gradient is written as .npy or .wav, not {output!r}",
+                         "use -o dx.npy or -o dx.wav")
+    if suffix == ".wav" and rate is None:
+        raise UsageError("WAV output needs a sample rate and the input is NPY", "pass --rate HZ")
+    return suffix[1:]
+
+
+def save_gradient(grads: dict, output: str, out_format: str, signal, coefficients_shape) -> str:
+    """Write the gradient(s): input as .npy or 32-bit float WAV, kernel as .npy, both as .npz."""
+    from convcli.io import arrays
+    from convcli.io.atomic import atomic_output
+    from convcli.io.npy import to_file_layout
+    from convcli.io.signals import encode
+
+    if out_format == "npz":
+        arrays.save_npz({"input": to_file_layout(grads["input"], signal.layout),
+                         "kernel": grads["kernel"]}, output)
+        return "NPZ (input, kernel)"
+    (name, array), = grads.items()
+    if name == "kernel":
+        arrays.save_npy(array.reshape(coefficients_shape), output)
+        return f"NPY {tuple(coefficients_shape)}"
+    writer, _ = encode(array, out_format=out_format, rate=signal.rate,
+                       subtype=None if out_format == "npy" else "FLOAT", layout=signal.layout)
+    with atomic_output(output) as handle:
+        writer(handle)
+    return f"{out_format.upper()}{'' if out_format == 'npy' else ' FLOAT'}"
+
+
+def command(
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Signal file, or - for stdin.")],
+    loss: Annotated[Loss, typer.Option("--loss", help="sum | mean of the output; energy = Σ y²; "
+                    "mse = mean (y − target)² over every output element.")],
+    target: Annotated[str | None, typer.Option("--target", metavar="FILE", rich_help_panel=IO,
+                      help="The target output for --loss mse, shaped like the output.")] = None,
+    wrt: Annotated[WrtGrad, typer.Option("--wrt", help="Gradient with respect to the input, "
+                   "the kernel (as written), or both.")] = "input",
+    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
+                      help="dx.npy or dx.wav (input), dw.npy (kernel), g.npz (both), - = NPY "
+                      "on stdout. Default: print the loss and norms only.")] = None,
+    layout: LayoutOpt = None,
+    rate: RateOpt = None,
+    window: WindowOpt = None,
+    size: SizeOpt = 31,
+    periodic: PeriodicOpt = False,
+    normalize: NormalizeOpt = None,
+    kernel: KernelOpt = None,
+    groups: GroupsOpt = 1,
+    mode: ModeOpt = "same",
+    padding: PaddingOpt = "zeros",
+    stride: StrideOpt = 1,
+    dilation: DilationOpt = 1,
+    correlate: CorrelateOpt = False,
+    method: MethodOpt = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    allow_nonfinite: AllowNonfiniteOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Gradient of a scalar loss of conv1d: [b]convcli grad in.wav --loss energy --wrt input -o dx.wav[/b]."""
+    from convcli.io.signals import check_finite, read_signal
+    from convcli.pipeline import same_file
+
+    if loss == "mse" and target is None:
+        raise UsageError("--loss mse needs --target FILE", "give the output you want to match")
+    if target is not None and loss != "mse":
+        raise UsageError("--target is used by --loss mse only")
+    for source in (input_path, target, kernel):
+        if output is not None and source is not None and same_file(output, source):
+            raise UsageError(f"output {output} is also an input; convcli never overwrites its input",
+                             "choose another -o")
+    stdin_users = [p for p in (input_path, kernel, target) if p == "-"]
+    if len(stdin_users) > 1:
+        raise UsageError("standard input can be read only once", "give files for the others")
+    wrt_names = ("input", "kernel") if wrt == "both" else (wrt,)
+
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    request = kernel_request(window, size, periodic, normalize, kernel)
+    coefficients, _ = request.load()
+    signal = read_signal(input_path, layout=layout, rate=rate, dtype=dtype or "auto")
+    wanted = read_signal(target, layout=layout, dtype=dtype or "auto") if target else None
+    if not allow_nonfinite:
+        check_finite(signal)
+        if wanted is not None:
+            check_finite(wanted)
+    out_format = gradient_format(output, wrt_names, signal.rate) if output is not None else None
+
+    import torch
+
+    from convcli.autodiff import grad as autodiff
+    from convcli.engines.devices import resolve_device
+    from convcli.engines.torch_backend import resolve_dtype
+    from convcli.render.reporter import Reporter
+
+    where = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, signal.data.dtype)
+    x = torch.from_numpy(signal.data).to(device=where, dtype=torch_dtype)
+    w = torch.from_numpy(coefficients).to(device=where, dtype=torch_dtype)
+    y_target = (torch.from_numpy(wanted.data).to(device=where, dtype=torch_dtype)
+                if wanted is not None else None)
+
+    started = time.perf_counter()
+    value, grads = autodiff.grad(x, w, spec, loss, wrt_names, y_target, method)
+    elapsed = time.perf_counter() - started
+
+    report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout=output == "-")
+    arrays = {name: g.cpu().numpy() for name, g in grads.items()}
+    wrote = (save_gradient(arrays, output, out_format, signal, coefficients.shape)
+             if output is not None else None)
+    symbols = {"input": "∂loss/∂x", "kernel": "∂loss/∂w"}
+    report.info(f"loss ({loss}) = {float(value):.9g}")
+    for name, g in grads.items():
+        report.info(f"‖{symbols[name]}‖₂ = {autodiff.norm(g):.6g}, max |{symbols[name]}| = "
+                    f"{float(g.abs().max()):.6g}, shape {tuple(g.shape)}")
+    report.info(f"{request.label(coefficients)}, "
+                f"{'correlate' if correlate else 'convolve'} {mode}, reverse-mode autograd on "
+                f"{where} {str(torch_dtype)[6:]}, {elapsed:.3f} s")
+    if wrote is not None:
+        report.info(f"wrote [bold]{'stdout' if output == '-' else output}[/bold]: {wrote}")
+    report.summary = {
+        "command": "grad",
+        "loss": loss,
+        "value": float(value),
+        "wrt": list(wrt_names),
+        "method": "autograd (reverse mode, torch.autograd.grad)",
+        "norms": {name: autodiff.norm(g) for name, g in grads.items()},
+        "max_abs": {name: float(g.abs().max()) for name, g in grads.items()},
+        "shapes": {name: list(g.shape) for name, g in grads.items()},
+        "input": signal.name,
+        "target": target,
+        "spec": spec.summary(coefficients.shape[-1]),
+        "kernel": request.summary(coefficients),
+        "device": str(where),
+        "dtype": str(torch_dtype)[6:],
+        "seconds": elapsed,
+        "output": output,
+    }
+    report.finish()

@@ -1,0 +1,207 @@
+"""``convcli jacobian``: parse, size the matrix before torch is imported, compute (``autodiff``),
+write or show it (``render.jacobian``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from convcli.cli.options import (
+    IO,
+    RUN,
+    AllowNonfiniteOpt,
+    CorrelateOpt,
+    DeviceOpt,
+    DilationOpt,
+    DtypeOpt,
+    GroupsOpt,
+    JsonOpt,
+    KernelOpt,
+    LayoutOpt,
+    MethodOpt,
+    ModeOpt,
+    NormalizeOpt,
+    PaddingOpt,
+    PeriodicOpt,
+    QuietOpt,
+    SizeOpt,
+    StrideOpt,
+    WindowOpt,
+    conv_spec,
+    kernel_request,
+)
+from convcli.errors import ConvcliError, UsageError
+
+WrtJac = Literal["input", "kernel"]
+JacFormat = Literal["dense", "banded"]
+Via = Literal["auto", "closed", "autograd"]
+JAC_OUTPUTS = (".npy", ".csv", ".npz", ".png")
+
+
+def parse_channel(text: str | None) -> tuple[int, int]:
+    """``C`` -> (C, C) (depthwise: the channel itself); ``O:C`` -> output O, input C."""
+    if text is None:
+        return 0, 0
+    parts = text.split(":")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or min(numbers, default=-1) < 0:
+        raise UsageError(f"--channel takes C or O:C (whole numbers ≥ 0), got {text!r}",
+                         "e.g. --channel 1, or --channel 3:0 for output 3, input 0 of a mixing kernel")
+    return (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
+
+
+def parse_range(text: str | None, flag: str) -> slice | None:
+    """``A:B`` (either end may be left out, negatives count from the end) or ``A`` (one index)."""
+    if text is None:
+        return None
+    try:
+        if ":" not in text:
+            start = int(text)
+            return slice(start, start + 1 if start != -1 else None)
+        start, stop = (int(p) if p.strip() else None for p in text.split(":", 1))
+        return slice(start, stop)
+    except ValueError:
+        raise UsageError(f"{flag} takes A:B like Python slices, got {text!r}",
+                         f"e.g. {flag} 0:100") from None
+
+
+def output_kind(output: str | None, fmt: str | None) -> bool:
+    """Whether the Jacobian is banded; refuses an output that cannot hold what was asked."""
+    suffix = Path(output).suffix.lower() if output and output != "-" else None
+    if suffix is not None and suffix not in JAC_OUTPUTS:
+        raise UsageError(f"cannot tell the Jacobian's format from {output!r}",
+                         "use J.npy, J.csv, J.npz (banded), J.png or - (text)")
+    banded = (fmt or ("banded" if suffix == ".npz" else "dense")) == "banded"
+    if banded and output is not None and suffix != ".npz":
+        raise UsageError("--format banded writes a .npz (offsets, bands, edge entries)",
+                         "use -o J.npz")
+    if not banded and suffix == ".npz":
+        raise UsageError(".npz is the banded format", "drop --format dense, or write J.npy")
+    return banded
+
+
+def save_matrix(result, output: str) -> str:
+    """Write the Jacobian as .npy/.csv/.npz/.png or text on stdout; returns what was written."""
+    from convcli.autodiff.banded import Banded
+    from convcli.io import arrays
+    from convcli.io.atomic import write_stdout
+
+    matrix = result.matrix
+    if isinstance(matrix, Banded):
+        arrays.save_npz(matrix.arrays(), output)
+        return f"banded .npz, {len(matrix.offsets)} diagonals + {len(matrix.edge_vals)} edge entries"
+    array = matrix.cpu().numpy()
+    suffix = Path(output).suffix.lower()
+    if output == "-":
+        write_stdout(arrays.text_of(array))
+        return "text"
+    if suffix == ".png":
+        from convcli.render.plots import plot_matrix
+
+        plot_matrix(array, output)
+        return "PNG"
+    if suffix == ".csv":
+        arrays.save_text(array, output, ",")
+    else:
+        arrays.save_npy(array, output)
+    return suffix.lstrip(".").upper()
+
+
+def command(
+    input_path: Annotated[str | None, typer.Argument(
+        metavar="[INPUT]", help="Signal file (batch item 0 is used). Default: random, --length.")] = None,
+    wrt: Annotated[WrtJac, typer.Option("--wrt", help="input: J[i, j] = ∂y[i]/∂x[j]; "
+                   "kernel: J[i, j] = ∂y[i]/∂w[j].")] = "input",
+    length: Annotated[int | None, typer.Option("--length", min=1, rich_help_panel=IO,
+                      help="Samples of the random input used without INPUT (default 64).")] = None,
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=IO,
+                    help="Seed of the random input.")] = 0,
+    channel: Annotated[str | None, typer.Option("--channel", metavar="C|O:C",
+                       help="Which channel pair: C (depthwise: channel C), or O:C (output O, "
+                       "input C) for an (O, C/G, k) kernel. Default 0.")] = None,
+    rows: Annotated[str | None, typer.Option("--rows", metavar="A:B",
+                    help="Only these rows (output samples).")] = None,
+    cols: Annotated[str | None, typer.Option("--cols", metavar="A:B",
+                    help="Only these columns (input samples or taps).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Compute J by autograd and by the closed "
+                     "form, report the largest difference; exit 1 on mismatch.")] = False,
+    fmt: Annotated[JacFormat | None, typer.Option("--format", "-f", help="dense [L_out, N], "
+                   "or banded .npz (diagonals + offsets, scales to N = 10⁶). Default: banded for "
+                   "-o *.npz, else dense.")] = None,
+    via: Annotated[Via, typer.Option("--via", rich_help_panel=RUN, help="auto = closed form "
+                   "(exists for every option, cheapest); autograd = torch.func.")] = "auto",
+    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
+                      help="J.npy, J.csv, J.npz (banded), J.png, or - for text on stdout. "
+                      "Default: a summary with a heatmap.")] = None,
+    layout: LayoutOpt = None,
+    window: WindowOpt = None,
+    size: SizeOpt = 31,
+    periodic: PeriodicOpt = False,
+    normalize: NormalizeOpt = None,
+    kernel: KernelOpt = None,
+    groups: GroupsOpt = 1,
+    mode: ModeOpt = "same",
+    padding: PaddingOpt = "zeros",
+    stride: StrideOpt = 1,
+    dilation: DilationOpt = 1,
+    correlate: CorrelateOpt = False,
+    method: MethodOpt = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    allow_nonfinite: AllowNonfiniteOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Jacobian of conv1d, closed form or autograd: [b]convcli jacobian --length 10 --mode valid[/b]."""
+    from convcli.autodiff.inputs import jacobian_input
+    from convcli.autodiff.sizing import check_dense
+
+    banded = output_kind(output, fmt)  # contradictions refused before reading anything
+    if "-" in (input_path, kernel) and input_path == kernel:
+        raise UsageError("standard input can be read only once", "give a file for one of them")
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    request = kernel_request(window, size, periodic, normalize, kernel)
+    coefficients, _ = request.load()
+    data, source = jacobian_input(input_path, length, seed, layout, dtype, allow_nonfinite,
+                                  coefficients, groups)
+    pair_index = parse_channel(channel)
+    row_slice, col_slice = parse_range(rows, "--rows"), parse_range(cols, "--cols")
+    if not banded:  # refuse what cannot fit before torch is even imported
+        itemsize = 8 if (dtype or data.dtype.name) == "float64" else 4
+        check_dense(data.shape[-1], coefficients.shape[-1], spec, wrt, row_slice, col_slice,
+                    itemsize, 2 if check or via == "autograd" else 1)
+
+    from convcli.autodiff.jacobian import channel_pair, jacobian
+    from convcli.core.kernels import to_weight
+    from convcli.engines.devices import resolve_device
+    from convcli.engines.torch_backend import ENGINE, resolve_dtype
+    from convcli.render.jacobian import JacobianReport
+
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, data.dtype)
+    weight_np, run_groups = to_weight(coefficients, data.shape[0], spec.groups)
+    spec = conv_spec(mode, padding, stride, dilation, correlate, run_groups)
+    if coefficients.ndim < 3 and pair_index[0] != pair_index[1]:
+        raise UsageError(f"--channel {channel}: a (k,) or (C, k) kernel filters each channel "
+                         "on its own, so only pairs C:C exist", "use --channel C")
+    x = ENGINE.asarray(data, target).to(torch_dtype)
+    pair = channel_pair(x, ENGINE.asarray(weight_np, target).to(torch_dtype), spec, *pair_index)
+    k, n = weight_np.shape[-1], data.shape[-1]
+    pair.spec.check(n, k)
+    engine = ENGINE.choose_method(n, k, pair.spec, method, dtype=torch_dtype, device=target)
+    result = jacobian(pair, wrt, rows=row_slice, cols=col_slice, banded=banded, via=via,
+                      check=check, method=method)
+    report = JacobianReport(result, pair, request, coefficients, source, target, torch_dtype,
+                            engine, output, run_groups)
+    report.show(quiet=quiet, json_mode=json_,
+                wrote=save_matrix(result, output) if output is not None else None)
+    if result.check is not None and not result.check.ok:
+        raise ConvcliError(
+            f"--check: autograd and the closed form differ by {result.check.max_abs_diff:.3g} "
+            f"(tolerance {result.check.tolerance:.3g})",
+            "rerun with --dtype float64; if it persists, please report it with the command")

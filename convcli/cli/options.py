@@ -1,0 +1,208 @@
+"""The options the commands share, declared once as ``Annotated`` aliases so a flag means the same
+thing everywhere, and the few helpers that turn parsed flags into the core's objects.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+
+# --- shared options -------------------------------------------------------------------------
+# Every command that convolves takes the same kernel and conv options; they are declared once
+# here and reused, so the flags mean the same thing everywhere.
+KERNEL = "Kernel"
+CONV = "Convolution"
+IO = "Input / output"
+RUN = "Run"
+
+Mode = Literal["same", "valid", "full", "causal"]
+Padding = Literal["zeros", "reflect", "replicate", "circular"]
+Method = Literal["auto", "direct", "fft"]
+Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["float32", "float64"]
+Normalization = Literal["sum", "peak", "none"]
+Format = Literal["wav", "flac", "ogg", "npy"]
+Layout = Literal["ct", "tc"]
+
+WindowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--window", "-w", metavar="NAME[:PARAM]", rich_help_panel=KERNEL,
+        help="Window kernel: hann, hamming, blackman, bartlett, rect, kaiser:BETA, "
+        "gaussian:STD, tukey:ALPHA, triang, cosine, nuttall, blackmanharris, flattop, bohman. "
+        "Default hann.",
+    ),
+]
+SizeOpt = Annotated[
+    int, typer.Option("--size", "-n", min=1, rich_help_panel=KERNEL, help="Window length in taps.")
+]
+PeriodicOpt = Annotated[
+    bool,
+    typer.Option("--periodic", rich_help_panel=KERNEL,
+                 help="DFT-even window (scipy fftbins=True) instead of the symmetric one."),
+]
+NormalizeOpt = Annotated[
+    Normalization | None,
+    typer.Option("--normalize", rich_help_panel=KERNEL,
+                 help="sum: unity DC gain (default for windows); peak: max |w| = 1; none. "
+                 "Kernel files are used as written unless this is given."),
+]
+KernelOpt = Annotated[
+    str | None,
+    typer.Option("--kernel", "-k", metavar="PATH|-", rich_help_panel=KERNEL,
+                 help="Coefficients from .npy or text: (k,), (C, k) or (O, C/G, k)."),
+]
+GroupsOpt = Annotated[
+    int, typer.Option("--groups", min=1, rich_help_panel=KERNEL,
+                      help="Groups G for an (O, C/G, k) kernel.")
+]
+ModeOpt = Annotated[
+    Mode, typer.Option("--mode", rich_help_panel=CONV,
+                       help="same (length N), valid (N−K+1), full (N+K−1), causal (N, like lfilter).")
+]
+PaddingOpt = Annotated[
+    Padding, typer.Option("--padding", rich_help_panel=CONV, help="What fills the pad.")
+]
+StrideOpt = Annotated[
+    int, typer.Option("--stride", min=1, rich_help_panel=CONV, help="Keep every s-th output (y[::s]).")
+]
+DilationOpt = Annotated[
+    int, typer.Option("--dilation", min=1, rich_help_panel=CONV, help="Spacing d between taps.")
+]
+CorrelateOpt = Annotated[
+    bool,
+    typer.Option("--correlate", rich_help_panel=CONV,
+                 help="Cross-correlate (exactly torch conv1d) instead of convolving."),
+]
+MethodOpt = Annotated[
+    Method, typer.Option("--method", rich_help_panel=RUN, help="auto picks the faster.")
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", rich_help_panel=RUN, help="Where to compute.")]
+DtypeOpt = Annotated[
+    Dtype | None,
+    typer.Option("--dtype", rich_help_panel=RUN,
+                 help="Compute precision. Default: float64 for float64 NPY input, else float32."),
+]
+RateOpt = Annotated[
+    float | None, typer.Option("--rate", rich_help_panel=IO,
+                                  help="Sample rate (Hz) of NPY input.")
+]
+LayoutOpt = Annotated[
+    Layout | None, typer.Option("--layout", rich_help_panel=IO,
+                                   help="2-D NPY axes: ct = (channels, time), tc = (time, channels).")
+]
+AllowNonfiniteOpt = Annotated[
+    bool, typer.Option("--allow-nonfinite", rich_help_panel=IO,
+                       help="Let NaN/Inf samples propagate instead of refusing them.")
+]
+# FIR design (issue 7): a reusable option set; `filter` takes it, jacobian/explain can too.
+DESIGN = "FIR design (Hz)"
+LowpassOpt = Annotated[
+    float | None,
+    typer.Option("--lowpass", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Windowed-sinc lowpass with its −6 dB cutoff at HZ (= scipy firwin); "
+                 "--window/--size shape it."),
+]
+HighpassOpt = Annotated[
+    float | None,
+    typer.Option("--highpass", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Windowed-sinc highpass (odd --size)."),
+]
+BandpassOpt = Annotated[
+    str | None,
+    typer.Option("--bandpass", metavar="LO:HI", rich_help_panel=DESIGN,
+                 help="Windowed-sinc bandpass between LO and HI Hz."),
+]
+BandstopOpt = Annotated[
+    str | None,
+    typer.Option("--bandstop", metavar="LO:HI", rich_help_panel=DESIGN,
+                 help="Windowed-sinc bandstop (notch) between LO and HI Hz (odd --size)."),
+]
+TransitionOpt = Annotated[
+    float | None,
+    typer.Option("--transition", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Transition width: with --attenuation (default 60 dB) Kaiser's formulas "
+                 "choose the window's beta and the tap count."),
+]
+AttenuationOpt = Annotated[
+    float | None,
+    typer.Option("--attenuation", metavar="DB", rich_help_panel=DESIGN,
+                 help="Stopband attenuation in dB for the Kaiser design (≥ 8)."),
+]
+ResponseOpt = Annotated[
+    bool,
+    typer.Option("--response", rich_help_panel=DESIGN,
+                 help="Measure the frequency response instead of printing coefficients: DC gain, "
+                 "−3/−6 dB bandwidth, peak side lobe; passband ripple and stopband attenuation "
+                 "of a design."),
+]
+PlotOpt = Annotated[
+    str | None,
+    typer.Option("--plot", metavar="FILE.png", rich_help_panel=DESIGN,
+                 help="Draw the taps and the magnitude response in dB to a PNG "
+                 "(needs matplotlib: pip install 'convcli[plot]')."),
+]
+DesignRateOpt = Annotated[
+    float | None,
+    typer.Option("--rate", metavar="HZ", rich_help_panel=DESIGN,
+                 help="Sample rate: needed by --lowpass & co., puts --response and --plot in Hz."),
+]
+GainOpt = Annotated[
+    float | None,
+    typer.Option("--gain", metavar="DB", rich_help_panel=IO,
+                 help="Scale the result by DB decibels before writing."),
+]
+NormalizeOutputOpt = Annotated[
+    float | None,
+    typer.Option("--normalize-output", metavar="[DBFS]", rich_help_panel=IO,
+                 help="Scale the result so its peak is DBFS (default −1 dBFS) before writing."),
+]
+ClipOpt = Annotated[
+    Literal["warn", "error", "clamp"],
+    typer.Option("--clip", rich_help_panel=IO,
+                 help="Integer PCM output that would clip: warn (clamp and report count, peak and "
+                 "the gain that avoids it), error (write nothing, exit 1) or clamp (silently)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", rich_help_panel=RUN, help="Print a JSON summary.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=RUN, help="No messages.")]
+
+
+# --- flags -> the core's objects -----------------------------------------------------------------
+def conv_spec(mode: str, padding: str, stride: int, dilation: int, correlate: bool, groups: int):
+    """The ``ConvSpec`` of the convolution options."""
+    from convcli.core.spec import ConvSpec
+
+    return ConvSpec(mode=mode, padding=padding, stride=stride, dilation=dilation,
+                    correlate=correlate, groups=groups)
+
+
+def fir_request(lowpass=None, highpass=None, bandpass=None, bandstop=None, transition=None,
+                attenuation=None):
+    """The FIR design flags as one ``core.fir.FirRequest`` (None when no band flag is given)."""
+    from convcli.core.fir import request_from_options
+
+    return request_from_options(lowpass, highpass, bandpass, bandstop, transition, attenuation)
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not just defaulted)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def kernel_request(window: str | None, size: int | None, periodic: bool, normalize: str | None,
+                   kernel: str | None, design=None):
+    """Where the kernel comes from (``io.kernelfile.KernelRequest``); ``size`` None = not given
+    on the command line, so a design's Kaiser formulas may choose it."""
+    from convcli.io.kernelfile import KernelRequest
+
+    return KernelRequest(window=window, size=size, periodic=periodic, normalize=normalize,
+                         path=kernel, design=design)
+
+
+def write_text(text: str) -> None:
+    """Text that is the command's output, to stdout (a closed pipe ends quietly in main())."""
+    from convcli.io.atomic import write_stdout
+
+    write_stdout(text.encode())

@@ -1,0 +1,171 @@
+"""``convcli window``: the coefficients ``filter --window`` applies (or a FIR design's), their
+measured response and a picture of it."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import typer
+
+from convcli.cli.options import (
+    IO,
+    KERNEL,
+    AttenuationOpt,
+    BandpassOpt,
+    BandstopOpt,
+    DesignRateOpt,
+    HighpassOpt,
+    JsonOpt,
+    LowpassOpt,
+    Normalization,
+    PeriodicOpt,
+    PlotOpt,
+    QuietOpt,
+    ResponseOpt,
+    SizeOpt,
+    TransitionOpt,
+    fir_request,
+    given,
+    write_text,
+)
+from convcli.errors import UsageError
+
+
+def command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(
+        metavar="NAME[:PARAM]",
+        help="hann, hamming, blackman, bartlett, rect, kaiser:BETA, gaussian:STD, tukey:ALPHA, "
+        "triang, cosine, nuttall, blackmanharris, flattop, bohman.")],
+    size: SizeOpt = 31,
+    periodic: PeriodicOpt = False,
+    normalize: Annotated[Normalization, typer.Option(
+        "--normalize", rich_help_panel=KERNEL,
+        help="sum: unity DC gain (as filter does); peak: max |w| = 1; none: raw window.")] = "sum",
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", rich_help_panel=IO, metavar="FILE|-",
+        help="-: one coefficient per line on stdout (the default, unless --response or --plot "
+        "is asked for); FILE.npy: float64 NPY; any other name: the same text.")] = None,
+    rate: DesignRateOpt = None,
+    lowpass: LowpassOpt = None,
+    highpass: HighpassOpt = None,
+    bandpass: BandpassOpt = None,
+    bandstop: BandstopOpt = None,
+    transition: TransitionOpt = None,
+    attenuation: AttenuationOpt = None,
+    response: ResponseOpt = False,
+    plot: PlotOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Print window coefficients, exactly as [b]filter --window[/b] applies them.
+
+    [b]convcli window kaiser:6 --size 21 | convcli filter in.wav --kernel - -o out.wav[/b]
+    gives the same output as [b]--window kaiser:6 --size 21[/b]: every coefficient is printed
+    with full float64 precision (shortest repr that reads back to the same number).
+    With [b]--lowpass/--highpass/--bandpass/--bandstop --rate HZ[/b] NAME is the window of a
+    FIR design (as [b]filter[/b] makes it); [b]--response[/b] prints the measured response
+    instead of the coefficients, [b]--plot FILE.png[/b] draws it.
+    """
+    from convcli.core.kernels import make_kernel
+    from convcli.core.windows import parse_window
+    from convcli.io.atomic import atomic_output
+    from convcli.io.formats import format_from_path
+    from convcli.render.reporter import Reporter
+    from convcli.render.tables import render_response
+
+    request = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
+    # coefficients go to stdout when asked (-o -), or by default when nothing else is asked
+    coefficients_to_stdout = output == "-" or (output is None and not response and plot is None)
+    to_file = output not in (None, "-")
+    if plot == "-" and (coefficients_to_stdout or response):
+        raise UsageError("--plot - and the text output would share stdout",
+                         "name a file for one of them: --plot FILE.png or -o FILE")
+    design = None
+    if request is not None:
+        coefficients, design = window_design(ctx, request, name, size, periodic, normalize, rate)
+        window_name, param = design.window
+        label = design.describe()
+    else:
+        window_name, param = parse_window(name)
+        coefficients = make_kernel(window_spec=name, size=size, periodic=periodic,
+                                   normalization=normalize)
+        label = (f"{window_name}{'' if param is None else f':{param:g}'}({size}"
+                 f"{', periodic' if periodic else ''})")
+    measured = window_response(coefficients, rate=rate, design=design, response=response,
+                               plot=plot, title=label)
+    as_npy = to_file and format_from_path(output) == "npy"
+    report = Reporter(quiet=quiet, json_mode=json_,
+                      data_on_stdout=coefficients_to_stdout or plot == "-")
+    if to_file or coefficients_to_stdout:
+        with atomic_output(output if to_file else "-") as handle:
+            if as_npy:
+                import numpy as np
+
+                np.save(handle, coefficients, allow_pickle=False)
+            else:
+                handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
+    if to_file:
+        scaled = normalize if design is None or given(ctx, "normalize") else "as firwin"
+        report.info(f"wrote [bold]{output}[/bold]: {coefficients.size} coefficients of "
+                    f"{label}, normalized {scaled}, {'NPY float64' if as_npy else 'text'}")
+    if plot is not None and plot != "-":
+        report.info(f"wrote [bold]{plot}[/bold]: taps and magnitude response of {label}")
+    if measured is not None and not json_:
+        write_text(render_response(measured))
+    report.summary = {
+        "command": "window", "window": window_name, "param": param,
+        "size": int(coefficients.size), "periodic": periodic, "normalize": normalize,
+        "output": output, "format": "npy" if as_npy else "text",
+        "sum": float(coefficients.sum()), "peak": float(abs(coefficients).max()),
+        "design": None if design is None else {
+            "band": design.request.band, "cutoffs": list(design.request.cutoffs),
+            "rate": design.rate, "window": design.window_text(), "taps": design.size,
+            "transition": design.request.transition, "attenuation": design.request.attenuation},
+        "response": None if measured is None else measured.to_dict(),
+        "plot": plot,
+        "coefficients": [float(v) for v in coefficients],
+    }
+    report.finish()
+
+
+def window_design(ctx: typer.Context, request, name: str | None, size: int, periodic: bool,
+                  normalize: str | None, rate: float | None):
+    """``(coefficients [k], fir.Design)`` for ``window NAME --lowpass ... --rate HZ``: NAME is
+    the design's window; ``--size``/``--normalize`` count only when given on the command line."""
+    from convcli.core.kernels import designed_kernel
+
+    if rate is None:
+        raise UsageError(f"--{request.band} is in Hz and needs the sample rate", "pass --rate HZ")
+    if rate <= 0 or not math.isfinite(rate):
+        raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
+    request.check_rate(rate)
+    if name.strip().lower() == "kaiser" and (request.transition or request.attenuation):
+        name = None  # `window kaiser --transition ...`: Kaiser's formulas choose beta
+    return designed_kernel(request, rate, window_spec=name,
+                           size=size if given(ctx, "size") else None, periodic=periodic,
+                           normalization=normalize if given(ctx, "normalize") else None)
+
+
+def window_response(coefficients, *, rate: float | None, design=None, response: bool = False,
+                    plot: str | None = None, title: str = ""):
+    """``--response`` and ``--plot`` of the window command: the measured ``Response`` (None
+    without ``--response``); the PNG is drawn when ``plot`` names one."""
+    measured = None
+    if response:
+        from convcli.core.response import measure
+
+        if design is not None:
+            measured = measure(coefficients, rate, band=design.request.band,
+                               cutoffs=list(design.request.cutoffs),
+                               transition=design.request.transition)
+        else:
+            measured = measure(coefficients, rate)
+    if plot is not None:
+        from convcli.render.plots import plot_window
+
+        plot_window(coefficients, rate, plot, title=title)
+    return measured

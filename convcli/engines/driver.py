@@ -1,0 +1,338 @@
+"""The one convolution driver both engines run: checks, choice, pads, regions, chunks, streams.
+
+An ``Engine`` is the whole algorithm above the arrays: ``conv1d`` checks the shapes and the
+spec, chooses the method (``convcli.plan.selection``), builds a plan for the kernel, makes the
+pads from the signal's ends (``spec.source`` says which sample fills each pad position), and
+runs the plan over the output's regions: the outputs that read a pad run on a small joined
+copy, the middle reads the signal in place, in chunks that keep the working set in cache
+(``convcli.plan.geometry``). ``Streamer`` does the same for a signal that arrives in blocks
+(overlap-save state carried from block to block), so a stream equals the whole-signal result.
+
+A backend subclasses ``Engine`` with the few things that differ between array libraries
+(``convcli.engines.numpy_backend``, ``convcli.engines.torch_backend``): how to join, allocate,
+index and measure arrays, how to build and run a plan, and a whole-signal fast path where it
+has one. No array library is imported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+from convcli.core.spec import ConvSpec
+from convcli.plan import geometry
+from convcli.plan.geometry import (
+    chunk_outputs,
+    edge_extent,
+    edge_indices,
+    output_regions,
+    padded_slice,
+)
+from convcli.plan.selection import (
+    MethodChoice,
+    Observed,
+    choose_method,
+    costs_for,
+    dynamic_range,
+)
+
+
+class Plan:
+    """Valid, strided cross-correlation with one kernel: ``seg[B, C, P] -> [B, O, ⌊(P−K)/s⌋+1]``.
+
+    ``granule``: a stream runs outputs in multiples of it but for the last block (whole
+    frames of an FFT). ``chunk_elements``: outputs × rows one chunk of the whole-signal loop
+    runs (``geometry.chunk_elements`` of the device; None: the CPU's, read when asked).
+    """
+
+    span: int
+    stride: int
+    out_channels: int
+    granule: int = 1
+    chunk_elements: int | None = None
+
+    def outputs(self, seg_length: int) -> int:
+        return max(0, (seg_length - self.span) // self.stride + 1)
+
+    @property
+    def elements(self) -> int:
+        return geometry.CHUNK_ELEMENTS if self.chunk_elements is None else self.chunk_elements
+
+    def chunk_outputs(self, rows: int) -> int:
+        return chunk_outputs(rows, self.stride, self.elements)
+
+
+class OverlapSavePlan(Plan):
+    """The geometry of an overlap-save plan: frames of ``nfft`` hop by ``step = nfft − K + 1``.
+
+    A chunk runs at least four frames per row (the FFT's work per output falls with the frame).
+    """
+
+    def __init__(self, span: int, stride: int, nfft: int):
+        self.span, self.stride = span, stride
+        self.nfft = max(nfft, span)
+        self.step = self.nfft - span + 1
+
+    def chunk_outputs(self, rows: int) -> int:
+        return max(1, max(4 * self.elements // max(rows, 1), 4 * self.step) // self.stride)
+
+
+class Engine:
+    """``conv1d`` and ``Streamer`` over a backend's arrays (see the module doc).
+
+    A backend sets ``name`` (``numpy`` or ``torch``, as ``plan.selection`` knows it) and
+    defines the methods below that raise ``NotImplementedError``.
+    """
+
+    name: str = ""
+    #: the whole-signal path can check each piece of the signal for NaN/Inf just before it
+    #: multiplies it (then the choice need not read the signal first: ``conv1d_chosen``)
+    fuses_finite_check = False
+
+    # --- what a backend defines -------------------------------------------------------------
+    def asarray(self, array: Any, device: str = "cpu") -> Any:
+        """A host numpy array as this backend's array on ``device`` (no copy where it can)."""
+        raise NotImplementedError
+
+    def to_numpy(self, y: Any) -> Any:
+        """A result as a numpy array on the host (the sink's boundary: one copy at most)."""
+        raise NotImplementedError
+
+    def no_grad(self) -> Any:
+        """A context in which nothing records a graph for autograd."""
+        return contextlib.nullcontext()
+
+    def concat(self, parts: list) -> Any:
+        """The arrays joined along the last axis."""
+        raise NotImplementedError
+
+    def zeros(self, like: Any, shape: tuple) -> Any:
+        raise NotImplementedError
+
+    def output(self, like: Any, shape: tuple, *sources: Any) -> Any | None:
+        """An uninitialised output to compute into, or None where each piece must be a new
+        array (autograd through ``sources``)."""
+        raise NotImplementedError
+
+    def take(self, ends: Any, index: list[int]) -> Any:
+        """``ends[..., index]``."""
+        raise NotImplementedError
+
+    def extremes(self, x: Any) -> tuple[float, float]:
+        """``(min, max)`` of ``x`` as floats (NaN where it holds one)."""
+        raise NotImplementedError
+
+    def host_sample(self, x: Any) -> Any:
+        """``plan.selection.sample_runs`` of ``x``, flattened, as a numpy array on the host."""
+        raise NotImplementedError
+
+    def device_of(self, x: Any) -> str:
+        raise NotImplementedError
+
+    def check(self, x: Any, weight: Any, spec: ConvSpec) -> None:
+        """Refuse a weight that does not fit ``x`` in ``spec.groups`` groups."""
+        channels = x.shape[1]
+        out_channels, per_group, _ = weight.shape
+        if per_group * spec.groups != channels or out_channels % spec.groups:
+            raise ValueError(f"weight {tuple(weight.shape)} does not fit {channels} channels in "
+                             f"{spec.groups} groups")
+
+    def make_plan(self, weight: Any, spec: ConvSpec, choice: MethodChoice, dtype: Any) -> Plan:
+        raise NotImplementedError
+
+    def run_plan(self, plan: Plan, seg: Any, out: Any | None) -> Any:
+        """``plan`` over ``seg`` in chunks, into ``out`` if given; returns the outputs."""
+        raise NotImplementedError
+
+    def whole(self, plan: Plan, x: Any, left_pad: Any, right_pad: Any, n_out: int,
+              nonfinite: list | None) -> Any | None:
+        """The result by a path of the backend's own for the whole signal, or None (the
+        regions then run). With ``nonfinite`` a list, see ``run_choice``."""
+        return None
+
+    # --- the driver --------------------------------------------------------------------------
+    def edge_pads(self, head: Any, tail: Any, n: int, spec: ConvSpec, k: int) -> tuple[Any, Any]:
+        """The left and right pads of a signal of ``n`` samples, from its ends only.
+
+        ``head = x[..., :h]`` and ``tail = x[..., n−h:]`` with ``h = edge_extent(n, spec, k)``
+        (or the whole signal for both). Which sample fills each pad position is
+        ``spec.source``'s answer.
+
+        Shape: ``[B, C, h], [B, C, h] -> [B, C, left], [B, C, right]``.
+        """
+        left, right = spec.pads(k)
+        indices = edge_indices(n, head.shape[-1], tail.shape[-1], spec, k)
+        if indices is None:
+            rows = tuple(head.shape[:-1])
+            return self.zeros(head, (*rows, left)), self.zeros(head, (*rows, right))
+        ends = self.concat([head, tail])
+        return self.take(ends, indices[0]), self.take(ends, indices[1])
+
+    def observe(self, x: Any) -> Observed:
+        """The signal's peak (``inf`` with NaN/Inf) and its dynamic range, for the choice."""
+        low, high = self.extremes(x)
+        peak = max(-low, high) if math.isfinite(low) and math.isfinite(high) else math.inf
+        return Observed(peak, lambda p: dynamic_range(self.host_sample(x), peak=p))
+
+    def choose_method(self, length: int, k: int, spec: ConvSpec, requested: str = "auto", *,
+                      batch: int = 1, channels: int = 1, out_channels: int | None = None,
+                      dtype: Any = "float32", device: str | None = None, x: Any = None,
+                      costs: dict | None = None) -> MethodChoice:
+        """``plan.selection.choose_method`` for this engine; with ``x``, by its statistics."""
+        if device is None:
+            device = "cpu" if x is None else self.device_of(x)
+        observed = None if x is None or requested == "fft" or not _size(x) else self.observe(x)
+        return choose_method(length, k, spec, requested, batch=batch, channels=channels,
+                             out_channels=out_channels, dtype=dtype, engine=self.name,
+                             device=device, observed=observed, costs=costs)
+
+    def conv1d(self, x: Any, weight: Any, spec: ConvSpec,
+               method: str | MethodChoice = "auto") -> Any:
+        """Convolve (or correlate) a batch of multi-channel signals.
+
+        Args:
+            x: input signals.
+            weight: the kernel as the user wrote it (not flipped).
+            spec: mode, padding, stride, dilation, correlate, groups.
+            method: ``auto``, ``direct`` or ``fft`` (or a ``choose_method`` result); all give
+                the same numbers to float tolerance.
+
+        Shape:
+            ``x [B, C, T]``, ``weight [O, C/G, k]`` -> ``[B, O, spec.output_length(T, k)]``.
+        """
+        if isinstance(method, MethodChoice):
+            self.check(x, weight, spec)
+            spec.check(x.shape[-1], weight.shape[-1])
+            return self.run_choice(x, weight, spec, method)
+        return self.conv1d_chosen(x, weight, spec, method)[0]
+
+    def conv1d_chosen(self, x: Any, weight: Any, spec: ConvSpec,
+                      method: str = "auto") -> tuple[Any, MethodChoice]:
+        """``conv1d`` by ``choose_method``'s choice for ``x``, and that choice.
+
+        The signal's statistics only ever veto an FFT (its peak and dynamic range) or send
+        NaN/Inf to the tap algorithm. So where the cost model alone picks the GEMM and the
+        backend checks each piece just before multiplying it (``fuses_finite_check``: the
+        check brings the piece into the core's cache, instead of a pass of its own through
+        memory ahead of the GEMM: 0.5 ms of 4 for 64 × 1 s), the GEMM runs first, and that
+        is the choice ``choose_method(x=x)`` makes for a finite signal; a signal with NaN or
+        Inf is then chosen for with ``x`` read and runs again.
+        """
+        self.check(x, weight, spec)
+        batch, channels, length = x.shape
+        out_channels, _, k = weight.shape
+        spec.check(length, k)
+        shape = {"batch": batch, "channels": channels, "out_channels": out_channels,
+                 "dtype": x.dtype, "device": self.device_of(x)}
+        costs = costs_for(length, k, spec, **shape, engine=self.name)
+        if self.fuses_finite_check:
+            blind = self.choose_method(length, k, spec, method, **shape, costs=costs)
+            if blind.algorithm == "gemm":
+                nonfinite: list = []
+                y = self.run_choice(x, weight, spec, blind, nonfinite)
+                if not nonfinite:
+                    return y, blind
+        choice = self.choose_method(length, k, spec, method, **shape, x=x, costs=costs)
+        return self.run_choice(x, weight, spec, choice), choice
+
+    def run_choice(self, x: Any, weight: Any, spec: ConvSpec, choice: MethodChoice,
+                   nonfinite: list | None = None) -> Any:
+        """``conv1d`` by a method already chosen (the checks passed). Where ``nonfinite`` is a
+        list, an entry is appended to it if ``x`` holds NaN or Inf (read as it is computed
+        where the backend can), and what returns is then no result."""
+        batch, _channels, length = x.shape
+        k = weight.shape[-1]
+        plan = self.make_plan(weight, spec, choice, x.dtype)
+        h = edge_extent(length, spec, k)
+        left_pad, right_pad = self.edge_pads(x[..., :h], x[..., length - h :], length, spec, k)
+        n_out = spec.output_length(length, k)
+        y = self.whole(plan, x, left_pad, right_pad, n_out, nonfinite)
+        if y is not None:
+            return y
+        if nonfinite is not None and not all(map(math.isfinite, self.extremes(x))):
+            nonfinite.append(0)  # the regions read the signal in a pass of its own first
+            return x[..., :0]
+        out = self.output(x, (batch, plan.out_channels, n_out), x, weight)
+        s, span = spec.stride, plan.span
+        parts = []
+        for m0, m1 in output_regions(n_out, left_pad.shape[-1], length, span, s):
+            seg = padded_slice(left_pad, x, right_pad, s * m0, s * (m1 - 1) + span, self.concat)
+            parts.append(self.run_plan(plan, seg, None if out is None else out[..., m0:m1]))
+        return out if out is not None else self.concat(parts)
+
+    def streamer(self, weight: Any, spec: ConvSpec, n: int, head: Any, tail: Any,
+                 method: str | MethodChoice = "auto") -> Streamer:
+        """A ``Streamer`` for a signal of ``n`` samples whose ends are ``head`` and ``tail``."""
+        return Streamer(self, weight, spec, n, head, tail, method)
+
+
+def _size(x: Any) -> int:
+    return math.prod(x.shape)
+
+
+class Streamer:
+    """Convolve a signal of known length ``n`` that arrives in blocks (overlap-save state).
+
+    Needs the signal's ends first (``head = x[..., :h]``, ``tail = x[..., n−h:]``, with
+    ``h = edge_extent(n, spec, k)``) for the pads; then ``push`` blocks in order and
+    ``finish``. The concatenation of what they return equals ``engine.conv1d(x, weight,
+    spec)``. Memory: the block, the kernel span and the plan's chunk.
+
+    Shape: blocks ``[B, C, t]`` -> outputs ``[B, O, t_out]`` (any ``t``, also shorter than K).
+    """
+
+    def __init__(self, engine: Engine, weight: Any, spec: ConvSpec, n: int, head: Any,
+                 tail: Any, method: str | MethodChoice = "auto"):
+        out_channels, _per_group, k = weight.shape
+        batch, channels, _ = head.shape
+        spec.check(n, k)
+        self.engine, self.spec = engine, spec
+        self.choice = method if isinstance(method, MethodChoice) else engine.choose_method(
+            n, k, spec, method, batch=batch, channels=channels, out_channels=out_channels,
+            dtype=head.dtype, device=engine.device_of(head))
+        self.plan = engine.make_plan(weight, spec, self.choice, head.dtype)
+        self.left, self.right = engine.edge_pads(head, tail, n, spec, k)
+        self.n, self.n_out = n, spec.output_length(n, k)
+        self.buffer = self.left  # the padded signal from global position self.start on
+        self.start = 0
+        self.done = 0  # outputs emitted
+        self.received = 0  # samples of x pushed
+
+    def push(self, block: Any) -> Any:
+        """The outputs that ``block`` completes (possibly none)."""
+        self.received += block.shape[-1]
+        if self.received > self.n:
+            raise ValueError(f"pushed {self.received} samples into a stream of {self.n}")
+        parts = [self.buffer, block] + ([self.right] if self.received == self.n else [])
+        self.buffer = self.engine.concat(parts)
+        return self._drain()
+
+    def finish(self) -> Any:
+        """The last outputs; every sample must have been pushed."""
+        if self.received != self.n:
+            raise ValueError(f"the stream ended after {self.received} of {self.n} samples")
+        y = self._drain()
+        assert self.done == self.n_out
+        return y
+
+    def _drain(self) -> Any:
+        plan = self.plan
+        s, span = plan.stride, plan.span
+        end = self.start + self.buffer.shape[-1]
+        ready = 0 if end < span else min(self.n_out, (end - span) // s + 1)
+        if ready < self.n_out:  # more to come: whole granules now, the rest with the next block
+            ready = self.done + (ready - self.done) // plan.granule * plan.granule
+        batch = self.buffer.shape[0]
+        if ready > self.done:
+            seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
+            out = self.engine.output(seg, (batch, plan.out_channels, ready - self.done), seg)
+            y = self.engine.run_plan(plan, seg, out)
+            self.done = ready
+        else:
+            y = self.engine.zeros(self.buffer, (batch, plan.out_channels, 0))
+        drop = min(s * self.done, end) - self.start
+        if drop > 0:
+            self.buffer = self.buffer[..., drop:]
+            self.start += drop
+        return y

@@ -1,0 +1,194 @@
+"""Formats: what a file is (sniffed by content), what an output is written as, and integer PCM.
+
+- ``sniff_format``: the format of bytes (RIFF/RF64 WAV, FLAC, OGG, NPY) from their first bytes;
+  ``format_from_path``: the format an output name asks for.
+- ``audio_dtype`` and ``choose_subtype``: the one rule for the precision audio is read in and
+  the subtype an output is written with, for whole files and streams alike.
+- ``to_pcm``: floats to integer PCM, rounded to nearest and clamped, with ``WriteReport`` and
+  the ``--clip`` policy (``clip_verdict``) saying what clipped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convcli.errors import OutputError, UsageError
+
+FORMATS = ("wav", "flac", "ogg", "npy")
+
+#: our format name -> soundfile's major format
+SOUNDFILE_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
+
+#: integer PCM subtypes: full-scale value and the container dtype soundfile is given
+#: (libsndfile keeps the top bits of the container, so 24-bit goes in int32 << 8, 8-bit in int16 << 8)
+PCM = {
+    "PCM_S8": (2**7, np.int16, 8),
+    "PCM_U8": (2**7, np.int16, 8),
+    "PCM_16": (2**15, np.int16, 0),
+    "PCM_24": (2**23, np.int32, 8),
+    "PCM_32": (2**31, np.int32, 0),
+}
+
+def sniff_format(head: bytes) -> str | None:
+    """Format from magic bytes: RIFF/RF64 -> wav, fLaC -> flac, OggS -> ogg, \\x93NUMPY -> npy."""
+    if head[:4] in (b"RIFF", b"RF64", b"RIFX") and head[8:12] == b"WAVE" or head[:4] == b"RF64":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:6] == b"\x93NUMPY":
+        return "npy"
+    return None
+
+def format_from_path(path: str) -> str | None:
+    """``x.WAV`` -> ``wav``; None when the extension is not one convcli writes."""
+    ext = Path(path).suffix.lower().lstrip(".")
+    ext = {"oga": "ogg", "wave": "wav"}.get(ext, ext)
+    return ext if ext in FORMATS else None
+
+
+def libsndfile_message(exc: Exception) -> str:
+    """libsndfile's message without the ``Error opening <_io.BytesIO object at 0x...>:`` noise."""
+    text = re.sub(r"Error opening <[^>]*>:\s*", "", str(exc)).strip()
+    return re.sub(r"^Error\s*:\s*", "", text) or type(exc).__name__
+
+
+def audio_dtype(subtype: str | None, requested: str = "auto") -> str:
+    """The precision audio of ``subtype`` is read in: ``requested``, or with ``auto`` float64
+    where float32 would lose bits (32-bit integer and double samples), else float32.
+
+    >>> audio_dtype("PCM_16"), audio_dtype("PCM_32"), audio_dtype("PCM_32", "float32")
+    ('float32', 'float64', 'float32')
+    """
+    if requested != "auto":
+        return requested
+    return "float64" if subtype in ("PCM_32", "DOUBLE") else "float32"
+
+
+def choose_subtype(out_format: str, requested: str | None = None, *,
+                   source_format: str | None = None,
+                   source_subtype: str | None = None) -> str | None:
+    """The soundfile subtype for an audio output (None for NPY).
+
+    ``--subtype`` wins; else the input's subtype when the output format has it (WAV keeps
+    PCM_16/24/FLOAT...); NPY input (or none) becomes FLOAT in WAV; else soundfile's default.
+
+    >>> choose_subtype("wav", source_format="wav", source_subtype="PCM_24")
+    'PCM_24'
+    >>> choose_subtype("wav", source_format="npy"), choose_subtype("npy")
+    ('FLOAT', None)
+    """
+    if out_format == "npy":
+        if requested:
+            raise UsageError("--subtype applies to audio output, not NPY")
+        return None
+    import soundfile as sf
+
+    major = SOUNDFILE_FORMATS[out_format]
+    if requested:
+        requested = requested.upper()
+        if not sf.check_format(major, requested):
+            allowed = ", ".join(sf.available_subtypes(major))
+            raise UsageError(f"--subtype {requested} is not available for {major}", f"use one of {allowed}")
+        return requested
+    if source_subtype and sf.check_format(major, source_subtype):
+        return source_subtype
+    if out_format == "wav" and source_format in (None, "npy"):
+        return "FLOAT"
+    return sf.default_subtype(major)
+
+
+@dataclass
+class WriteReport:
+    """What happened on the way out: clipping of integer PCM, where it went."""
+
+    path: str
+    format: str
+    subtype: str | None
+    clipped: int = 0  # samples clamped to the integer range
+    peak: float = 0.0  # largest |sample| before clamping, full scale = 1.0
+
+    @property
+    def safe_gain_db(self) -> float | None:
+        """The gain (dB, ≤ 0, rounded down to 0.1 dB) that would avoid the clipping; None if
+        nothing clipped.
+
+        >>> WriteReport("o.wav", "wav", "PCM_16", clipped=3, peak=1.2).safe_gain_db
+        -1.6
+        """
+        if not self.clipped or self.subtype not in PCM or not self.peak > 0:
+            return None
+        scale = PCM[self.subtype][0]
+        return math.floor(200 * math.log10((scale - 1) / (scale * self.peak))) / 10
+
+#: ``--clip``: what to do when integer PCM output would clip
+CLIP_POLICIES = ("warn", "error", "clamp")
+
+def clip_verdict(report: WriteReport, policy: str = "warn") -> str | None:
+    """Apply the ``--clip`` policy to an encoded output, before anything is written.
+
+    Every policy clamps (that is what ``encode`` did); ``warn`` returns the warning to show
+    (count, peak, the gain that avoids it), ``clamp`` returns None (silent), ``error`` raises
+    ``OutputError`` so nothing is written. Nothing clipped: None under every policy.
+
+    >>> r = WriteReport("o.wav", "wav", "PCM_16", clipped=12, peak=1.5)
+    >>> clip_verdict(r, "warn")
+    'o.wav: 12 samples clipped to the PCM_16 range (peak 1.500, +3.5 dBFS); --gain -3.6 would avoid it'
+    >>> clip_verdict(r, "clamp") is None
+    True
+    """
+    if policy not in CLIP_POLICIES:
+        raise UsageError(f"--clip must be one of {', '.join(CLIP_POLICIES)}, got {policy!r}")
+    if not report.clipped or policy == "clamp":
+        return None
+    peak = f"peak {report.peak:.3f}, {20 * math.log10(report.peak):+.1f} dBFS"
+    gain = report.safe_gain_db
+    if policy == "error":
+        raise OutputError(
+            f"{report.path}: {report.clipped:,} samples would clip to the {report.subtype} range "
+            f"({peak}); nothing written (--clip error)",
+            f"lower the level with --gain {gain:.1f}, write --subtype FLOAT, or allow it with "
+            "--clip warn",
+        )
+    return (f"{report.path}: {report.clipped:,} samples clipped to the {report.subtype} range "
+            f"({peak}); --gain {gain:.1f} would avoid it")
+
+def to_pcm(frames: np.ndarray, subtype: str,
+           out: np.ndarray | None = None) -> tuple[np.ndarray, int, float]:
+    """Round float frames (full scale ±1) to integer PCM, clamping what would clip.
+
+    Returns the container array for soundfile, the number of clamped samples and the peak.
+    Rounded to nearest ourselves: libsndfile's own float->int conversion does not round.
+    ``out``: an integer array of the container type and of ``frames``' shape to write into (a
+    channel's column of interleaved frames, so that converting also interleaves); it is what
+    comes back.
+    """
+    scale, container, shift = PCM[subtype]
+    peak = 0.0
+    low, high = -scale, scale - 1
+    maybe_clipped = True
+    if frames.size:  # min and max: no |x| copy (NaN/Inf: as np.max(np.abs(...)) says)
+        low_x, high_x = float(frames.min()), float(frames.max())
+        finite = math.isfinite(low_x + high_x)
+        peak = max(-low_x, high_x) if finite else float(np.max(np.abs(frames)))
+        maybe_clipped = not (finite and low <= low_x * scale and high_x * scale <= high)
+    scaled = frames * scale
+    np.rint(scaled, out=scaled)
+    clipped = 0
+    if maybe_clipped:  # else the extremes show there is nothing to count or clamp
+        clipped = int(np.count_nonzero(scaled < low)) + int(np.count_nonzero(scaled > high))
+        np.clip(scaled, low, high, out=scaled)
+    if out is None:
+        ints = scaled.astype(container)
+    else:
+        ints = out
+        np.copyto(ints, scaled, casting="unsafe")
+    if shift:
+        ints <<= shift
+    return ints, clipped, peak

@@ -1,0 +1,144 @@
+"""Kernel files: coefficients from .npy or text, checked once at the boundary.
+
+"The kernel" is always the coefficients as the user wrote them; ``core.kernels`` shapes them
+into a conv weight.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from convcli.core.kernels import designed_kernel, make_kernel
+from convcli.errors import InputError
+from convcli.io.npy import load_npy
+from convcli.io.signals import read_bytes
+
+MAX_TAPS = 50_000_000
+#: taps of a window when --size is not given
+DEFAULT_SIZE = 31
+
+
+def read_kernel(path: str) -> np.ndarray:
+    """The coefficients of kernel file ``path`` (``-`` = stdin), float64, as written."""
+    return parse_kernel_bytes(read_bytes(path, what="kernel"), "stdin" if path == "-" else path)
+
+
+def parse_kernel_bytes(data: bytes, name: str) -> np.ndarray:
+    """Coefficients from .npy bytes or text (one per line, or whitespace/comma separated).
+
+    Text with several lines of several numbers is 2-D ``(C, k)``. ``#`` starts a comment.
+    NPY is loaded with pickles refused, so a crafted file never runs code.
+    """
+    if not data.strip():
+        raise InputError(f"kernel {name} is empty", "give one coefficient per line, or a .npy file")
+    if data[:6] == b"\x93NUMPY":
+        return _check_array(load_npy(data, f"kernel {name}"), name)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"kernel {name} is neither .npy nor text", "give one number per line, or a .npy file"
+        ) from None
+    rows = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            rows.append([float(tok) for tok in re.split(r"[\s,;]+", line) if tok])
+        except ValueError as exc:
+            raise InputError(
+                f"kernel {name}: not a number in line {line[:40]!r} ({exc})",
+                "give one number per line, or numbers separated by spaces or commas",
+            ) from None
+    if not rows:
+        raise InputError(f"kernel {name} has no coefficients", "give one number per line")
+    if all(len(r) == 1 for r in rows) or len(rows) == 1:
+        array = np.array([v for r in rows for v in r])
+    else:
+        if len({len(r) for r in rows}) != 1:
+            raise InputError(
+                f"kernel {name}: rows have different lengths {sorted({len(r) for r in rows})}",
+                "a 2-D text kernel needs one row of k numbers per channel",
+            )
+        array = np.array(rows)
+    return _check_array(array, name)
+
+
+def _check_array(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype.kind not in "biuf":
+        raise InputError(
+            f"kernel {name} has dtype {array.dtype}, not real numbers", "save a float array"
+        )
+    if array.ndim not in (1, 2, 3) or array.size == 0:
+        raise InputError(
+            f"kernel {name} has shape {array.shape}",
+            "a kernel is (k,), (C, k) or (O, C/G, k) with k ≥ 1",
+        )
+    if array.shape[-1] > MAX_TAPS:
+        raise InputError(f"kernel {name} has {array.shape[-1]:,} taps (at most {MAX_TAPS:,})")
+    array = array.astype(np.float64)
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        raise InputError(
+            f"kernel {name} has a non-finite coefficient at index {tuple(int(i) for i in bad[0])}",
+            "every coefficient must be a finite number",
+        )
+    return array
+
+
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """Where a run's kernel comes from: a window, a kernel file, or a FIR design in Hz.
+
+    ``size`` None means "not given": a window then has the default 31 taps and a design lets
+    Kaiser's formulas choose. ``design`` is a ``core.fir.FirRequest`` (it needs the signal's
+    sample rate, so ``load`` takes one).
+    """
+
+    window: str | None = None
+    size: int | None = None
+    periodic: bool = False
+    normalize: str | None = None
+    path: str | None = None
+    design: Any = None
+
+    @property
+    def taps(self) -> int:
+        return DEFAULT_SIZE if self.size is None else self.size
+
+    def load(self, rate: float | None = None) -> tuple[np.ndarray, Any]:
+        """``(coefficients as applied, core.fir.Design or None)``."""
+        if self.design is not None:
+            return designed_kernel(self.design, rate, window_spec=self.window, size=self.size,
+                                   periodic=self.periodic, normalization=self.normalize,
+                                   has_file=self.path is not None)
+        kernel = read_kernel(self.path) if self.path is not None else None
+        return make_kernel(window_spec=self.window, size=self.taps, periodic=self.periodic,
+                           normalization=self.normalize, kernel=kernel), None
+
+    def source(self, design: Any = None) -> str:
+        """What ``--json`` calls the kernel: the file, the design, or the window's name."""
+        if design is not None:
+            return design.describe()
+        return self.path or self.window or "hann"
+
+    def summary(self, coefficients: np.ndarray, design: Any = None) -> dict:
+        """The kernel as ``--json`` shows it: where it came from, its taps and its shape."""
+        return {"source": self.source(design), "taps": int(coefficients.shape[-1]),
+                "shape": list(coefficients.shape)}
+
+    def label(self, coefficients: np.ndarray, design: Any = None) -> str:
+        """How messages name the kernel: ``hann(31)``, ``kernel taps.txt (5,)``, a design."""
+        if design is not None:
+            return design.describe()
+        if self.path is not None:
+            name = "stdin" if self.path == "-" else self.path
+            return f"kernel {name} {tuple(coefficients.shape)}"
+        return f"{self.window or 'hann'}({self.taps})"

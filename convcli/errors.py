@@ -25,14 +25,16 @@ class ConvcliError(Exception):
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
 
-class UsageError(ConvcliError):
-    """Flags that contradict each other or a value outside what is allowed. Exit code 2."""
+class UsageError(ConvcliError, ValueError):
+    """Flags that contradict each other or a value outside what is allowed. Exit code 2.
+
+    A ``ValueError`` too, as Python callers of the API expect of a bad argument."""
 
     exit_code = 2
 
 
-class InputError(ConvcliError):
-    """An input file, stream or kernel that cannot be used as given."""
+class InputError(ConvcliError, ValueError):
+    """An input file, stream or kernel that cannot be used as given (a ``ValueError`` too)."""
 
 
 class OutputError(ConvcliError):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from convcli.core.kernels import designed_kernel, make_kernel
-from convcli.errors import InputError
+from convcli.errors import InputError, UsageError
 from convcli.io.npy import load_npy
 from convcli.io.signals import read_bytes
 
@@ -36,7 +36,7 @@ def parse_kernel_bytes(data: bytes, name: str) -> np.ndarray:
     if not data.strip():
         raise InputError(f"kernel {name} is empty", "give one coefficient per line, or a .npy file")
     if data[:6] == b"\x93NUMPY":
-        return _check_array(load_npy(data, f"kernel {name}"), name)
+        return check_kernel_array(load_npy(data, f"kernel {name}"), name)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -66,10 +66,10 @@ def parse_kernel_bytes(data: bytes, name: str) -> np.ndarray:
                 "a 2-D text kernel needs one row of k numbers per channel",
             )
         array = np.array(rows)
-    return _check_array(array, name)
+    return check_kernel_array(array, name)
 
 
-def _check_array(array: np.ndarray, name: str) -> np.ndarray:
+def check_kernel_array(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise InputError(
             f"kernel {name} has dtype {array.dtype}, not real numbers", "save a float array"
@@ -98,8 +98,9 @@ class KernelRequest:
     """Where a run's kernel comes from: a window, a kernel file, or a FIR design in Hz.
 
     ``size`` None means "not given": a window then has the default 31 taps and a design lets
-    Kaiser's formulas choose. ``design`` is a ``core.fir.FirRequest`` (it needs the signal's
-    sample rate, so ``load`` takes one).
+    Kaiser's formulas choose. ``path`` is a kernel file (``-``: stdin); ``values`` the
+    coefficients themselves (the Python API). ``design`` is a ``core.fir.FirRequest`` (it
+    needs the signal's sample rate, so ``load`` takes one).
     """
 
     window: str | None = None
@@ -108,6 +109,7 @@ class KernelRequest:
     normalize: str | None = None
     path: str | None = None
     design: Any = None
+    values: Any = None
 
     @property
     def taps(self) -> int:
@@ -118,8 +120,12 @@ class KernelRequest:
         if self.design is not None:
             return designed_kernel(self.design, rate, window_spec=self.window, size=self.size,
                                    periodic=self.periodic, normalization=self.normalize,
-                                   has_file=self.path is not None)
+                                   has_file=self.path is not None or self.values is not None)
         kernel = read_kernel(self.path) if self.path is not None else None
+        if self.values is not None:
+            if kernel is not None:
+                raise UsageError("a kernel file and kernel values both given", "use one of them")
+            kernel = check_kernel_array(np.asarray(self.values), "values")
         return make_kernel(window_spec=self.window, size=self.taps, periodic=self.periodic,
                            normalization=self.normalize, kernel=kernel), None
 
@@ -127,6 +133,8 @@ class KernelRequest:
         """What ``--json`` calls the kernel: the file, the design, or the window's name."""
         if design is not None:
             return design.describe()
+        if self.values is not None:
+            return "values"
         return self.path or self.window or "hann"
 
     def summary(self, coefficients: np.ndarray, design: Any = None) -> dict:
@@ -138,7 +146,7 @@ class KernelRequest:
         """How messages name the kernel: ``hann(31)``, ``kernel taps.txt (5,)``, a design."""
         if design is not None:
             return design.describe()
-        if self.path is not None:
-            name = "stdin" if self.path == "-" else self.path
+        if self.path is not None or self.values is not None:
+            name = "stdin" if self.path == "-" else self.path or "values"
             return f"kernel {name} {tuple(coefficients.shape)}"
         return f"{self.window or 'hann'}({self.taps})"

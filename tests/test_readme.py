@@ -1,6 +1,6 @@
-"""Every convcli command line of README.md runs, and exits 0, against sample_data/.
+"""Every convcli command line of README.md and docs/*.md runs, and exits 0, against sample_data/.
 
-The convention (also stated in a comment at the top of README's Usage section):
+The convention (also stated in a comment near the top of README.md), the same for every file:
 
 - Only fenced blocks opened with ```sh are run. Use ```text (or ```console, or a bare ```)
   for examples with placeholder files such as in.wav or taps.txt.
@@ -34,6 +34,8 @@ import pytest
 from conftest import ROOT, SAMPLES, cli_env, run_inprocess
 
 README = ROOT / "README.md"
+#: The files whose ```sh blocks run: README.md and every page under docs/.
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 CALLS_CONVCLI = re.compile(r"(^|[|;(]|&&|\|\|)\s*(\$\s+)?convcli\s")
 
 
@@ -92,9 +94,14 @@ def _plain_args(command: str) -> list[str] | None:
     return words[1:] if words and words[0] == "convcli" else None
 
 
-def test_readme_commands_run(tmp_path, monkeypatch):
-    commands = readme_commands(README.read_text())
-    assert commands, "README.md has no ```sh lines that call convcli"
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_readme_commands_run(document, tmp_path, monkeypatch):
+    name = document.relative_to(ROOT).as_posix()
+    commands = readme_commands(document.read_text())
+    if document == README:
+        assert commands, "README.md has no ```sh lines that call convcli"
+    elif not commands:
+        pytest.skip(f"{name} has no ```sh lines that call convcli")
     bindir = tmp_path / "_bin"
     bindir.mkdir()
     (bindir / "convcli").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m convcli "$@"\n')
@@ -107,7 +114,7 @@ def test_readme_commands_run(tmp_path, monkeypatch):
             missing = [tool for tool in ("sox", "ffmpeg")
                        if re.search(rf"(^|[|;&(]\s*){tool}\s", command) and not shutil.which(tool)]
             if missing:
-                skipped.append(f"README.md:{number} needs {', '.join(missing)}: {command}")
+                skipped.append(f"{name}:{number} needs {', '.join(missing)}: {command}")
                 continue
             workdir = tmp_path / f"line{number}"
             workdir.mkdir()
@@ -122,13 +129,13 @@ def test_readme_commands_run(tmp_path, monkeypatch):
             proc = run_inprocess(*_plain_args(command))
             if proc.returncode != 0:
                 err = proc.stderr.decode(errors="replace").strip()[-800:]
-                failures.append(f"README.md:{number} exit {proc.returncode}: {command}\n    {err}")
+                failures.append(f"{name}:{number} exit {proc.returncode}: {command}\n    {err}")
     for (number, command), job in jobs.items():
         proc = job.result()
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()[-800:]
-            failures.append(f"README.md:{number} exit {proc.returncode}: {command}\n    {err}")
-    assert not failures, "README commands failed:\n" + "\n".join(failures)
+            failures.append(f"{name}:{number} exit {proc.returncode}: {command}\n    {err}")
+    assert not failures, f"{name} commands failed:\n" + "\n".join(failures)
     if skipped:
-        pytest.skip(f"{len(skipped)} README lines need tools not installed: "
+        pytest.skip(f"{len(skipped)} {name} lines need tools not installed: "
                     + "; ".join(shlex.quote(s) for s in skipped))

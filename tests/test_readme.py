@@ -139,3 +139,13 @@ def test_readme_commands_run(document, tmp_path, monkeypatch):
     if skipped:
         pytest.skip(f"{len(skipped)} {name} lines need tools not installed: "
                     + "; ".join(shlex.quote(s) for s in skipped))
+
+
+def test_ci_runs_the_second_quick_start_command():
+    """The Quick start block holds exactly two commands, and .ci/run runs the second as written."""
+    text = README.read_text()
+    block = text.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2, commands
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci, ".ci/run does not run the README's second Quick start command"

@@ -37,7 +37,7 @@ class Banded:
         return sum(t.numel() * t.element_size() for t in parts)
 
     def to_dense(self) -> torch.Tensor:
-        """``[L_out, N]``: the densified matrix (what the README's numpy snippet does)."""
+        """``[L_out, N]``: the densified matrix (what docs/jacobians.md's numpy snippet does)."""
         length, n = self.shape
         out = self.bands.new_zeros(length, n)
         rows = torch.arange(length, device=self.bands.device)
@@ -63,7 +63,7 @@ class Banded:
         return out
 
     def arrays(self) -> dict:
-        """The numpy arrays of the ``.npz`` file (see README: Gradients and Jacobians)."""
+        """The numpy arrays of the ``.npz`` file (its layout: docs/jacobians.md)."""
         return {
             "offsets": self.offsets.cpu().numpy(),
             "bands": self.bands.cpu().numpy(),

@@ -3,7 +3,7 @@
 Everything here is asked of the ``ConvSpec`` (pads, lengths, ``tap``, ``source``, ``formula``);
 nothing recomputes a pad. Pure Python and numpy: no torch, so ``explain`` starts fast.
 
-Notation as in SPEC.md: N input length, k taps, d dilation, K = d·(k−1)+1, s stride. ``x[m]``
+Notation as in docs/semantics.md: N input length, k taps, d dilation, K = d·(k−1)+1, s stride. ``x[m]``
 with m outside 0…N−1 denotes the pad value (0, a reflection, the edge sample, or a wrap).
 
     >>> from convcli.core.spec import ConvSpec

@@ -1,9 +1,9 @@
-"""ConvSpec: the one owner of the convolution semantics of SPEC.md.
+"""ConvSpec: the one owner of the convolution semantics (docs/semantics.md).
 
 Every command (filter, jacobian, grad, explain) and every engine path asks a ``ConvSpec`` for
 pads, lengths and tap positions; none recomputes a pad on its own.
 
-Notation (as in SPEC.md): k kernel length, d dilation, span K = d·(k−1)+1, N input length,
+Notation (as in docs/semantics.md): k kernel length, d dilation, span K = d·(k−1)+1, N input length,
 s stride. The padded input is ``xp`` (length N + left + right); the stride-1 result is computed
 on it and then subsampled, ``y = y1[::s]``.
 

@@ -6,9 +6,10 @@ products summed into one output, so on 64 × 1 s of 31 taps a third of its time 
 temporary. ``gemm`` calls the same library's ``cblas_?gemm`` with ``beta = 1`` instead,
 through ctypes (which releases the GIL, as numpy does), on strided views with no copy.
 
-The library is the one numpy's own ``matmul`` runs (found in ``/proc/self/maps``). Where it
-is not found (another OS, a numpy built on MKL or Accelerate) or an operand does not suit
-BLAS, ``gemm`` runs ``numpy.matmul`` instead: the same numbers, a little slower.
+The library is the one numpy's own ``matmul`` runs, as threadpoolctl finds it (which also
+sets its thread count: ``single_threaded``). Where it is not OpenBLAS (a numpy built on MKL
+or Accelerate) or an operand does not suit BLAS, ``gemm`` runs ``numpy.matmul`` instead: the
+same numbers, a little slower.
 """
 
 from __future__ import annotations
@@ -29,34 +30,36 @@ _FLAVOURS = (("scipy_", "64_", ctypes.c_int64), ("scipy_", "_64_", ctypes.c_int6
 
 
 class OpenBLAS(NamedTuple):
-    get_threads: object
-    set_threads: object
     gemm: dict  # numpy dtype -> ctypes function (float32: sgemm, float64: dgemm)
     int_max: int
 
 
-def _library_paths() -> list[str]:
-    """The OpenBLAS libraries loaded, numpy's first (scipy may bring its own)."""
+@functools.cache
+def _controller():
+    """threadpoolctl's view of numpy's BLAS (the libraries loaded when first asked), or None."""
     try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # a dependency; without it, BLAS keeps its own thread count
+        return None
+    return ThreadpoolController().select(user_api="blas")
+
+
+def _openblas_libraries() -> list:
+    """The OpenBLAS libraries threadpoolctl found, numpy's first (scipy may bring its own)."""
+    controller = _controller()
+    if controller is None:
         return []
-    return sorted(paths, key=lambda p: ("numpy" not in p, p))
+    found = [lib for lib in controller.lib_controllers if lib.internal_api == "openblas"]
+    return sorted(found, key=lambda lib: ("numpy" not in lib.filepath, lib.filepath))
 
 
 @functools.cache
 def openblas() -> OpenBLAS | None:
-    """numpy's OpenBLAS (thread count, ``sgemm``/``dgemm``), or None where it is not found."""
-    for path in _library_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    """numpy's OpenBLAS ``sgemm``/``dgemm``, or None where it is not found."""
+    for library in _openblas_libraries():
+        lib = library.dynlib  # the ctypes handle threadpoolctl opened
         for prefix, suffix, integer in _FLAVOURS:
-            getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-            setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-            if getter is None or setter is None:
+            if getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None) is None:
                 continue
             gemm = {}
             for dtype, letter, real in ((np.dtype(np.float32), "s", ctypes.c_float),
@@ -69,7 +72,7 @@ def openblas() -> OpenBLAS | None:
                                          integer, real, ctypes.c_void_p, integer]
                     gemm[dtype] = function
             bits = 8 * ctypes.sizeof(integer)
-            found = OpenBLAS(getter, setter, gemm, 2 ** (bits - 1) - 1)
+            found = OpenBLAS(gemm, 2 ** (bits - 1) - 1)
             for dtype in [d for d in gemm if not _answers_right(found, d)]:
                 del gemm[dtype]  # a symbol that is not what its name says: numpy's matmul
             return found
@@ -86,22 +89,14 @@ def _answers_right(lib: OpenBLAS, dtype) -> bool:
     return c.tolist() == [[20.0, 23.0], [44.0, 51.0]]
 
 
-@contextlib.contextmanager
 def single_threaded():
-    """OpenBLAS on one thread while inside (restored after).
+    """BLAS on one thread while inside (restored after), through threadpoolctl.
 
     Each worker runs its own single-threaded product: OpenBLAS's own threads spin-wait, and
     while another process held a core a 30 000-output batch took 20-60 ms instead of 0.2 ms.
     """
-    lib = openblas()
-    before = lib.get_threads() if lib else 0
-    if lib:
-        lib.set_threads(1)
-    try:
-        yield
-    finally:
-        if lib:
-            lib.set_threads(before)
+    controller = _controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1)
 
 
 #: outputs below which numpy's matmul (and a temporary) is cheaper than this call: a ctypes

@@ -149,3 +149,38 @@ def test_ci_runs_the_second_quick_start_command():
     assert len(commands) == 2, commands
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert commands[1] in ci, ".ci/run does not run the README's second Quick start command"
+
+
+def python_blocks(text: str) -> list[tuple[int, str]]:
+    """(line number, code) of every ```python block."""
+    blocks, code, start = [], None, 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip() == "```python":
+            code, start = [], number + 1
+        elif line.strip() == "```" and code is not None:
+            blocks.append((start, "\n".join(code)))
+            code = None
+        elif code is not None:
+            code.append(line)
+    return blocks
+
+
+@pytest.mark.parametrize("page", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_python_blocks_run(page, tmp_path, monkeypatch):
+    """Every ```python block of README.md and docs/ runs, in a directory holding sample_data/."""
+    blocks = python_blocks(page.read_text())
+    if not blocks:
+        pytest.skip(f"{page.name} has no python blocks")
+    shutil.copytree(SAMPLES, tmp_path / "sample_data")
+    bindir = tmp_path / "_bin"  # `convcli` for blocks that call the command (subprocess)
+    bindir.mkdir()
+    (bindir / "convcli").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m convcli "$@"\n')
+    (bindir / "convcli").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", cli_env()["PYTHONPATH"])
+    monkeypatch.chdir(tmp_path)
+    for number, code in blocks:
+        try:
+            exec(compile(code, f"{page.name}:{number}", "exec"), {"__name__": "__readme__"})  # noqa: S102 (the documented example itself)
+        except Exception as exc:
+            raise AssertionError(f"{page.name}:{number} failed: {exc!r}") from exc

@@ -112,21 +112,9 @@ def command(
 ) -> None:
     """Gradient of a scalar loss of conv1d: [b]convcli grad in.wav --loss energy --wrt input -o dx.wav[/b]."""
     from convcli.io.signals import check_finite, read_signal
-    from convcli.pipeline import same_file
 
-    if loss == "mse" and target is None:
-        raise UsageError("--loss mse needs --target FILE", "give the output you want to match")
-    if target is not None and loss != "mse":
-        raise UsageError("--target is used by --loss mse only")
-    for source in (input_path, target, kernel):
-        if output is not None and source is not None and same_file(output, source):
-            raise UsageError(f"output {output} is also an input; convcli never overwrites its input",
-                             "choose another -o")
-    stdin_users = [p for p in (input_path, kernel, target) if p == "-"]
-    if len(stdin_users) > 1:
-        raise UsageError("standard input can be read only once", "give files for the others")
+    check_paths(loss, target, output, input_path, kernel)
     wrt_names = ("input", "kernel") if wrt == "both" else (wrt,)
-
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     request = kernel_request(window, size, periodic, normalize, kernel)
     coefficients, _ = request.load()
@@ -143,7 +131,6 @@ def command(
     from convcli.autodiff import grad as autodiff
     from convcli.engines.devices import resolve_device
     from convcli.engines.torch_backend import resolve_dtype
-    from convcli.render.reporter import Reporter
 
     where = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, signal.data.dtype)
@@ -151,41 +138,62 @@ def command(
     w = torch.from_numpy(coefficients).to(device=where, dtype=torch_dtype)
     y_target = (torch.from_numpy(wanted.data).to(device=where, dtype=torch_dtype)
                 if wanted is not None else None)
-
     started = time.perf_counter()
     value, grads = autodiff.grad(x, w, spec, loss, wrt_names, y_target, method)
     elapsed = time.perf_counter() - started
-
-    report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout=output == "-")
     arrays = {name: g.cpu().numpy() for name, g in grads.items()}
     wrote = (save_gradient(arrays, output, out_format, signal, coefficients.shape)
              if output is not None else None)
+    run = {"loss": loss, "value": float(value), "wrt": list(wrt_names), "input": signal.name,
+           "target": target, "spec": spec.summary(coefficients.shape[-1]),
+           "kernel": request.summary(coefficients), "device": str(where),
+           "dtype": str(torch_dtype)[6:], "seconds": elapsed, "output": output}
+    render(run, grads, request.label(coefficients), wrote, quiet=quiet, json_mode=json_)
+
+
+def check_paths(loss: str, target: str | None, output: str | None, input_path: str,
+                kernel: str | None) -> None:
+    """Refuse, before reading anything, a target without mse (or mse without one), an output
+    that is also an input, and stdin asked for twice."""
+    from convcli.pipeline import same_file
+
+    if loss == "mse" and target is None:
+        raise UsageError("--loss mse needs --target FILE", "give the output you want to match")
+    if target is not None and loss != "mse":
+        raise UsageError("--target is used by --loss mse only")
+    for source in (input_path, target, kernel):
+        if output is not None and source is not None and same_file(output, source):
+            raise UsageError(f"output {output} is also an input; convcli never overwrites its input",
+                             "choose another -o")
+    if len([p for p in (input_path, kernel, target) if p == "-"]) > 1:
+        raise UsageError("standard input can be read only once", "give files for the others")
+
+
+def render(run: dict, grads: dict, label: str, wrote: str | None, *, quiet: bool,
+           json_mode: bool) -> None:
+    """The loss, each gradient's norms and what ran; ``--json``: the same as one summary."""
+    from convcli.autodiff.grad import norm
+    from convcli.render.reporter import Reporter
+
+    output = run["output"]
+    report = Reporter(quiet=quiet, json_mode=json_mode, data_on_stdout=output == "-")
     symbols = {"input": "∂loss/∂x", "kernel": "∂loss/∂w"}
-    report.info(f"loss ({loss}) = {float(value):.9g}")
+    report.info(f"loss ({run['loss']}) = {run['value']:.9g}")
     for name, g in grads.items():
-        report.info(f"‖{symbols[name]}‖₂ = {autodiff.norm(g):.6g}, max |{symbols[name]}| = "
+        report.info(f"‖{symbols[name]}‖₂ = {norm(g):.6g}, max |{symbols[name]}| = "
                     f"{float(g.abs().max()):.6g}, shape {tuple(g.shape)}")
-    report.info(f"{request.label(coefficients)}, "
-                f"{'correlate' if correlate else 'convolve'} {mode}, reverse-mode autograd on "
-                f"{where} {str(torch_dtype)[6:]}, {elapsed:.3f} s")
+    spec = run["spec"]
+    report.info(f"{label}, {'correlate' if spec['correlate'] else 'convolve'} {spec['mode']}, "
+                f"reverse-mode autograd on {run['device']} {run['dtype']}, {run['seconds']:.3f} s")
     if wrote is not None:
         report.info(f"wrote [bold]{'stdout' if output == '-' else output}[/bold]: {wrote}")
     report.summary = {
-        "command": "grad",
-        "loss": loss,
-        "value": float(value),
-        "wrt": list(wrt_names),
+        "command": "grad", **{key: run[key] for key in ("loss", "value", "wrt")},
         "method": "autograd (reverse mode, torch.autograd.grad)",
-        "norms": {name: autodiff.norm(g) for name, g in grads.items()},
+        "norms": {name: norm(g) for name, g in grads.items()},
         "max_abs": {name: float(g.abs().max()) for name, g in grads.items()},
         "shapes": {name: list(g.shape) for name, g in grads.items()},
-        "input": signal.name,
-        "target": target,
-        "spec": spec.summary(coefficients.shape[-1]),
-        "kernel": request.summary(coefficients),
-        "device": str(where),
-        "dtype": str(torch_dtype)[6:],
-        "seconds": elapsed,
-        "output": output,
+        **{key: run[key] for key in ("input", "target", "spec", "kernel", "device", "dtype",
+                                     "seconds", "output")},
     }
     report.finish()

@@ -176,6 +176,25 @@ def command(
         check_dense(data.shape[-1], coefficients.shape[-1], spec, wrt, row_slice, col_slice,
                     itemsize, 2 if check or via == "autograd" else 1)
 
+    report = compute(data, coefficients, spec, pair_index, channel, wrt, row_slice, col_slice,
+                     banded, via, check, method, device, dtype)
+    report.kernel, report.source, report.output = request, source, output
+    result = report.result
+    report.show(quiet=quiet, json_mode=json_,
+                wrote=save_matrix(result, output) if output is not None else None)
+    if result.check is not None and not result.check.ok:
+        raise ConvcliError(
+            f"--check: autograd and the closed form differ by {result.check.max_abs_diff:.3g} "
+            f"(tolerance {result.check.tolerance:.3g})",
+            "rerun with --dtype float64; if it persists, please report it with the command")
+
+
+def compute(data, coefficients, spec, pair_index, channel, wrt, rows, cols, banded, via, check,
+            method, device, dtype):
+    """The Jacobian of the channel pair asked for, in torch (imported here, not before the
+    sizes were checked), as a ``render.jacobian.JacobianReport`` still to be told its source."""
+    from dataclasses import replace
+
     from convcli.autodiff.jacobian import channel_pair, jacobian
     from convcli.core.kernels import to_weight
     from convcli.engines.devices import resolve_device
@@ -185,7 +204,7 @@ def command(
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, data.dtype)
     weight_np, run_groups = to_weight(coefficients, data.shape[0], spec.groups)
-    spec = conv_spec(mode, padding, stride, dilation, correlate, run_groups)
+    spec = replace(spec, groups=run_groups)
     if coefficients.ndim < 3 and pair_index[0] != pair_index[1]:
         raise UsageError(f"--channel {channel}: a (k,) or (C, k) kernel filters each channel "
                          "on its own, so only pairs C:C exist", "use --channel C")
@@ -194,14 +213,7 @@ def command(
     k, n = weight_np.shape[-1], data.shape[-1]
     pair.spec.check(n, k)
     engine = ENGINE.choose_method(n, k, pair.spec, method, dtype=torch_dtype, device=target)
-    result = jacobian(pair, wrt, rows=row_slice, cols=col_slice, banded=banded, via=via,
-                      check=check, method=method)
-    report = JacobianReport(result, pair, request, coefficients, source, target, torch_dtype,
-                            engine, output, run_groups)
-    report.show(quiet=quiet, json_mode=json_,
-                wrote=save_matrix(result, output) if output is not None else None)
-    if result.check is not None and not result.check.ok:
-        raise ConvcliError(
-            f"--check: autograd and the closed form differ by {result.check.max_abs_diff:.3g} "
-            f"(tolerance {result.check.tolerance:.3g})",
-            "rerun with --dtype float64; if it persists, please report it with the command")
+    result = jacobian(pair, wrt, rows=rows, cols=cols, banded=banded, via=via, check=check,
+                      method=method)
+    return JacobianReport(result, pair, None, coefficients, "", target, torch_dtype, engine, None,
+                          run_groups)

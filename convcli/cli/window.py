@@ -68,9 +68,6 @@ def command(
     FIR design (as [b]filter[/b] makes it); [b]--response[/b] prints the measured response
     instead of the coefficients, [b]--plot FILE.png[/b] draws it.
     """
-    from convcli.core.kernels import make_kernel
-    from convcli.core.windows import parse_window
-    from convcli.io.atomic import atomic_output
     from convcli.io.formats import format_from_path
     from convcli.render.reporter import Reporter
     from convcli.render.tables import render_response
@@ -84,30 +81,15 @@ def command(
     if plot == "-" and (coefficients_to_stdout or response):
         raise UsageError("--plot - and the text output would share stdout",
                          "name a file for one of them: --plot FILE.png or -o FILE")
-    design = None
-    if request is not None:
-        coefficients, design = window_design(ctx, request, name, size, periodic, normalize, rate)
-        window_name, param = design.window
-        label = design.describe()
-    else:
-        window_name, param = parse_window(name)
-        coefficients = make_kernel(window_spec=name, size=size, periodic=periodic,
-                                   normalization=normalize)
-        label = (f"{window_name}{'' if param is None else f':{param:g}'}({size}"
-                 f"{', periodic' if periodic else ''})")
+    coefficients, design, (window_name, param), label = window_coefficients(
+        ctx, request, name, size, periodic, normalize, rate)
     measured = window_response(coefficients, rate=rate, design=design, response=response,
                                plot=plot, title=label)
     as_npy = to_file and format_from_path(output) == "npy"
     report = Reporter(quiet=quiet, json_mode=json_,
                       data_on_stdout=coefficients_to_stdout or plot == "-")
     if to_file or coefficients_to_stdout:
-        with atomic_output(output if to_file else "-") as handle:
-            if as_npy:
-                import numpy as np
-
-                np.save(handle, coefficients, allow_pickle=False)
-            else:
-                handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
+        write_coefficients(coefficients, output if to_file else "-", as_npy)
     if to_file:
         scaled = normalize if design is None or given(ctx, "normalize") else "as firwin"
         report.info(f"wrote [bold]{output}[/bold]: {coefficients.size} coefficients of "
@@ -121,15 +103,49 @@ def command(
         "size": int(coefficients.size), "periodic": periodic, "normalize": normalize,
         "output": output, "format": "npy" if as_npy else "text",
         "sum": float(coefficients.sum()), "peak": float(abs(coefficients).max()),
-        "design": None if design is None else {
-            "band": design.request.band, "cutoffs": list(design.request.cutoffs),
-            "rate": design.rate, "window": design.window_text(), "taps": design.size,
-            "transition": design.request.transition, "attenuation": design.request.attenuation},
+        "design": None if design is None else design_summary(design),
         "response": None if measured is None else measured.to_dict(),
         "plot": plot,
         "coefficients": [float(v) for v in coefficients],
     }
     report.finish()
+
+
+def window_coefficients(ctx: typer.Context, request, name: str, size: int, periodic: bool,
+                        normalize: str, rate: float | None):
+    """``(coefficients, design or None, (window name, param), label)`` of a window or a design."""
+    from convcli.core.kernels import make_kernel
+    from convcli.core.windows import parse_window
+
+    if request is not None:
+        coefficients, design = window_design(ctx, request, name, size, periodic, normalize, rate)
+        return coefficients, design, design.window, design.describe()
+    window_name, param = parse_window(name)
+    coefficients = make_kernel(window_spec=name, size=size, periodic=periodic,
+                               normalization=normalize)
+    label = (f"{window_name}{'' if param is None else f':{param:g}'}({size}"
+             f"{', periodic' if periodic else ''})")
+    return coefficients, None, (window_name, param), label
+
+
+def write_coefficients(coefficients, output: str, as_npy: bool) -> None:
+    """float64 NPY, or one coefficient per line as the shortest text that reads back exactly."""
+    from convcli.io.atomic import atomic_output
+
+    with atomic_output(output) as handle:
+        if as_npy:
+            import numpy as np
+
+            np.save(handle, coefficients, allow_pickle=False)
+        else:
+            handle.write("".join(f"{float(v)!r}\n" for v in coefficients).encode())
+
+
+def design_summary(design) -> dict:
+    request = design.request
+    return {"band": request.band, "cutoffs": list(request.cutoffs), "rate": design.rate,
+            "window": design.window_text(), "taps": design.size,
+            "transition": request.transition, "attenuation": request.attenuation}
 
 
 def window_design(ctx: typer.Context, request, name: str | None, size: int, periodic: bool,

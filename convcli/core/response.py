@@ -37,6 +37,10 @@ from convcli.errors import UsageError
 MAX_NFFT = 1 << 24
 
 
+#: the −3 dB and −6 dB amplitude levels
+LEVEL_3DB, LEVEL_6DB = 10 ** (-3 / 20), 10 ** (-6 / 20)
+
+
 def dense_nfft(taps: int) -> int:
     """An FFT size giving ≥ 64 grid points per DFT bin of a ``taps``-long kernel, ≥ 2^16."""
     return int(min(MAX_NFFT, max(1 << 16, 1 << math.ceil(math.log2(64 * max(taps, 1))))))
@@ -177,40 +181,50 @@ def measure(
     mark a designed filter; ``transition`` (same unit) sets the transition bands for ripple and
     attenuation.
     """
-    from convcli.core.fir import BANDS
-
     h = np.asarray(h, dtype=np.float64)
     f, mag = spectrum(h, nfft)
     fs = float(rate) if rate else 1.0
-    unit = "Hz" if rate else "cycles/sample"
-    nyq = fs / 2
-    freqs = f * fs
     dc = float(np.sum(h))
-    resp = Response(taps=h.size, rate=float(rate) if rate else None, unit=unit, nfft=(len(f) - 1) * 2,
+    resp = Response(taps=h.size, rate=float(rate) if rate else None,
+                    unit="Hz" if rate else "cycles/sample", nfft=(len(f) - 1) * 2,
                     dc_gain=dc, dc_gain_db=_db(abs(dc)))
-    lvl3, lvl6 = 10 ** (-3 / 20), 10 ** (-6 / 20)
     if band is None:
-        if abs(dc) == 0:
-            resp.notes.append("DC gain is 0: no main lobe at DC to measure")
-            return resp
-        g = mag / abs(dc)
-        for attr, level in (("3db", lvl3), ("6db", lvl6)):
-            cross = _crossings(freqs, g, level)
-            if cross and g[0] >= level:
-                setattr(resp, f"bandwidth_{attr}", 2 * cross[0])
-                setattr(resp, f"bandwidth_{attr}_bins", 2 * cross[0] * h.size / fs)
-        null = _first_minimum(g, 0, 1)
-        if 0 < null < len(g) - 1:
-            resp.first_null = float(freqs[null])
-            resp.peak_sidelobe_db = _db(float(np.max(g[null:])))
-        else:
-            resp.notes.append("no side lobes: |H| has no minimum below Nyquist")
+        return _window_response(resp, h, f * fs, mag, fs)
+    return _design_response(resp, h, f * fs, mag, fs, band, cutoffs, transition)
+
+
+def _window_response(resp: Response, h: np.ndarray, freqs: np.ndarray, mag: np.ndarray,
+                     fs: float) -> Response:
+    """A window's main lobe (−3/−6 dB bandwidths, first null) and its peak side lobe."""
+    dc = resp.dc_gain
+    if abs(dc) == 0:
+        resp.notes.append("DC gain is 0: no main lobe at DC to measure")
         return resp
+    g = mag / abs(dc)
+    for attr, level in (("3db", LEVEL_3DB), ("6db", LEVEL_6DB)):
+        cross = _crossings(freqs, g, level)
+        if cross and g[0] >= level:
+            setattr(resp, f"bandwidth_{attr}", 2 * cross[0])
+            setattr(resp, f"bandwidth_{attr}_bins", 2 * cross[0] * h.size / fs)
+    null = _first_minimum(g, 0, 1)
+    if 0 < null < len(g) - 1:
+        resp.first_null = float(freqs[null])
+        resp.peak_sidelobe_db = _db(float(np.max(g[null:])))
+    else:
+        resp.notes.append("no side lobes: |H| has no minimum below Nyquist")
+    return resp
+
+
+def _design_response(resp: Response, h: np.ndarray, freqs: np.ndarray, mag: np.ndarray,
+                     fs: float, band: str, cutoffs, transition: float | None) -> Response:
+    """A design's band edges and bandwidths, then its ripple and attenuation (``_bands``)."""
+    from convcli.core.fir import BANDS
 
     if band not in BANDS:
         raise UsageError(f"unknown band type {band!r}", f"one of {', '.join(BANDS)}")
     cut = [float(c) for c in np.atleast_1d(cutoffs)]
     count, pass_zero = BANDS[band]
+    nyq = fs / 2
     resp.band, resp.cutoffs = band, cut
     # firwin's scale frequency: DC, Nyquist, or the first passband's centre
     edges = ([0.0] if pass_zero else []) + cut + ([nyq] if (count % 2 == 0) == pass_zero else [])
@@ -222,8 +236,8 @@ def measure(
         resp.notes.append("zero gain at the passband reference frequency")
         return resp
     g = mag / ref
-    resp.edges_3db = _crossings(freqs, g, lvl3)
-    resp.edges_6db = _crossings(freqs, g, lvl6)
+    resp.edges_3db = _crossings(freqs, g, LEVEL_3DB)
+    resp.edges_6db = _crossings(freqs, g, LEVEL_6DB)
     for attr, found in (("bandwidth_3db", resp.edges_3db), ("bandwidth_6db", resp.edges_6db)):
         if not found:
             continue
@@ -234,15 +248,19 @@ def measure(
         else:
             width = found[-1] - found[0] if len(found) >= 2 else None
         setattr(resp, attr, width)
+    return _bands(resp, freqs, g, fs, cut, pass_zero, transition)
 
+
+def _bands(resp: Response, freqs: np.ndarray, g: np.ndarray, fs: float, cut: list[float],
+           pass_zero: bool, transition: float | None) -> Response:
+    """Passband ripple and stopband attenuation outside the transition bands (``transition``
+    wide, else from each cutoff to the first null on its stopband side)."""
     # the ideal response: pass where an even (odd) number of cutoffs lies below f
     below = np.searchsorted(np.asarray(cut), freqs, side="right")
     ideal = (below % 2 == 0) == pass_zero
-    # transition half-widths: from each cutoff to the first null on its stopband side
     auto_half = []
     for i, c in enumerate(cut):
-        start = round(c / fs * resp.nfft)
-        start = min(max(start, 0), len(g) - 1)
+        start = min(max(round(c / fs * resp.nfft), 0), len(g) - 1)
         pass_below = (i % 2 == 0) == pass_zero
         j = _first_minimum(g, start, 1 if pass_below else -1)
         auto_half.append(abs(float(freqs[j]) - c))

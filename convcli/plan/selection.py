@@ -31,7 +31,6 @@ from convcli.plan.costmodel import dtype_name, estimate_costs, is_float64
 from convcli.plan.ratecache import cost_rates
 
 METHODS = ("auto", "direct", "fft")
-ENGINES = ("numpy", "torch")
 #: auto's precision rule, by the dynamic range (peak / 1st percentile of |x| ≠ 0): above the
 #: first, a float32 FFT runs in float64; above the second, no FFT at all (direct)
 FFT32_MAX_DYNAMIC_RANGE = 1e5

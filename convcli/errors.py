@@ -1,6 +1,6 @@
 """The one error family the CLI catches and prints as a single ``error:`` line.
 
-Core modules raise these (never print, never exit); ``cli.py`` turns them into
+Core modules raise these (never print, never exit); ``convcli.cli`` turns them into
 ``error: MESSAGE (hint: HINT)`` on stderr and the exit code below.
 """
 
@@ -54,7 +54,7 @@ class Interrupted(BaseException):
     """SIGTERM/SIGINT/SIGHUP arrived; raised by the CLI's handlers so cleanups run.
 
     A ``BaseException`` (like ``KeyboardInterrupt``) so that no ``except Exception`` swallows
-    it on the way up; ``with`` blocks such as ``signals.atomic_output`` remove their temporary
+    it on the way up; ``with`` blocks such as ``io.atomic.atomic_output`` remove their temporary
     files as it passes. The exit code is the shell's convention, 128 + the signal number.
     """
 

@@ -1,4 +1,4 @@
-"""The independent reference: numpy/scipy only, written from SPEC.md's table, not from convcli.
+"""The independent reference: numpy/scipy only, written from the semantics table (docs/semantics.md), not from convcli.
 
 ``reference_conv(x, w, ...)`` is what every engine path and the CLI are checked against.
 """
@@ -11,7 +11,7 @@ NUMPY_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "ci
 
 
 def spec_pads(mode: str, span: int, correlate: bool) -> tuple[int, int]:
-    """The SPEC.md table, spelled out independently of convcli.spec."""
+    """The modes' pads (docs/semantics.md), spelled out independently of convcli.core.spec."""
     if mode == "same":
         left = (span - 1) // 2 if correlate else span // 2
         return left, span - 1 - left

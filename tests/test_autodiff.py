@@ -1,6 +1,6 @@
 """Jacobians and gradients of conv1d against independent references.
 
-The reference is numpy alone: pad with ``numpy.pad`` (pads from SPEC.md's table, written out
+The reference is numpy alone: pad with ``numpy.pad`` (pads from the semantics table, written out
 here again, not asked of ConvSpec), dilate the kernel by inserting zeros, run
 ``numpy.convolve``/``numpy.correlate`` in valid mode, subsample ``[::s]``, and apply that to
 unit vectors, one column at a time. scipy's ``lfilter`` and torch's own ``F.conv1d`` Jacobian
@@ -44,7 +44,7 @@ def _one_thread():
 
 
 PADDINGS = ("zeros", "reflect", "replicate", "circular")
-# the reference: numpy only, from SPEC.md's table (tests/reference.py), for one channel
+# the reference: numpy only, from the semantics table (tests/reference.py), for one channel
 reference_conv = reference_conv1
 
 

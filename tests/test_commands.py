@@ -236,7 +236,7 @@ def _imports(*args: str) -> str:
 def test_fast_commands_do_not_import_torch(args):
     modules = {line.split("|")[-1].strip() for line in _imports(*args).splitlines()
                if line.startswith("import time:")}
-    assert "torch" not in modules and "convcli.engine" not in modules
+    assert "torch" not in modules and "convcli.engines.torch_backend" not in modules
 
 
 def test_exit_codes_and_debug(cli, cli_fast):

@@ -29,7 +29,7 @@ TOL = {torch.float32: 2e-5, torch.float64: 1e-11}
 
 
 def reference(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """SPEC.md by hand: numpy.pad, flip unless correlating, dilate, scipy direct correlate, y[::s]."""
+    """The semantics by hand: numpy.pad, flip unless correlating, dilate, scipy direct correlate, y[::s]."""
     k = w.shape[-1]
     left, right = spec.pads(k)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (left, right)), mode=PADDINGS[spec.padding][0])

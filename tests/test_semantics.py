@@ -1,4 +1,4 @@
-"""conv1d semantics against numpy/scipy/torch on a seeded grid of every option (SPEC.md)."""
+"""conv1d semantics against numpy/scipy/torch on a seeded grid of every option (docs/semantics.md)."""
 
 from __future__ import annotations
 

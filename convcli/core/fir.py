@@ -2,7 +2,7 @@
 
 ``firwin`` computes exactly what ``scipy.signal.firwin(size, cutoff, window=..., pass_zero=...,
 fs=rate)`` computes (scale=True), line for line, with numpy alone and the windows of
-``convcli.windows``: the ideal response is a sum of sincs, one pair per passband, multiplied by
+``convcli.core.windows``: the ideal response is a sum of sincs, one pair per passband, multiplied by
 a symmetric window and scaled to unity gain at DC (lowpass, bandstop), at Nyquist (highpass)
 or at the centre of the first passband (bandpass).
 
@@ -201,7 +201,7 @@ def firwin(
         cutoffs: ``[fc]`` or ``[lo, hi]`` in Hz, strictly inside ``(0, rate/2)``, increasing.
         rate: sample rate in Hz.
         band: lowpass, highpass, bandpass or bandstop.
-        window: ``(name, param)`` of ``convcli.windows`` (symmetric), e.g. ``("kaiser", 8.0)``.
+        window: ``(name, param)`` of ``convcli.core.windows`` (symmetric), e.g. ``("kaiser", 8.0)``.
 
     Shape: ``-> [size]`` float64, symmetric (linear phase, delay ``(size−1)/2`` samples).
     """

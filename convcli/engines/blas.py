@@ -1,7 +1,7 @@
 """The OpenBLAS numpy ships, called directly: products that accumulate, and its thread count.
 
 ``numpy.matmul`` cannot add into its output: ``c += a @ b`` writes ``a @ b`` to a temporary
-and adds it in a second pass over ``c``. The banded GEMM (``npengine.GemmPlan``) is two
+and adds it in a second pass over ``c``. The banded GEMM (``numpy_backend.GemmPlan``) is two
 products summed into one output, so on 64 × 1 s of 31 taps a third of its time went to that
 temporary. ``gemm`` calls the same library's ``cblas_?gemm`` with ``beta = 1`` instead,
 through ctypes (which releases the GIL, as numpy does), on strided views with no copy.

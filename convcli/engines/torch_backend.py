@@ -221,7 +221,13 @@ class FFTPlan(OverlapSavePlan):
 
 
 def make_plan(weight: torch.Tensor, spec: ConvSpec, choice: MethodChoice) -> Plan:
-    """The plan for ``weight [O, C/G, k]`` (as the user wrote it) and the chosen method."""
+    """The plan for ``weight [O, C/G, k]`` (as the user wrote it) and the chosen method.
+
+    On CUDA, float32 means IEEE float32 from here on (``ieee_float32``): whole signals and
+    streams alike build their plan here.
+    """
+    if weight.is_cuda:
+        ieee_float32()
     w = oriented(weight, spec)
     if choice.method == "fft":
         compute = DTYPES[choice.fft_dtype] if choice.fft_dtype else None
@@ -290,11 +296,6 @@ class TorchEngine(Engine):
 
     def device_of(self, x):
         return str(x.device)
-
-    def check(self, x, weight, spec):
-        super().check(x, weight, spec)
-        if x.is_cuda:
-            ieee_float32()
 
     def make_plan(self, weight, spec, choice, dtype):
         return make_plan(weight, spec, choice)

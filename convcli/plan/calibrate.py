@@ -377,7 +377,7 @@ class Calibration:
             m.spread for m in self.measurements if m.problem.engine == engine) > limit]
 
     def cache_content(self) -> dict:
-        """What ``ratecache`` keeps (and ``costmodel.cost_rates`` reads back)."""
+        """What ``ratecache`` keeps (and ``ratecache.cost_rates`` reads back)."""
         return {
             "format": FORMAT, "convcli": __version__, "created": self.created,
             "device": self.key, "model": model_fingerprint(self.key["kind"]),

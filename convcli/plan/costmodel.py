@@ -32,7 +32,7 @@ CPU_COST = {
     "byte": 1 / 6e9,  # a pass over memory (frames, spectra, outputs)
     "call": 15e-6,  # per block of the python-level loop / per FFT frame batch
 }
-#: The numpy engine (``convcli.npengine``), fitted on its own runs on this 2-core machine: 57
+#: The numpy engine (``engines.numpy_backend``), fitted on its own runs on this 2-core machine: 57
 #: timings (1-min stereo at k = 3…48 000, direct at strides 1-3 and overlap-save at every
 #: power-of-two frame 256…2^17; 64 × 1 s mono; 1 s stereo; 10 min stereo), each the 20th
 #: percentile of 8 interleaved rounds, fitted by non-negative least squares on relative error.
@@ -41,7 +41,7 @@ CPU_COST = {
 #: absorbs each call's fixed costs (pads, thread hand-off, the ragged end of a row).
 #: float64 costs ``gemm_float64``× (the band is memory-bound) and ``fft_float64``× float32.
 #: The FFT rates are that fit × 0.4, fft_float64 1.6 → 2.0: numpy's float32 rfft had run in
-#: float64 (see ``npengine.FFTPlan``); once in float32 and in fours, 4 M stereo samples at
+#: float64 (see ``numpy_backend.FFTPlan``); once in float32 and in fours, 4 M stereo samples at
 #: k = 63…8191 took 0.35-0.52× the fit's float32 prediction and 2.0× as long in float64.
 NUMPY_COST = {
     "gemm_flop": 1 / 51.5e9,

@@ -144,6 +144,13 @@ def filter_file(input: str | Path, output: str | Path | None = None, *, window: 
     ``allow_nonfinite``. The output defaults to ``INPUT_STEM.filtered.EXT`` beside the input.
 
     Shape: the file's ``[B, C, T]`` -> ``[B, O, T_out]``, written to ``output``.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> np.save(folder / "x.npy", np.array([[0.0, 1.0, 2.0, 3.0]]))
+    >>> result = filter_file(folder / "x.npy", folder / "y.npy", kernel=[1.0, 1.0], mode="full")
+    >>> np.load(folder / "y.npy").tolist(), result.summary()["files"][0]["shape_out"]
+    ([[0.0, 1.0, 3.0, 5.0, 3.0]], [1, 1, 5])
     """
     from convcli import pipeline
     from convcli.core.fir import request_from_options

@@ -68,6 +68,14 @@ def make_inputs(root: Path) -> None:
     (root / "nan_kernel.txt").write_text("0.25\nnan\n0.25\n")
     np.save(root / "nan_kernel.npy", np.array([0.5, np.nan]))
     (root / "k3.txt").write_text("1 2 1\n1 2 1\n1 2 1\n")
+    # a kernel span exactly one longer than the signal (scipy: convolve([3,4,5],[1,2,3,4],'valid'))
+    np.save(root / "three.npy", np.array([3.0, 4.0, 5.0]))
+    (root / "k4.txt").write_text("1\n2\n3\n4\n")
+    np.save(root / "eight.npy", rng.standard_normal(8))
+    np.save(root / "stereo3.npy", rng.standard_normal((2, 3)))
+    np.save(root / "stereo10.npy", rng.standard_normal((2, 10)))
+    np.save(root / "mix4.npy", rng.standard_normal((1, 2, 4)))  # mixing: the torch engine
+    np.save(root / "mix6.npy", rng.standard_normal((1, 2, 6)))
     os.symlink("chord.wav", root / "link.wav")
 
 
@@ -89,6 +97,20 @@ CASES = [
     # (these import torch: submitted first, so the pool overlaps them)
     Case("valid-kernel-longer", F + ["short.npy", "--mode", "valid"], 1, "longer than the signal"),
     Case("kernel-channels", F + ["chord.wav", "--kernel", "k3.txt"], 1, "3 rows"),
+    # K = N + 1 in valid mode: the spec's error, never the cost model's (it has no frame to price)
+    Case("valid-span-one-longer", F + ["three.npy", "--kernel", "k4.txt", "--mode", "valid"], 1,
+         "kernel span 4 (k=4, dilation=1) is longer than the signal (3 samples) in valid mode"),
+    Case("valid-span-one-longer-pow2", F + ["eight.npy", "--size", "9", "--mode", "valid"], 1,
+         "kernel span 9 (k=9, dilation=1) is longer than the signal (8 samples)"),
+    Case("valid-span-one-longer-mixing", F + ["stereo3.npy", "--kernel", "mix4.npy", "--mode",
+                                              "valid"], 1,
+         "kernel span 4 (k=4, dilation=1) is longer than the signal (3 samples)"),
+    Case("valid-span-k6-d2-mixing", F + ["stereo10.npy", "--kernel", "mix6.npy", "--mode", "valid",
+                                         "--dilation", "2"], 1,
+         "kernel span 11 (k=6, dilation=2) is longer than the signal (10 samples)"),
+    Case("valid-span-k6-d2-fft", F + ["stereo10.npy", "--kernel", "mix6.npy", "--mode", "valid",
+                                      "--dilation", "2", "--method", "fft"], 1,
+         "kernel span 11 (k=6, dilation=2)"),
     Case("reflect-too-long", F + ["short.npy", "--padding", "reflect", "--size", "31"], 1,
          "reflect padding"),
     Case("circular-too-long", F + ["short.npy", "--padding", "circular", "--size", "31"], 1,

@@ -122,7 +122,7 @@ def estimate_costs(
     candidates = fft_candidates(padded, span)
     if numpy_engine:  # numpy.fft ran 2-3× slower per sample at 2^a·3^b·5^c sizes than at 2^n
         candidates = sorted({1 << (n - 1).bit_length() for n in candidates})
-    for nfft in [at_nfft] if at_nfft else candidates:
+    for nfft in [max(at_nfft, span)] if at_nfft else candidates:  # as OverlapSavePlan runs it
         if nfft > cap and not at_nfft:  # numpy.fft's time per sample grows fast past it (cache)
             continue
         step = nfft - span + 1

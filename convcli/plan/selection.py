@@ -142,7 +142,12 @@ def costs_for(length: int, k: int, spec: ConvSpec, *, batch: int = 1, channels: 
     Remembered per shape and rates (``cost_rates`` is read each time, so a calibration takes
     effect at once): pricing every FFT frame size is 0.1-0.5 ms of Python, a tenth of filtering
     64 × 1 s, and a caller filtering batch after batch asks the same question.
+
+    The spec is checked first (``ConvSpec.check``): a kernel longer than the padded signal has
+    no frames to price, and its error is the spec's, whoever asks (the memory check prices
+    before the engine runs).
     """
+    spec.check(length, k)
     out_channels = channels if out_channels is None else out_channels
     rates = cost_rates(device, engine)
     return dict(_costs(length, k, spec, batch, channels, out_channels, dtype_name(np.dtype(

@@ -54,6 +54,7 @@ def make_inputs(root: Path) -> None:
     np.save(root / "object.npy", np.array([Payload(), 1.0], dtype=object), allow_pickle=True)
     np.save(root / "4d.npy", np.ones((2, 2, 2, 50)))
     np.save(root / "zero.npy", np.ones((2, 0)))
+    np.save(root / "zero_batch.npy", np.ones((0, 2, 8)))  # a batch of no signals: filter runs it
     sf.write(root / "zero.wav", np.zeros((0, 2)), 44100, subtype="PCM_16")
     x = rng.standard_normal((2, 1000))
     x[1, 7] = np.nan
@@ -137,6 +138,10 @@ CASES = [
     Case("4d-npy", F + ["4d.npy"], 1, "4 dimensions"),
     Case("zero-length-npy", F + ["zero.npy"], 1, "empty array"),
     Case("zero-length-wav", F + ["zero.wav"], 1, "no samples"),
+    Case("zero-batch-to-wav", F + ["zero_batch.npy", "--rate", "8000", "-o", "z.wav"], 1,
+         "batch of 0"),
+    Case("jacobian-zero-batch", ["jacobian", "zero_batch.npy", "--size", "3"], 1,
+         "batch of no signals"),
     Case("tc-without-layout", F + ["tc.npy"], 1, "--layout tc"),
     Case("nan-sample", F + ["nan.npy"], 1, "channel 1, sample 7", real=True),
     Case("inf-sample", F + ["inf.npy"], 1, "channel 0, sample 500"),

@@ -121,7 +121,7 @@ def render(result, report) -> None:
         batch, channels, frames = file.shape_out
         where = "stdout" if file.output == "-" else file.output
         report.info(f"wrote [bold]{where}[/bold]: {human_shape(channels, frames, file.rate)}"
-                    f"{f', batch {batch}' if batch > 1 else ''}, {file.format.upper()}"
+                    f"{f', batch {batch}' if batch != 1 else ''}, {file.format.upper()}"
                     f"{f' {file.subtype}' if file.subtype else ''}")
     run, spec = result.run, result.spec
     streamed = run.get("streamed")

@@ -179,9 +179,10 @@ def render(run: dict, grads: dict, label: str, wrote: str | None, *, quiet: bool
     report = Reporter(quiet=quiet, json_mode=json_mode, data_on_stdout=output == "-")
     symbols = {"input": "∂loss/∂x", "kernel": "∂loss/∂w"}
     report.info(f"loss ({run['loss']}) = {run['value']:.9g}")
+    largest = {name: float(g.abs().max()) if g.numel() else 0.0 for name, g in grads.items()}
     for name, g in grads.items():
         report.info(f"‖{symbols[name]}‖₂ = {norm(g):.6g}, max |{symbols[name]}| = "
-                    f"{float(g.abs().max()):.6g}, shape {tuple(g.shape)}")
+                    f"{largest[name]:.6g}, shape {tuple(g.shape)}")
     spec = run["spec"]
     report.info(f"{label}, {'correlate' if spec['correlate'] else 'convolve'} {spec['mode']}, "
                 f"reverse-mode autograd on {run['device']} {run['dtype']}, {run['seconds']:.3f} s")
@@ -191,7 +192,7 @@ def render(run: dict, grads: dict, label: str, wrote: str | None, *, quiet: bool
         "command": "grad", **{key: run[key] for key in ("loss", "value", "wrt")},
         "method": "autograd (reverse mode, torch.autograd.grad)",
         "norms": {name: norm(g) for name, g in grads.items()},
-        "max_abs": {name: float(g.abs().max()) for name, g in grads.items()},
+        "max_abs": largest,
         "shapes": {name: list(g.shape) for name, g in grads.items()},
         **{key: run[key] for key in ("input", "target", "spec", "kernel", "device", "dtype",
                                      "seconds", "output")},

@@ -203,6 +203,10 @@ class FFTPlan(OverlapSavePlan):
 
     def __call__(self, seg, out=None):
         n1, _, _, need = fft_frames(seg.shape[-1], self.span, self.nfft)
+        if not seg.shape[0]:  # no rows: MKL's FFT refuses an empty batch ("inconsistent
+            # configuration"); the selection runs F.conv1d for one, this guards a plan made apart
+            y = seg.new_zeros(0, self.out_channels, self.outputs(seg.shape[-1]))
+            return y if out is None else out
         x = seg.to(self.compute)
         if need > seg.shape[-1]:
             x = F.pad(x, (0, need - seg.shape[-1]))

@@ -95,7 +95,7 @@ def estimate_costs(
     padded = length + left + right
     n1 = max(padded - span + 1, 1)  # stride-1 outputs
     n_out = (n1 - 1) // s + 1
-    rows_in, rows_out = batch * channels, batch * out_channels
+    rows_in, rows_out = max(batch, 1) * channels, max(batch, 1) * out_channels  # 0: as for one
     costs: dict[str, tuple[float, int]] = {}
     mac = rows_out * n_out * k * per_group
     conv_chunks = max(1, n_out * rows_out // chunk_elements(device))

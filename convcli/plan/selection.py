@@ -189,6 +189,10 @@ def choose_method(
     'overlap-save'
     """
     check_method(requested)
+    if not batch * channels:  # a batch of no signals: its output is empty, whatever the method
+        spec.check(length, k)
+        return MethodChoice("direct", "the batch is empty: nothing to compute",
+                            FACTS[engine].tap_algorithm)
     if costs is None:
         costs = costs_for(length, k, spec, batch=batch, channels=channels,
                           out_channels=out_channels, dtype=dtype, engine=engine, device=device)

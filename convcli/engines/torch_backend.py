@@ -301,6 +301,11 @@ class TorchEngine(Engine):
     def device_of(self, x):
         return str(x.device)
 
+    def add(self, y, column):
+        if torch.is_grad_enabled() and (y.requires_grad or column.requires_grad):
+            return y + column  # a new tensor: autograd records the sum
+        return y.add_(column)
+
     def make_plan(self, weight, spec, choice, dtype):
         return make_plan(weight, spec, choice)
 

@@ -320,6 +320,9 @@ def test_jacobian_and_grad_with_pad_and_bias_are_torch_autograd(cli_fast, tmp_pa
                  tmp_path / f"J{wrt}.npy", check=True)
         expected = torch.autograd.functional.jacobian(f, primal).numpy()
         np.testing.assert_allclose(np.load(tmp_path / f"J{wrt}.npy"), expected, atol=1e-12)
+    text = cli_fast("jacobian", tmp_path / "x.npy", *options, check=True).stdout.decode()
+    assert "bias 0.25 adds a constant to every y[i]: J does not depend on it" in text
+    assert "convolve pad 2:1" in text
     summary = json.loads(cli_fast("grad", tmp_path / "x.npy", "--loss", "energy", "--wrt", "both",
                                   *options, "-o", tmp_path / "g.npz", "--json", check=True).stdout)
     xr, wr = xt.clone().requires_grad_(), wt.clone().requires_grad_()

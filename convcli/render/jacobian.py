@@ -50,8 +50,8 @@ class JacobianReport:
                f"closed form in {details['closed_seconds']:.3f} s")
         lines = [escape(head), *map(escape, jacobian_formula(spec, k, result.wrt))]
         if pair.bias is not None:
-            lines.append(f"bias {float(pair.bias[0]):g} adds a constant to every y[i]: J does not "
-                         "depend on it")
+            lines.append(escape(f"bias {float(pair.bias[0]):g} adds a constant to every y[i]: "
+                                "J does not depend on it"))
         lines.append(f"computed by {escape(how)} on {self.device} {self.dtype_name}")
         if result.check is not None:
             c = result.check

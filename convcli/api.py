@@ -30,7 +30,8 @@ def _is_tensor(value: Any) -> bool:
 
 
 def conv1d(x, weight, *, mode: str = "same", padding: str = "zeros", stride: int = 1,
-           dilation: int = 1, groups: int = 1, correlate: bool = False, method: str = "auto"):
+           dilation: int = 1, groups: int = 1, correlate: bool = False, method: str = "auto",
+           pad: int | tuple[int, int] | None = None, bias=None):
     """Convolve (default) or cross-correlate signals with a kernel, exactly as ``convcli filter``.
 
     Args:
@@ -39,11 +40,17 @@ def conv1d(x, weight, *, mode: str = "same", padding: str = "zeros", stride: int
             ``[C, k]`` one per channel, or ``[O, C/G, k]`` with ``groups`` G. A tensor with a
             tensor ``x``; a numpy array (or list) with either.
         mode: ``same`` (length N), ``valid``, ``full`` or ``causal`` (``lfilter``): the pads.
-        padding: ``zeros``, ``reflect``, ``replicate`` or ``circular``: what fills them.
+        pad: the pads themselves instead of ``mode``'s, as ``nn.Conv1d(padding=P)``: ``P`` at
+            both ends or ``(left, right)`` (``mode`` stays at its default).
+        padding: ``zeros``, ``reflect``, ``replicate`` or ``circular``: what fills them
+            (``nn.Conv1d``'s ``padding_mode``).
         stride, dilation, groups: as ``torch.nn.functional.conv1d``'s.
         correlate: cross-correlation (exactly ``F.conv1d``) instead of convolution
             (``numpy.convolve``/``scipy.signal.convolve``).
         method: ``auto``, ``direct`` or ``fft``: the same numbers to float tolerance.
+        bias: added to every output of each channel after the convolution, as
+            ``nn.Conv1d(bias=True)``'s: one number for all, or ``[O]`` (a tensor with a tensor
+            ``x`` is differentiable too).
 
     Shape:
         ``[B, C, T] -> [B, O, T_out]``, ``[C, T] -> [O, T_out]``, ``[T] -> [T_out]``, with
@@ -61,12 +68,14 @@ def conv1d(x, weight, *, mode: str = "same", padding: str = "zeros", stride: int
     >>> y = conv1d(x, torch.hann_window(5, periodic=False), mode="same")
     >>> y.shape, y.requires_grad
     (torch.Size([2, 1, 8]), True)
+    >>> conv1d(np.array([1.0, 2.0, 3.0]), [1.0, 1.0], pad=(0, 2), correlate=True, method="direct").tolist()
+    [3.0, 5.0, 3.0, 0.0]
     """
     spec = ConvSpec(mode=mode, padding=padding, stride=stride, dilation=dilation,
-                    correlate=correlate, groups=groups)
+                    correlate=correlate, groups=groups, pad=pad)
     if _is_tensor(x):
-        return _torch_conv1d(x, weight, spec, method)
-    return _numpy_conv1d(np.asarray(x), np.asarray(weight, dtype=np.float64), spec, method)
+        return _torch_conv1d(x, weight, spec, method, bias)
+    return _numpy_conv1d(np.asarray(x), np.asarray(weight, dtype=np.float64), spec, method, bias)
 
 
 def _as_batch(x, ndim: int):
@@ -91,11 +100,12 @@ def _as_given(y, ndim: int):
     return y[0, 0] if y.shape[1] == 1 else y[0]
 
 
-def _numpy_conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, method: str) -> np.ndarray:
+def _numpy_conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, method: str,
+                  bias) -> np.ndarray:
     from dataclasses import replace
 
     from convcli import engines
-    from convcli.core.kernels import depthwise, to_weight
+    from convcli.core.kernels import bias_for, depthwise, to_weight
     from convcli.io.kernelfile import check_kernel_array
     from convcli.plan.selection import engine_for
 
@@ -104,17 +114,18 @@ def _numpy_conv1d(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, method: str
     w, groups = to_weight(check_kernel_array(weight, "weight"), batch.shape[1], spec.groups)
     spec = spec if groups == spec.groups else replace(spec, groups=groups)
     engine = engines.load(engine_for("cpu", depthwise(w.shape[0], w.shape[1], groups)))
+    b = None if bias is None else engine.asarray(bias_for(bias, w.shape[0]).astype(dtype))
     with engine.no_grad():
-        y = engine.conv1d(engine.asarray(batch), engine.asarray(w.astype(dtype)), spec, method)
+        y = engine.conv1d(engine.asarray(batch), engine.asarray(w.astype(dtype)), spec, method, b)
     return _as_given(engine.to_numpy(y), x.ndim)
 
 
-def _torch_conv1d(x, weight, spec: ConvSpec, method: str):
+def _torch_conv1d(x, weight, spec: ConvSpec, method: str, bias):
     from dataclasses import replace
 
     import torch
 
-    from convcli.autodiff.grad import weight_from_coefficients
+    from convcli.autodiff.grad import bias_tensor, weight_from_coefficients
     from convcli.engines.torch_backend import conv1d as torch_conv1d
 
     if not _is_tensor(weight):
@@ -123,7 +134,8 @@ def _torch_conv1d(x, weight, spec: ConvSpec, method: str):
     batch = _as_batch(x, x.ndim)
     w, groups = weight_from_coefficients(weight, batch.shape[1], spec.groups)
     spec = spec if groups == spec.groups else replace(spec, groups=groups)
-    return _as_given(torch_conv1d(batch, w, spec, method), x.ndim)
+    b = None if bias is None else bias_tensor(bias, w.shape[0], x)
+    return _as_given(torch_conv1d(batch, w, spec, method, b), x.ndim)
 
 
 def filter_file(input: str | Path, output: str | Path | None = None, *, window: str | None = None,
@@ -133,12 +145,13 @@ def filter_file(input: str | Path, output: str | Path | None = None, *, window: 
                 bandstop: tuple[float, float] | None = None, transition: float | None = None,
                 attenuation: float | None = None, mode: str = "same", padding: str = "zeros",
                 stride: int = 1, dilation: int = 1, groups: int = 1, correlate: bool = False,
-                **options: Any):
+                pad: int | tuple[int, int] | None = None, bias=None, **options: Any):
     """``convcli filter INPUT -o OUTPUT`` as a function: returns the ``pipeline.FilterResult``
     (``.summary()`` is what ``--json`` prints) and prints nothing.
 
     ``kernel`` is a kernel file's path or the coefficients themselves (``[k]``, ``[C, k]`` or
-    ``[O, C/G, k]``); ``bandpass``/``bandstop`` are ``(low, high)`` in Hz. ``options`` are the
+    ``[O, C/G, k]``); ``bandpass``/``bandstop`` are ``(low, high)`` in Hz; ``pad`` and ``bias``
+    are ``conv1d``'s (``--pad``, ``--bias``). ``options`` are the
     rest of ``pipeline.FilterJob``'s fields: ``out_format``, ``subtype``, ``layout``, ``rate``,
     ``method``, ``device``, ``dtype``, ``gain``, ``normalize_output``, ``clip``, ``block``,
     ``allow_nonfinite``. The output defaults to ``INPUT_STEM.filtered.EXT`` beside the input.
@@ -168,6 +181,8 @@ def filter_file(input: str | Path, output: str | Path | None = None, *, window: 
     outputs = pipeline.plan_outputs(inputs, None if output is None else str(output), None,
                                     options.get("out_format"), request.path)
     spec = ConvSpec(mode=mode, padding=padding, stride=stride, dilation=dilation,
-                    correlate=correlate, groups=groups)
-    job = pipeline.FilterJob(inputs=inputs, outputs=outputs, kernel=request, spec=spec, **options)
+                    correlate=correlate, groups=groups, pad=pad)
+    job = pipeline.FilterJob(inputs=inputs, outputs=outputs, kernel=request, spec=spec,
+                             bias=None if bias is None else np.asarray(bias, dtype=np.float64),
+                             **options)
     return pipeline.run_filter(job)

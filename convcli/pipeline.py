@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from convcli.core.kernels import depthwise, to_weight
+from convcli.core.kernels import bias_for, depthwise, to_weight
 from convcli.core.levels import apply_level, check_level_options, dbfs_text
 from convcli.core.spec import ConvSpec
 from convcli.errors import InputError, OutputError, UsageError
@@ -76,7 +76,8 @@ class FilterJob:
     """Everything ``convcli filter`` was asked, parsed: what to read, how to convolve, where to.
 
     ``outputs`` holds one path per input (``-`` for stdout), as ``plan_outputs`` names them.
-    ``dtype`` None is the data's own precision; ``rate`` the rate of NPY input.
+    ``dtype`` None is the data's own precision; ``rate`` the rate of NPY input; ``bias`` one
+    number for every output channel or one per channel (``core.kernels.bias_for``), or None.
     """
 
     inputs: list[str]
@@ -95,6 +96,7 @@ class FilterJob:
     clip: str = "warn"
     block: int | None = None
     allow_nonfinite: bool = False
+    bias: np.ndarray | None = None
 
 
 @dataclass
@@ -131,12 +133,14 @@ class FilterResult:
     label: str
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    bias: list[float] | None = None
 
     def summary(self) -> dict:
         return {
             "command": "filter",
             "kernel": self.kernel,
             "spec": self.spec,
+            "bias": self.bias,
             **self.run,
             "rates": rates_source(self.run["device"], self.run["engine"]),
             "seconds": self.seconds,
@@ -356,9 +360,18 @@ def prepare(coefficients: np.ndarray, channels: int, spec: ConvSpec, device: str
     return engine, weight, run_spec
 
 
+def bias_array(engine, bias: np.ndarray | None, out_channels: int, dtype, device: str):
+    """The bias ``[O]`` as the engine's array, or None (``core.kernels.bias_for``'s rules)."""
+    if bias is None:
+        return None
+    return engine.asarray(bias_for(bias, out_channels).astype(dtype), device)
+
+
 def filter_arrays(arrays: list, coefficients: np.ndarray, spec: ConvSpec, *,
-                  method: str = "auto", device: str = "auto") -> tuple[list, dict]:
-    """Filter several ``[B, C, T]`` numpy arrays with one kernel; equal shapes run as one batch.
+                  method: str = "auto", device: str = "auto",
+                  bias: np.ndarray | None = None) -> tuple[list, dict]:
+    """Filter several ``[B, C, T]`` numpy arrays with one kernel (and ``bias``, ``FilterJob``'s);
+    equal shapes run as one batch.
 
     The engine is ``plan.selection.engine_for``'s (numpy on the CPU for depthwise kernels,
     else torch, imported only then). Returns the results as numpy arrays (input order) and
@@ -373,8 +386,9 @@ def filter_arrays(arrays: list, coefficients: np.ndarray, spec: ConvSpec, *,
         engine, weight_np, run_spec = prepare(coefficients, batch.shape[1], spec, target)
         x = engine.asarray(batch, target)
         weight = engine.asarray(weight_np.astype(batch.dtype), target)
+        b = bias_array(engine, bias, weight_np.shape[0], batch.dtype, target)
         with engine.no_grad():
-            y, choice = engine.conv1d_chosen(x, weight, run_spec, method)  # checks the spec
+            y, choice = engine.conv1d_chosen(x, weight, run_spec, method, b)  # checks the spec
         peak = gain = None
         if choice.method == "fft":  # its error bound needs the peak: one more pass, FFT only
             low, high = engine.extremes(x) if math.prod(batch.shape) else (0.0, 0.0)
@@ -421,7 +435,7 @@ def run_whole(job: FilterJob, coefficients: np.ndarray | None, progress: Progres
     started = time.perf_counter()
     with progress(None, f"filtering {len(signals)} signal{'s' * (len(signals) > 1)}"):
         results, run = filter_arrays([s.data for s in signals], coefficients, job.spec,
-                                     method=job.method, device=device)
+                                     method=job.method, device=device, bias=job.bias)
     elapsed = time.perf_counter() - started
     clock = time.perf_counter()
     notes: list[str] = []
@@ -432,7 +446,13 @@ def run_whole(job: FilterJob, coefficients: np.ndarray | None, progress: Progres
         spec=job.spec.summary(coefficients.shape[-1]), run=run, seconds=elapsed,
         timings={"read": read_seconds, "compute": elapsed, "write": time.perf_counter() - clock},
         clip=job.clip, files=files, label=job.kernel.label(coefficients, design), notes=notes,
-        warnings=warnings)
+        warnings=warnings, bias=bias_summary(job.bias))
+
+
+def bias_summary(bias: np.ndarray | None) -> list[float] | None:
+    """``--json``'s ``bias``: the values as given (one number for every channel, or one per
+    output channel), or null."""
+    return None if bias is None else [float(v) for v in np.ravel(bias)]
 
 
 def write_outputs(job: FilterJob, signals: list[Signal], results: list, progress: Progress,
@@ -506,7 +526,8 @@ def run_streamed(job: FilterJob, coefficients: np.ndarray, block: int,
                              out_format=out_format, subtype=job.subtype, block=block,
                              method=job.method, device=job.device, dtype=job.dtype,
                              out_rate=out_rate, gain_db=job.gain,
-                             allow_nonfinite=job.allow_nonfinite, on_block=on_block)
+                             allow_nonfinite=job.allow_nonfinite, on_block=on_block,
+                             bias=job.bias)
         stream.wrote.path = out
         warning = clip_verdict(stream.wrote, job.clip)  # --clip error: the temporary file goes
     if warning:
@@ -517,7 +538,8 @@ def run_streamed(job: FilterJob, coefficients: np.ndarray, block: int,
     return FilterResult(
         kernel=job.kernel.summary(coefficients), spec=job.spec.summary(coefficients.shape[-1]),
         run=stream.run, seconds=stream.seconds, timings=stream.timings, clip=job.clip,
-        files=[file], label=job.kernel.label(coefficients), warnings=warnings)
+        files=[file], label=job.kernel.label(coefficients), warnings=warnings,
+        bias=bias_summary(job.bias))
 
 
 @dataclass
@@ -578,7 +600,8 @@ def open_streamer(job: FilterJob, coefficients: np.ndarray, head: np.ndarray, ta
                                   device=device, x=head_x if job.method == "auto" else None)
     if job.allow_nonfinite:  # blocks may hold NaN/Inf: the algorithm that multiplies the taps
         choice = tap_choice(choice, engine.name, "--allow-nonfinite")
-    streamer = engine.streamer(weight, spec, n, head_x, tail_x, choice)
+    bias = bias_array(engine, job.bias, weight_np.shape[0], head.dtype, device)
+    streamer = engine.streamer(weight, spec, n, head_x, tail_x, choice, bias)
     gain = float(np.abs(weight_np).sum((1, 2)).max())
     return engine, streamer, device, gain
 
@@ -587,7 +610,8 @@ def stream_file(path: str, out, *, coefficients: np.ndarray, spec: ConvSpec, out
                 subtype: str | None = None, block: int = DEFAULT_BLOCK, method: str = "auto",
                 device: str = "auto", dtype: str | None = None, out_rate: float | None = None,
                 gain_db: float | None = None, allow_nonfinite: bool = False,
-                on_block: Callable[[int, int], None] | None = None) -> StreamResult:
+                on_block: Callable[[int, int], None] | None = None,
+                bias: np.ndarray | None = None) -> StreamResult:
     """Filter audio file ``path`` into the open binary ``out`` block by block.
 
     Shape: the file's ``[1, C, N]`` -> ``[1, O, spec.output_length(N, k)]``; memory holds one
@@ -595,15 +619,15 @@ def stream_file(path: str, out, *, coefficients: np.ndarray, spec: ConvSpec, out
     pads come from the file's ends, read first with a seek; integer PCM is rounded and
     clipped block by block with the same ``to_pcm`` as the whole path (rounding is per sample,
     so blocks change nothing). ``subtype`` None is the input's (where the format has it);
-    ``out_rate`` None the input's rate; ``gain_db`` scales the output before it is rounded.
-    ``on_block(done, total)`` follows each block (progress).
+    ``out_rate`` None the input's rate; ``gain_db`` scales the output before it is rounded;
+    ``bias`` is ``FilterJob``'s. ``on_block(done, total)`` follows each block (progress).
     """
     import soundfile as sf
 
     started = time.perf_counter()
     job = FilterJob([path], [out if isinstance(out, str) else "-"], spec=spec, subtype=subtype,
                     method=method, device=device, dtype=dtype, gain=gain_db,
-                    allow_nonfinite=allow_nonfinite)
+                    allow_nonfinite=allow_nonfinite, bias=bias)
     source = _BlockSource(path, dtype)
     with source.file:
         head, tail = source.ends(edge_extent(source.n, job.spec, coefficients.shape[-1]))

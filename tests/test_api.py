@@ -178,3 +178,26 @@ def test_importing_convcli_imports_neither_torch_nor_typer():
     code = ("import sys, convcli; convcli.conv1d([1.0, 2.0, 3.0], [1.0]);"
             "assert 'torch' not in sys.modules and 'typer' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, env=cli_env(), timeout=120)
+
+
+@pytest.mark.parametrize("method", ["auto", "direct", "fft"])
+def test_a_zero_batch_gives_the_torch_shape_and_gradients(method):
+    """torch's own zero_batch case (common_nn's Conv1d(4, 5, 3) on (0, 4, 10) -> (0, 5, 8)),
+    with numpy arrays and tensors, mixing and depthwise kernels, every method."""
+    x = torch.zeros(0, 4, 10, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 4, 3, dtype=torch.float64, requires_grad=True)
+    expected = F.conv1d(x, w)
+    got = convcli.conv1d(x, w, mode="valid", correlate=True, method=method)
+    assert got.shape == expected.shape == (0, 5, 8)
+    assert convcli.conv1d(x.detach().numpy(), w.detach().numpy(), mode="valid", correlate=True,
+                          method=method).shape == (0, 5, 8)
+    depthwise = F.conv1d(F.pad(x, (2, 2)), w[:4, :1], groups=4)
+    assert convcli.conv1d(x.detach().numpy(), np.ones(3), mode="full", method=method).shape \
+        == tuple(depthwise.shape) == (0, 4, 12)
+    assert convcli.conv1d(x, torch.ones(3, dtype=torch.float64), mode="full",
+                          method=method).shape == depthwise.shape
+    got.sum().backward()  # differentiable like F.conv1d's: zero gradients, the right shapes
+    w_ref = w.detach().clone().requires_grad_()
+    F.conv1d(x.detach(), w_ref).sum().backward()
+    assert x.grad.shape == x.shape
+    torch.testing.assert_close(w.grad, w_ref.grad)

@@ -130,3 +130,24 @@ def test_stride_divides_the_rate(cli_fast, tmp_path):
     assert rate == 14700
     expected = scipy.signal.convolve(x[:, 0], HANN31, mode="same")[::3]
     np.testing.assert_allclose(y[:, 0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["auto", "direct", "fft"])
+def test_a_zero_batch_npy_gives_the_torch_shape(cli_fast, tmp_path, method):
+    """A (0, C, T) NPY is a batch of no signals, not "an empty array": (0, O, T_out) out, as
+    torch.nn.Conv1d(4, 5, 3) gives (0, 5, 8) for (0, 4, 10)."""
+    import torch
+
+    np.save(tmp_path / "x.npy", np.zeros((0, 4, 10)))
+    weight = np.random.default_rng(0).standard_normal((5, 4, 3))
+    np.save(tmp_path / "w.npy", weight)
+    expected = torch.nn.functional.conv1d(torch.zeros(0, 4, 10, dtype=torch.float64),
+                                          torch.from_numpy(weight))
+    proc = cli_fast("filter", tmp_path / "x.npy", "--kernel", tmp_path / "w.npy", "--mode",
+                    "valid", "--correlate", "--method", method, "-o", tmp_path / "y.npy",
+                    "--json", check=True)
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == tuple(expected.shape) == (0, 5, 8) and y.dtype == np.float64
+    assert json.loads(proc.stdout)["files"][0]["shape_out"] == [0, 5, 8]
+    cli_fast("filter", tmp_path / "x.npy", "--size", "5", "-o", tmp_path / "d.npy", check=True)
+    assert np.load(tmp_path / "d.npy").shape == (0, 4, 10)

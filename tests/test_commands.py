@@ -105,6 +105,14 @@ def test_info_human_text_on_stdout_and_a_bad_file_is_exit_1(cli_fast):
     assert "skipped missing.wav" in err and err.strip().splitlines()[-1].startswith("error: ")
 
 
+def test_info_of_a_zero_batch_npy(cli_fast, tmp_path):
+    """(0, C, T) is a batch of no signals: described, with silent levels, not refused."""
+    np.save(tmp_path / "z.npy", np.zeros((0, 2, 5)))
+    d = _json(cli_fast("info", tmp_path / "z.npy", "--json", check=True))["files"][0]
+    assert d["shape"] == [0, 2, 5] and d["peak"] == 0.0 and d["channel"][1]["rms"] == 0.0
+    assert b"0 \xc3\x97 2 ch \xc3\x97 5 frames" in cli_fast("info", tmp_path / "z.npy").stdout
+
+
 # --- explain -------------------------------------------------------------------------------------
 def _torch_reference(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """y from torch: F.pad with the spec's pads (numpy.pad's meaning), then F.conv1d."""

@@ -141,3 +141,26 @@ def test_cli_jacobian_and_grad_check_on_cuda(cli_fast, tmp_path, wrt):
         assert proc.returncode == 0, proc.stderr
         grads[device] = np.load(out)
     np.testing.assert_allclose(grads["cuda"], grads["cpu"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_explicit_pads_bias_and_a_zero_batch_on_the_device(method):
+    """--pad/--bias on the GPU equal F.conv1d there; a zero batch gives torch's shape."""
+    import torch.nn.functional as F
+
+    import convcli
+
+    rng = np.random.default_rng(8)
+    x = torch.tensor(rng.standard_normal((2, 4, 5000)), device=CUDA)
+    w = torch.tensor(rng.standard_normal((6, 2, 9)), device=CUDA, requires_grad=True)
+    b = torch.tensor(rng.standard_normal(6), device=CUDA, requires_grad=True)
+    got = convcli.conv1d(x, w, pad=(3, 7), padding="reflect", groups=2, correlate=True,
+                         dilation=2, bias=b, method=method)
+    expected = F.conv1d(F.pad(x, (3, 7), mode="reflect"), w, b, groups=2, dilation=2)
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
+    got.sum().backward()
+    assert b.grad.device.type == "cuda"
+    torch.testing.assert_close(b.grad, torch.full_like(b, expected.shape[0] * expected.shape[-1]))
+    empty = convcli.conv1d(x[:0], w.detach(), mode="valid", groups=2, correlate=True, method=method)
+    assert empty.shape == (0, 6, 4992) and empty.device.type == "cuda"

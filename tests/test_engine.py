@@ -223,3 +223,23 @@ def test_filter_batches_reports_what_ran(rng):
     bound = relative * np.abs(x).max() * np.hanning(2049).sum()
     assert run["fft_error_bound"] == pytest.approx(bound, rel=1e-5)
     assert results[0].shape == (1, 2, 50_000)
+
+
+@pytest.mark.parametrize("algorithm", ["gemm", "overlap-save", "tap"])
+@pytest.mark.parametrize("engine_name", ["numpy", "torch"])
+def test_a_zero_batch_gives_torch_shape_by_every_algorithm(engine_name, algorithm):
+    """x (0, C, T) -> (0, O, T_out), as F.conv1d gives it, by every plan each engine builds
+    (MKL's FFT once refused an empty batch: "Inconsistent configuration parameters")."""
+    from convcli.engines import load
+    from convcli.plan.selection import FACTS
+
+    engine = load(engine_name)
+    tap = FACTS[engine_name].tap_algorithm
+    choice = MethodChoice("fft" if algorithm == "overlap-save" else "direct", "",
+                          tap if algorithm == "tap" else algorithm, 64)
+    spec = ConvSpec(mode="valid", groups=4, correlate=True)
+    x, w = np.zeros((0, 4, 10)), np.ones((4, 1, 3))
+    expected = torch.nn.functional.conv1d(torch.from_numpy(x), torch.from_numpy(w), groups=4)
+    for method in (choice, "auto", "direct", "fft"):
+        y = engine.conv1d(engine.asarray(x), engine.asarray(w), spec, method)
+        assert tuple(y.shape) == tuple(expected.shape) == (0, 4, 8), (method, y.shape)

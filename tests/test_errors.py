@@ -54,6 +54,7 @@ def make_inputs(root: Path) -> None:
     np.save(root / "object.npy", np.array([Payload(), 1.0], dtype=object), allow_pickle=True)
     np.save(root / "4d.npy", np.ones((2, 2, 2, 50)))
     np.save(root / "zero.npy", np.ones((2, 0)))
+    np.save(root / "zero_batch.npy", np.ones((0, 2, 8)))  # a batch of no signals: filter runs it
     sf.write(root / "zero.wav", np.zeros((0, 2)), 44100, subtype="PCM_16")
     x = rng.standard_normal((2, 1000))
     x[1, 7] = np.nan
@@ -68,6 +69,14 @@ def make_inputs(root: Path) -> None:
     (root / "nan_kernel.txt").write_text("0.25\nnan\n0.25\n")
     np.save(root / "nan_kernel.npy", np.array([0.5, np.nan]))
     (root / "k3.txt").write_text("1 2 1\n1 2 1\n1 2 1\n")
+    # a kernel span exactly one longer than the signal (scipy: convolve([3,4,5],[1,2,3,4],'valid'))
+    np.save(root / "three.npy", np.array([3.0, 4.0, 5.0]))
+    (root / "k4.txt").write_text("1\n2\n3\n4\n")
+    np.save(root / "eight.npy", rng.standard_normal(8))
+    np.save(root / "stereo3.npy", rng.standard_normal((2, 3)))
+    np.save(root / "stereo10.npy", rng.standard_normal((2, 10)))
+    np.save(root / "mix4.npy", rng.standard_normal((1, 2, 4)))  # mixing: the torch engine
+    np.save(root / "mix6.npy", rng.standard_normal((1, 2, 6)))
     os.symlink("chord.wav", root / "link.wav")
 
 
@@ -89,6 +98,20 @@ CASES = [
     # (these import torch: submitted first, so the pool overlaps them)
     Case("valid-kernel-longer", F + ["short.npy", "--mode", "valid"], 1, "longer than the signal"),
     Case("kernel-channels", F + ["chord.wav", "--kernel", "k3.txt"], 1, "3 rows"),
+    # K = N + 1 in valid mode: the spec's error, never the cost model's (it has no frame to price)
+    Case("valid-span-one-longer", F + ["three.npy", "--kernel", "k4.txt", "--mode", "valid"], 1,
+         "kernel span 4 (k=4, dilation=1) is longer than the signal (3 samples) in valid mode"),
+    Case("valid-span-one-longer-pow2", F + ["eight.npy", "--size", "9", "--mode", "valid"], 1,
+         "kernel span 9 (k=9, dilation=1) is longer than the signal (8 samples)"),
+    Case("valid-span-one-longer-mixing", F + ["stereo3.npy", "--kernel", "mix4.npy", "--mode",
+                                              "valid"], 1,
+         "kernel span 4 (k=4, dilation=1) is longer than the signal (3 samples)"),
+    Case("valid-span-k6-d2-mixing", F + ["stereo10.npy", "--kernel", "mix6.npy", "--mode", "valid",
+                                         "--dilation", "2"], 1,
+         "kernel span 11 (k=6, dilation=2) is longer than the signal (10 samples)"),
+    Case("valid-span-k6-d2-fft", F + ["stereo10.npy", "--kernel", "mix6.npy", "--mode", "valid",
+                                      "--dilation", "2", "--method", "fft"], 1,
+         "kernel span 11 (k=6, dilation=2)"),
     Case("reflect-too-long", F + ["short.npy", "--padding", "reflect", "--size", "31"], 1,
          "reflect padding"),
     Case("circular-too-long", F + ["short.npy", "--padding", "circular", "--size", "31"], 1,
@@ -115,10 +138,32 @@ CASES = [
     Case("4d-npy", F + ["4d.npy"], 1, "4 dimensions"),
     Case("zero-length-npy", F + ["zero.npy"], 1, "empty array"),
     Case("zero-length-wav", F + ["zero.wav"], 1, "no samples"),
+    Case("zero-batch-to-wav", F + ["zero_batch.npy", "--rate", "8000", "-o", "z.wav"], 1,
+         "batch of 0"),
+    Case("jacobian-zero-batch", ["jacobian", "zero_batch.npy", "--size", "3"], 1,
+         "batch of no signals"),
     Case("tc-without-layout", F + ["tc.npy"], 1, "--layout tc"),
     Case("nan-sample", F + ["nan.npy"], 1, "channel 1, sample 7", real=True),
     Case("inf-sample", F + ["inf.npy"], 1, "channel 0, sample 500"),
     Case("size-zero", F + ["chord.wav", "--size", "0"], 2, "--size"),
+    Case("pad-with-mode", F + ["chord.wav", "--pad", "2", "--mode", "valid"], 2,
+         "--mode valid sets them too"),
+    Case("pad-negative", F + ["chord.wav", "--pad", "-1"], 2, "whole numbers ≥ 0"),
+    Case("pad-negative-right", F + ["chord.wav", "--pad", "1:-2"], 2, "whole numbers ≥ 0"),
+    Case("pad-malformed", F + ["chord.wav", "--pad", "1:x"], 2, "--pad takes P or L:R"),
+    Case("pad-reflect-too-long", F + ["short.npy", "--size", "3", "--pad", "5", "--padding",
+                                      "reflect"], 1,
+         "reflect padding needs 5 samples"),
+    Case("pad-circular-too-long", F + ["short.npy", "--size", "3", "--pad", "0:6", "--padding",
+                                       "circular"], 1,
+         "circular padding needs 6 samples"),
+    Case("pad-span-longer", F + ["short.npy", "--size", "9", "--pad", "1:2"], 1,
+         "longer than the padded signal (5 + 1 + 2 = 8 samples) with --pad 1:2"),
+    Case("bias-length", F + ["chord.wav", "--bias", "k4.txt"], 1, "2 output channels"),
+    Case("bias-missing", F + ["chord.wav", "--bias", "nope.txt"], 1, "no such bias file"),
+    Case("bias-garbage", F + ["chord.wav", "--bias", "garbage_kernel.txt"], 1, "not a number"),
+    Case("bias-nan", F + ["chord.wav", "--bias", "nan"], 1, "--bias nan is not finite"),
+    Case("bias-stdin", F + ["chord.wav", "--bias", "-"], 2, "not standard input"),
     Case("size-negative", F + ["chord.wav", "--size", "-3"], 2, "--size"),
     Case("stride-zero", F + ["chord.wav", "--stride", "0"], 2, "--stride"),
     Case("dilation-negative", F + ["chord.wav", "--dilation", "-1"], 2, "--dilation"),

@@ -124,6 +124,24 @@ def test_invalid_geometry_is_a_clear_error():
     ConvSpec(mode="full", padding="circular").check(5, 6)  # pad 5 ≤ N = 5 is fine
 
 
+@pytest.mark.parametrize("n, k, dilation", [(3, 4, 1), (10, 6, 2), (8, 9, 1), (16, 17, 1),
+                                            (9, 4, 3), (3, 6, 1)])
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_span_longer_than_the_signal_is_refused_before_any_pricing(n, k, dilation, engine):
+    """K = N + 1 in valid mode (scipy's convolve([3, 4, 5], [1, 2, 3, 4], 'valid')) once reached
+    the cost model before the spec's check and divided by a frame that kept no output."""
+    from convcli.plan.geometry import fft_candidates
+    from convcli.plan.selection import choose_method, costs_for
+
+    spec = ConvSpec(mode="valid", dilation=dilation)
+    span = spec.span(k)
+    assert min(fft_candidates(n, span)) >= span
+    for price in (costs_for, choose_method):
+        with pytest.raises(InputError, match=f"kernel span {span} .* longer than the signal "
+                                             f"\\({n} samples\\) in valid mode"):
+            price(n, k, spec, engine=engine, channels=2, out_channels=1 if engine == "torch" else 2)
+
+
 @pytest.mark.parametrize("method", ["direct", "fft"])
 @pytest.mark.parametrize("padding", PADDINGS)
 def test_gradcheck_end_to_end(method, padding):

@@ -32,6 +32,22 @@ def weight_from_coefficients(coefficients: torch.Tensor, channels: int, groups: 
     return coefficients, groups
 
 
+def bias_tensor(bias, out_channels: int, like: torch.Tensor) -> torch.Tensor:
+    """A bias ``[O]`` on ``like``'s device and dtype (``core.kernels.bias_for``'s rules: one
+    number for every channel, or one per channel); a tensor stays differentiable."""
+    import numpy as np
+
+    from convcli.core.kernels import bias_for
+
+    if not isinstance(bias, torch.Tensor):
+        return torch.as_tensor(bias_for(bias, out_channels), dtype=like.dtype, device=like.device)
+    bias_for(np.zeros(tuple(bias.shape)), out_channels)  # its shape checked, as above
+    if not bool(torch.isfinite(bias).all()):
+        bias_for(np.nan, out_channels)  # the same error
+    bias = bias.to(device=like.device, dtype=like.dtype)
+    return bias.reshape(()).expand(out_channels) if bias.numel() == 1 else bias
+
+
 def loss_value(y: torch.Tensor, loss: str, target: torch.Tensor | None = None) -> torch.Tensor:
     """A scalar loss of the output ``y [B, O, L_out]``.
 
@@ -67,11 +83,14 @@ def grad(
     wrt: tuple[str, ...] = ("input",),
     target: torch.Tensor | None = None,
     method: str = "auto",
+    bias=None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss of ``conv1d(x, kernel)`` and its gradients (reverse-mode autograd).
+    """The loss of ``conv1d(x, kernel) + bias`` and its gradients (reverse-mode autograd).
 
-    Shape: ``x [B, C, T]``, ``coefficients (k,) | (C, k) | (O, C/G, k)`` ->
-    ``(loss [], {"input": [B, C, T], "kernel": coefficients.shape})`` for the names in ``wrt``.
+    Shape: ``x [B, C, T]``, ``coefficients (k,) | (C, k) | (O, C/G, k)``, ``bias`` one number
+    or ``[O]`` -> ``(loss [], {"input": [B, C, T], "kernel": coefficients.shape})`` for the
+    names in ``wrt``. The bias moves the loss (and, for energy and mse, the gradients through
+    y); the Jacobians of y do not depend on it.
 
     >>> value, g = grad(torch.ones(1, 1, 4), torch.ones(2), ConvSpec(mode="valid"), "sum", ("input", "kernel"))
     >>> float(value), g["input"].tolist(), g["kernel"].tolist()
@@ -86,7 +105,8 @@ def grad(
         x = x.detach().requires_grad_("input" in wrt)
         coefficients = coefficients.detach().requires_grad_("kernel" in wrt)
         weight, groups = weight_from_coefficients(coefficients, x.shape[1], spec.groups)
-        y = conv1d(x, weight, replace(spec, groups=groups), method)
+        b = None if bias is None else bias_tensor(bias, weight.shape[0], x)
+        y = conv1d(x, weight, replace(spec, groups=groups), method, b)
         value = loss_value(y, loss, target)
         leaves = [x if name == "input" else coefficients for name in wrt]
         grads = torch.autograd.grad(value, leaves)

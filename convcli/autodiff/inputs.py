@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convcli.errors import UsageError
+from convcli.errors import InputError, UsageError
 from convcli.io.signals import check_finite, read_signal
 
 #: samples of the random input used without INPUT
@@ -29,6 +29,9 @@ def jacobian_input(path: str | None, length: int | None, seed: int, layout: str 
         signal = read_signal(path, layout=layout, dtype=dtype or "auto")
         if not allow_nonfinite:
             check_finite(signal)
+        if not signal.data.shape[0]:
+            raise InputError(f"{signal.name} is a batch of no signals {signal.data.shape}, and "
+                             "jacobian differentiates at batch item 0", "give a non-empty input")
         return signal.data[0], signal.name
     if coefficients.ndim == 1:
         channels = 1

@@ -38,7 +38,8 @@ class Pair:
 
     ``x [Cg, N]`` are the input channels of the output's group, ``weight [1, Cg, k]`` its
     kernel rows, ``local`` the position of the chosen input channel among them, ``spec`` the
-    conv options with ``groups = 1``.
+    conv options with ``groups = 1``, ``bias`` the output's bias ``[1]`` or None (it adds a
+    constant: neither Jacobian depends on it, and the autograd route runs with it to show so).
     """
 
     x: torch.Tensor
@@ -47,6 +48,7 @@ class Pair:
     spec: ConvSpec
     output: int
     input: int
+    bias: torch.Tensor | None = None
 
     @property
     def row(self) -> torch.Tensor:
@@ -60,10 +62,10 @@ class Pair:
 
 
 def channel_pair(x: torch.Tensor, weight: torch.Tensor, spec: ConvSpec,
-                 output: int, input: int) -> Pair:
+                 output: int, input: int, bias: torch.Tensor | None = None) -> Pair:
     """Select output channel ``output`` and input channel ``input`` of a conv.
 
-    Shape: ``x [C, N]``, ``weight [O, C/G, k]`` (``spec.groups = G``) -> ``Pair``.
+    Shape: ``x [C, N]``, ``weight [O, C/G, k]`` (``spec.groups = G``), ``bias [O]`` -> ``Pair``.
 
     >>> p = channel_pair(torch.zeros(4, 8), torch.zeros(6, 2, 3), ConvSpec(groups=2), 5, 3)
     >>> p.x.shape, p.weight.shape, p.local
@@ -86,7 +88,8 @@ def channel_pair(x: torch.Tensor, weight: torch.Tensor, spec: ConvSpec,
             f"pick --channel {output}:C with C in {first}…{first + per_group - 1}",
         )
     return Pair(x[first : first + per_group], weight[output : output + 1], input - first,
-                replace(spec, groups=1), output, input)
+                replace(spec, groups=1), output, input,
+                None if bias is None else bias[output : output + 1])
 
 
 def pair_functions(pair: Pair, method: str = "auto"):
@@ -105,11 +108,11 @@ def pair_functions(pair: Pair, method: str = "auto"):
 
     def f_input(row: torch.Tensor) -> torch.Tensor:
         x = row[None] if channels == 1 else pair.x * (1 - pick_x) + pick_x * row
-        return conv1d(x[None], pair.weight, pair.spec, method)[0, 0]
+        return conv1d(x[None], pair.weight, pair.spec, method, pair.bias)[0, 0]
 
     def f_kernel(row: torch.Tensor) -> torch.Tensor:
         weight = row[None, None] if channels == 1 else pair.weight * (1 - pick_w) + pick_w * row
-        return conv1d(pair.x[None], weight, pair.spec, method)[0, 0]
+        return conv1d(pair.x[None], weight, pair.spec, method, pair.bias)[0, 0]
 
     return f_input, f_kernel
 

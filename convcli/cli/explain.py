@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from convcli.cli.options import (
+    BiasOpt,
     CorrelateOpt,
     DilationOpt,
     GroupsOpt,
@@ -15,11 +16,13 @@ from convcli.cli.options import (
     ModeOpt,
     NormalizeOpt,
     PaddingOpt,
+    PadOpt,
     PeriodicOpt,
     QuietOpt,
     SizeOpt,
     StrideOpt,
     WindowOpt,
+    bias_values,
     conv_spec,
     kernel_request,
     write_text,
@@ -36,10 +39,12 @@ def command(
     kernel: KernelOpt = None,
     groups: GroupsOpt = 1,
     mode: ModeOpt = "same",
+    pad: PadOpt = None,
     padding: PaddingOpt = "zeros",
     stride: StrideOpt = 1,
     dilation: DilationOpt = 1,
     correlate: CorrelateOpt = False,
+    bias: BiasOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -54,12 +59,14 @@ def command(
     from convcli.render.explain import render
     from convcli.render.reporter import Reporter
 
-    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups, pad)
     coefficients = None
     if kernel is not None or window is not None:
         coefficients, _ = kernel_request(window, size, periodic, normalize, kernel).load()
     k = size if coefficients is None else coefficients.shape[-1]
-    result = explain(spec, length, k, coefficients)
+    values = bias_values(bias)  # explain follows one channel: the first value of a bias file
+    result = explain(spec, length, k, coefficients,
+                     None if values is None else float(values.reshape(-1)[0]))
     report = Reporter(quiet=quiet, json_mode=json_)
     if not json_:
         write_text(render(result) + "\n")

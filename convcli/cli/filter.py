@@ -13,6 +13,7 @@ from convcli.cli.options import (
     AttenuationOpt,
     BandpassOpt,
     BandstopOpt,
+    BiasOpt,
     ClipOpt,
     CorrelateOpt,
     DeviceOpt,
@@ -31,6 +32,7 @@ from convcli.cli.options import (
     NormalizeOpt,
     NormalizeOutputOpt,
     PaddingOpt,
+    PadOpt,
     PeriodicOpt,
     QuietOpt,
     RateOpt,
@@ -38,6 +40,7 @@ from convcli.cli.options import (
     StrideOpt,
     TransitionOpt,
     WindowOpt,
+    bias_values,
     conv_spec,
     fir_request,
     given,
@@ -73,10 +76,12 @@ def command(
     gain: GainOpt = None,
     normalize_output: NormalizeOutputOpt = None,
     mode: ModeOpt = "same",
+    pad: PadOpt = None,
     padding: PaddingOpt = "zeros",
     stride: StrideOpt = 1,
     dilation: DilationOpt = 1,
     correlate: CorrelateOpt = False,
+    bias: BiasOpt = None,
     method: MethodOpt = "auto",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -96,12 +101,12 @@ def command(
     outputs = pipeline.plan_outputs(inputs, output, out_dir, fmt, kernel)  # refused before work
     job = pipeline.FilterJob(
         inputs=inputs, outputs=outputs, spec=conv_spec(mode, padding, stride, dilation, correlate,
-                                                       groups),
+                                                       groups, pad),
         kernel=kernel_request(window, size if design is None or given(ctx, "size") else None,
                               periodic, normalize, kernel, design),
         out_format=fmt, subtype=subtype, layout=layout, rate=rate, method=method, device=device,
         dtype=dtype, gain=gain, normalize_output=normalize_output, clip=clip, block=block,
-        allow_nonfinite=allow_nonfinite)
+        allow_nonfinite=allow_nonfinite, bias=bias_values(bias))
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout="-" in outputs)
     result = pipeline.run_filter(job, progress=report.progress)
     render(result, report)
@@ -111,7 +116,7 @@ def command(
 
 def render(result, report) -> None:
     """The messages of a filter run: per output what was written, then what ran and how long."""
-    from convcli.render.reporter import human_shape
+    from convcli.render.reporter import human_shape, mode_words
 
     for message in result.warnings:
         report.warn(message)
@@ -121,12 +126,12 @@ def render(result, report) -> None:
         batch, channels, frames = file.shape_out
         where = "stdout" if file.output == "-" else file.output
         report.info(f"wrote [bold]{where}[/bold]: {human_shape(channels, frames, file.rate)}"
-                    f"{f', batch {batch}' if batch > 1 else ''}, {file.format.upper()}"
+                    f"{f', batch {batch}' if batch != 1 else ''}, {file.format.upper()}"
                     f"{f' {file.subtype}' if file.subtype else ''}")
     run, spec = result.run, result.spec
     streamed = run.get("streamed")
     how = (f", streamed in {streamed['blocks']} blocks of {streamed['block']} frames"
            if streamed else "")
     report.info(f"{result.label}, {'correlate' if spec['correlate'] else 'convolve'} "
-                f"{spec['mode']}, {run['method']} ({run['engine']} engine) on {run['device']} "
+                f"{mode_words(spec)}, {run['method']} ({run['engine']} engine) on {run['device']} "
                 f"{run['dtype']}{how}, {result.seconds:.3f} s")

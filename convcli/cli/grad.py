@@ -12,6 +12,7 @@ import typer
 from convcli.cli.options import (
     IO,
     AllowNonfiniteOpt,
+    BiasOpt,
     CorrelateOpt,
     DeviceOpt,
     DilationOpt,
@@ -24,12 +25,14 @@ from convcli.cli.options import (
     ModeOpt,
     NormalizeOpt,
     PaddingOpt,
+    PadOpt,
     PeriodicOpt,
     QuietOpt,
     RateOpt,
     SizeOpt,
     StrideOpt,
     WindowOpt,
+    bias_values,
     conv_spec,
     kernel_request,
 )
@@ -99,10 +102,12 @@ def command(
     kernel: KernelOpt = None,
     groups: GroupsOpt = 1,
     mode: ModeOpt = "same",
+    pad: PadOpt = None,
     padding: PaddingOpt = "zeros",
     stride: StrideOpt = 1,
     dilation: DilationOpt = 1,
     correlate: CorrelateOpt = False,
+    bias: BiasOpt = None,
     method: MethodOpt = "auto",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -115,9 +120,10 @@ def command(
 
     check_paths(loss, target, output, input_path, kernel)
     wrt_names = ("input", "kernel") if wrt == "both" else (wrt,)
-    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups, pad)
     request = kernel_request(window, size, periodic, normalize, kernel)
     coefficients, _ = request.load()
+    bias_given = bias_values(bias)
     signal = read_signal(input_path, layout=layout, rate=rate, dtype=dtype or "auto")
     wanted = read_signal(target, layout=layout, dtype=dtype or "auto") if target else None
     if not allow_nonfinite:
@@ -139,13 +145,14 @@ def command(
     y_target = (torch.from_numpy(wanted.data).to(device=where, dtype=torch_dtype)
                 if wanted is not None else None)
     started = time.perf_counter()
-    value, grads = autodiff.grad(x, w, spec, loss, wrt_names, y_target, method)
+    value, grads = autodiff.grad(x, w, spec, loss, wrt_names, y_target, method, bias_given)
     elapsed = time.perf_counter() - started
     arrays = {name: g.cpu().numpy() for name, g in grads.items()}
     wrote = (save_gradient(arrays, output, out_format, signal, coefficients.shape)
              if output is not None else None)
     run = {"loss": loss, "value": float(value), "wrt": list(wrt_names), "input": signal.name,
            "target": target, "spec": spec.summary(coefficients.shape[-1]),
+           "bias": None if bias_given is None else [float(v) for v in bias_given.reshape(-1)],
            "kernel": request.summary(coefficients), "device": str(where),
            "dtype": str(torch_dtype)[6:], "seconds": elapsed, "output": output}
     render(run, grads, request.label(coefficients), wrote, quiet=quiet, json_mode=json_)
@@ -173,17 +180,18 @@ def render(run: dict, grads: dict, label: str, wrote: str | None, *, quiet: bool
            json_mode: bool) -> None:
     """The loss, each gradient's norms and what ran; ``--json``: the same as one summary."""
     from convcli.autodiff.grad import norm
-    from convcli.render.reporter import Reporter
+    from convcli.render.reporter import Reporter, mode_words
 
     output = run["output"]
     report = Reporter(quiet=quiet, json_mode=json_mode, data_on_stdout=output == "-")
     symbols = {"input": "∂loss/∂x", "kernel": "∂loss/∂w"}
     report.info(f"loss ({run['loss']}) = {run['value']:.9g}")
+    largest = {name: float(g.abs().max()) if g.numel() else 0.0 for name, g in grads.items()}
     for name, g in grads.items():
         report.info(f"‖{symbols[name]}‖₂ = {norm(g):.6g}, max |{symbols[name]}| = "
-                    f"{float(g.abs().max()):.6g}, shape {tuple(g.shape)}")
+                    f"{largest[name]:.6g}, shape {tuple(g.shape)}")
     spec = run["spec"]
-    report.info(f"{label}, {'correlate' if spec['correlate'] else 'convolve'} {spec['mode']}, "
+    report.info(f"{label}, {'correlate' if spec['correlate'] else 'convolve'} {mode_words(spec)}, "
                 f"reverse-mode autograd on {run['device']} {run['dtype']}, {run['seconds']:.3f} s")
     if wrote is not None:
         report.info(f"wrote [bold]{'stdout' if output == '-' else output}[/bold]: {wrote}")
@@ -191,9 +199,9 @@ def render(run: dict, grads: dict, label: str, wrote: str | None, *, quiet: bool
         "command": "grad", **{key: run[key] for key in ("loss", "value", "wrt")},
         "method": "autograd (reverse mode, torch.autograd.grad)",
         "norms": {name: norm(g) for name, g in grads.items()},
-        "max_abs": {name: float(g.abs().max()) for name, g in grads.items()},
+        "max_abs": largest,
         "shapes": {name: list(g.shape) for name, g in grads.items()},
-        **{key: run[key] for key in ("input", "target", "spec", "kernel", "device", "dtype",
-                                     "seconds", "output")},
+        **{key: run[key] for key in ("input", "target", "spec", "bias", "kernel", "device",
+                                     "dtype", "seconds", "output")},
     }
     report.finish()

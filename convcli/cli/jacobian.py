@@ -12,6 +12,7 @@ from convcli.cli.options import (
     IO,
     RUN,
     AllowNonfiniteOpt,
+    BiasOpt,
     CorrelateOpt,
     DeviceOpt,
     DilationOpt,
@@ -24,11 +25,13 @@ from convcli.cli.options import (
     ModeOpt,
     NormalizeOpt,
     PaddingOpt,
+    PadOpt,
     PeriodicOpt,
     QuietOpt,
     SizeOpt,
     StrideOpt,
     WindowOpt,
+    bias_values,
     conv_spec,
     kernel_request,
 )
@@ -146,10 +149,12 @@ def command(
     kernel: KernelOpt = None,
     groups: GroupsOpt = 1,
     mode: ModeOpt = "same",
+    pad: PadOpt = None,
     padding: PaddingOpt = "zeros",
     stride: StrideOpt = 1,
     dilation: DilationOpt = 1,
     correlate: CorrelateOpt = False,
+    bias: BiasOpt = None,
     method: MethodOpt = "auto",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -164,7 +169,7 @@ def command(
     banded = output_kind(output, fmt)  # contradictions refused before reading anything
     if "-" in (input_path, kernel) and input_path == kernel:
         raise UsageError("standard input can be read only once", "give a file for one of them")
-    spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
+    spec = conv_spec(mode, padding, stride, dilation, correlate, groups, pad)
     request = kernel_request(window, size, periodic, normalize, kernel)
     coefficients, _ = request.load()
     data, source = jacobian_input(input_path, length, seed, layout, dtype, allow_nonfinite,
@@ -177,7 +182,7 @@ def command(
                     itemsize, 2 if check or via == "autograd" else 1)
 
     report = compute(data, coefficients, spec, pair_index, channel, wrt, row_slice, col_slice,
-                     banded, via, check, method, device, dtype)
+                     banded, via, check, method, device, dtype, bias_values(bias))
     report.kernel, report.source, report.output = request, source, output
     result = report.result
     report.show(quiet=quiet, json_mode=json_,
@@ -190,11 +195,13 @@ def command(
 
 
 def compute(data, coefficients, spec, pair_index, channel, wrt, rows, cols, banded, via, check,
-            method, device, dtype):
+            method, device, dtype, bias=None):
     """The Jacobian of the channel pair asked for, in torch (imported here, not before the
-    sizes were checked), as a ``render.jacobian.JacobianReport`` still to be told its source."""
+    sizes were checked), as a ``render.jacobian.JacobianReport`` still to be told its source.
+    ``bias`` (``--bias``) changes no Jacobian; the autograd route runs with it."""
     from dataclasses import replace
 
+    from convcli.autodiff.grad import bias_tensor
     from convcli.autodiff.jacobian import channel_pair, jacobian
     from convcli.core.kernels import to_weight
     from convcli.engines.devices import resolve_device
@@ -209,7 +216,8 @@ def compute(data, coefficients, spec, pair_index, channel, wrt, rows, cols, band
         raise UsageError(f"--channel {channel}: a (k,) or (C, k) kernel filters each channel "
                          "on its own, so only pairs C:C exist", "use --channel C")
     x = ENGINE.asarray(data, target).to(torch_dtype)
-    pair = channel_pair(x, ENGINE.asarray(weight_np, target).to(torch_dtype), spec, *pair_index)
+    b = None if bias is None else bias_tensor(bias, weight_np.shape[0], x)
+    pair = channel_pair(x, ENGINE.asarray(weight_np, target).to(torch_dtype), spec, *pair_index, b)
     k, n = weight_np.shape[-1], data.shape[-1]
     pair.spec.check(n, k)
     engine = ENGINE.choose_method(n, k, pair.spec, method, dtype=torch_dtype, device=target)

@@ -61,8 +61,20 @@ ModeOpt = Annotated[
     Mode, typer.Option("--mode", rich_help_panel=CONV,
                        help="same (length N), valid (N−K+1), full (N+K−1), causal (N, like lfilter).")
 ]
+PadOpt = Annotated[
+    str | None,
+    typer.Option("--pad", metavar="P|L:R", rich_help_panel=CONV,
+                 help="The pads themselves, as PyTorch's padding=: P samples at both ends, or L "
+                 "left and R right; instead of --mode (--padding fills them)."),
+]
 PaddingOpt = Annotated[
     Padding, typer.Option("--padding", rich_help_panel=CONV, help="What fills the pad.")
+]
+BiasOpt = Annotated[
+    str | None,
+    typer.Option("--bias", metavar="B|PATH", rich_help_panel=CONV,
+                 help="Add B to every output after the convolution, or one value per output "
+                 "channel from a .npy or text file (nn.Conv1d's bias)."),
 ]
 StrideOpt = Annotated[
     int, typer.Option("--stride", min=1, rich_help_panel=CONV, help="Keep every s-th output (y[::s]).")
@@ -169,12 +181,40 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=RUN, he
 
 
 # --- flags -> the core's objects -----------------------------------------------------------------
-def conv_spec(mode: str, padding: str, stride: int, dilation: int, correlate: bool, groups: int):
-    """The ``ConvSpec`` of the convolution options."""
+def conv_spec(mode: str, padding: str, stride: int, dilation: int, correlate: bool, groups: int,
+              pad: str | None = None):
+    """The ``ConvSpec`` of the convolution options (``pad``: ``--pad``'s text, P or L:R)."""
     from convcli.core.spec import ConvSpec
 
     return ConvSpec(mode=mode, padding=padding, stride=stride, dilation=dilation,
-                    correlate=correlate, groups=groups)
+                    correlate=correlate, groups=groups, pad=None if pad is None else parse_pad(pad))
+
+
+def parse_pad(text: str) -> int | tuple[int, int]:
+    """``--pad P`` -> P, ``--pad L:R`` -> (L, R); the spec refuses negative ones.
+
+    >>> parse_pad("2"), parse_pad("1:3")
+    (2, (1, 3))
+    """
+    from convcli.errors import UsageError
+
+    try:
+        parts = [int(part) for part in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise UsageError(f"--pad takes P or L:R (whole numbers ≥ 0), got {text!r}",
+                         "e.g. --pad 2, or --pad 1:3 for 1 sample on the left and 3 on the right")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def bias_values(text: str | None):
+    """``--bias``'s values (``io.kernelfile.read_bias``), or None."""
+    if text is None:
+        return None
+    from convcli.io.kernelfile import read_bias
+
+    return read_bias(text)
 
 
 def fir_request(lowpass=None, highpass=None, bandpass=None, bandstop=None, transition=None,

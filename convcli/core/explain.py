@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from convcli.core.spec import ConvSpec
+from convcli.core.spec import PADDINGS, ConvSpec
 
 #: worked examples use the real N and k when they are this small, else a small stand-in
 EXAMPLE_MAX_N = 12
@@ -36,7 +36,8 @@ PAD_WORDS = {
 }
 
 
-def explain(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = None) -> dict[str, Any]:
+def explain(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = None,
+            bias: float | None = None) -> dict[str, Any]:
     """Everything ``convcli explain`` prints, as a JSON-able dict.
 
     Args:
@@ -45,6 +46,7 @@ def explain(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = No
         k: kernel length (taps).
         coefficients: ``[k]`` kernel used for the worked example when it is small enough;
             None uses ``w = [1, 2, …, k]`` (distinct values, so the flip is visible).
+        bias: the bias b added to every y[i] (``--bias``), or None.
 
     Raises ``InputError`` (from ``spec.check``) when these options cannot convolve N samples.
     """
@@ -59,7 +61,8 @@ def explain(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = No
         "operation": "correlation" if spec.correlate else "convolution",
         "operation_words": _operation_words(spec),
         "spec": {"mode": spec.mode, "padding": spec.padding, "stride": s, "dilation": d,
-                 "correlate": spec.correlate, "groups": spec.groups},
+                 "correlate": spec.correlate, "groups": spec.groups,
+                 "pad": None if spec.pad is None else list(spec.pad)},
         "input_length": n,
         "taps": k,
         "span": span,
@@ -69,17 +72,19 @@ def explain(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = No
         "output_length": length,
         "length_formula": f"⌊(N + {left} + {right} − K)/s⌋ + 1 = ⌊({n} + {left} + {right} − {span})/{s}⌋"
         f" + 1 = {length}",
-        "formula": spec.formula(k),
+        "formula": spec.formula(k) + ("" if bias is None else f" + {number_text(bias)}"),
+        "bias": bias,
         "index_expr": spec.index_expr(k),
         "pad_value": PAD_WORDS[spec.padding],
-        "equivalents": _equivalents(spec, left, right),
+        "equivalents": equivalents(spec, k, bias),
         "interior_rows": [first_interior, last_interior],
-        "jacobian_input": _jacobian_input(spec, n, k, length, first_interior, last_interior),
+        "jacobian_input": _jacobian_input(spec, n, k, length, first_interior, last_interior,
+                                          bias),
         "jacobian_kernel": _jacobian_kernel(spec, k, length, left),
         "channels": "Each channel is filtered on its own (depthwise) by a (k,) or (C, k) kernel; "
         "with an (O, C/G, k) kernel and --groups G, output channel o adds this sum over the C/G "
         "input channels of its group.",
-        "example": example(spec, n, k, coefficients),
+        "example": example(spec, n, k, coefficients, bias),
     }
 
 
@@ -97,30 +102,73 @@ def _operation_words(spec: ConvSpec) -> str:
             "(numpy.convolve, scipy.signal.convolve, lfilter in causal mode)")
 
 
-def _equivalents(spec: ConvSpec, left: int, right: int) -> dict[str, str]:
-    """The same numbers from numpy/scipy/torch (x, w 1-D float arrays)."""
-    np_pad = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-    t_pad = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
-             "circular": "circular"}
-    s, d = spec.stride, spec.dilation
+def equivalents(spec: ConvSpec, k: int, bias: float | None = None) -> dict[str, str]:
+    """The same numbers from numpy/scipy/torch, as expressions of ``x`` and ``w`` (1-D float
+    arrays: numpy's for ``numpy`` and ``scipy``, tensors for the others; ``np``, ``torch``,
+    ``F`` = ``torch.nn.functional``). Each evaluates to y (the suite evaluates them).
+
+    ``torch`` pads by hand and correlates (any options); ``Conv1d`` is the one torch call with
+    its own ``padding=`` where there is one (a symmetric pad, or ``'same'``); ``einsum`` is the
+    sum written out: windows of the padded signal (``unfold``), every d-th sample of each, dotted
+    with the taps. A ``bias`` b is added to each (``bias=`` in torch's calls).
+
+    >>> print(equivalents(ConvSpec(pad=(1, 2), correlate=True, dilation=2), 3)["einsum"])
+    torch.einsum("bcnk,k->bcn", F.pad(x[None, None], (1, 2), mode='constant').unfold(2, 5, 1)[..., ::2], w)[0, 0]
+    """
+    left, right = spec.pads(k)
+    s, d, span = spec.stride, spec.dilation, spec.span(k)
+    t_pad = PADDINGS[spec.padding][1]
+    plus = "" if bias is None else f" + {float(bias)!r}"  # exact: repr reads back the same
+    tensor_bias = "" if bias is None else f", x.new_tensor([{float(bias)!r}])"
     stride = f"[::{s}]" if s > 1 else ""
+    options = f"{f', stride={s}' if s > 1 else ''}{f', dilation={d}' if d > 1 else ''}"
     weight = "w[None, None]" if spec.correlate else "w.flip(-1)[None, None]"
-    torch_call = (f"F.conv1d(F.pad(x[None, None], ({left}, {right}), mode='{t_pad[spec.padding]}'), "
-                  f"{weight}{f', stride={s}' if s > 1 else ''}"
-                  f"{f', dilation={d}' if d > 1 else ''})[0, 0]")
+    padded = (f"F.pad(x[None, None], ({left}, {right}), mode='{t_pad}')" if left or right
+              else "x[None, None]")
     wd = "w" if d == 1 else f"np.insert(w, np.repeat(np.arange(1, len(w)), {d - 1}), 0)"
     w_np = wd if spec.correlate else f"{wd}[::-1]"
-    numpy_call = (f"np.correlate(np.pad(x, ({left}, {right}), mode='{np_pad[spec.padding]}'), "
-                  f"{w_np}, mode='valid'){stride}")
-    out = {"numpy": numpy_call, "torch": torch_call}
+    out = {
+        "numpy": (f"np.correlate(np.pad(x, ({left}, {right}), mode='{PADDINGS[spec.padding][0]}'), "
+                  f"{w_np}, mode='valid'){stride}{plus}"),
+        "torch": f"F.conv1d({padded}, {weight}{tensor_bias}{options})[0, 0]",
+    }
+    conv1d = _torch_padding_call(spec, k, weight, options, tensor_bias)
+    if conv1d:
+        out["Conv1d"] = conv1d
+    taps = "" if d == 1 else f"[..., ::{d}]"
+    out["einsum"] = (f'torch.einsum("bcnk,k->bcn", {padded}.unfold(2, {span}, {s}){taps}, '
+                     f'{"w" if spec.correlate else "w.flip(-1)"})[0, 0]{plus}')
     if spec.padding == "zeros" and d == 1:
         if not spec.correlate and spec.mode in ("full", "valid", "same"):
-            out["scipy"] = f"scipy.signal.convolve(x, w, mode='{spec.mode}'){stride}"
+            out["scipy"] = f"scipy.signal.convolve(x, w, mode='{spec.mode}'){stride}{plus}"
         elif not spec.correlate and spec.mode == "causal":
-            out["scipy"] = f"scipy.signal.lfilter(w, 1, x){stride}"
+            out["scipy"] = f"scipy.signal.lfilter(w, 1, x){stride}{plus}"
         elif spec.correlate and spec.mode == "valid":
-            out["scipy"] = f"scipy.signal.correlate(x, w, mode='valid'){stride}"
+            out["scipy"] = f"scipy.signal.correlate(x, w, mode='valid'){stride}{plus}"
     return out
+
+
+def _torch_padding_call(spec: ConvSpec, k: int, weight: str, options: str,
+                        tensor_bias: str) -> str | None:
+    """torch's own ``padding=`` for these pads, if it has one: ``P`` for a symmetric pad, and
+    ``'same'`` for correlate's same pads at stride 1 (torch refuses 'same' with a stride).
+    Zeros are ``F.conv1d``'s; other fills need ``nn.Conv1d``'s ``padding_mode``, called with
+    this kernel by ``torch.func.functional_call``."""
+    left, right = spec.pads(k)
+    if left == right == 0:
+        return None  # no pads: the plain F.conv1d above is the call
+    if left == right:
+        padding = f"padding={left}"
+    elif spec.correlate and spec.mode == "same" and spec.stride == 1:
+        padding = "padding='same'"
+    else:
+        return None
+    if spec.padding == "zeros":
+        return f"F.conv1d(x[None, None], {weight}{tensor_bias}, {padding}{options})[0, 0]"
+    module = (f"torch.nn.Conv1d(1, 1, {k}{options}, {padding}, padding_mode='{spec.padding}', "
+              f"bias={bool(tensor_bias)}, dtype=x.dtype)")
+    parameters = f"'weight': {weight}" + (f", 'bias': {tensor_bias[2:]}" if tensor_bias else "")
+    return f"torch.func.functional_call({module}, {{{parameters}}}, x[None, None])[0, 0]"
 
 
 def _interior_rows(spec: ConvSpec, n: int, k: int) -> tuple[int, int]:
@@ -136,7 +184,8 @@ def _interior_rows(spec: ConvSpec, n: int, k: int) -> tuple[int, int]:
     return min(first, length), min(last, length - 1)
 
 
-def _jacobian_input(spec: ConvSpec, n: int, k: int, length: int, first: int, last: int) -> dict:
+def _jacobian_input(spec: ConvSpec, n: int, k: int, length: int, first: int, last: int,
+                    bias: float | None = None) -> dict:
     """J[i, m] = ∂y[i]/∂x[m], shape (L_out, N), in words plus its diagonals."""
     s = spec.stride
     left, right = spec.pads(k)
@@ -174,7 +223,7 @@ def _jacobian_input(spec: ConvSpec, n: int, k: int, length: int, first: int, las
         }[spec.padding]
         edges = (f"{spec.padding} pad: in the {boundary_rows} boundary rows a tap that falls on "
                  f"the pad {fold}, so J = banded Toeplitz + corrections in those rows")
-        if spec.padding == "circular" and spec.mode == "same" and s == 1 and k > 1:
+        if spec.padding == "circular" and left + right == spec.span(k) - 1 and s == 1 and k > 1:
             edges += f" (here J is exactly circulant, {n} × {n})"
     return {
         "shape": [length, n],
@@ -185,7 +234,8 @@ def _jacobian_input(spec: ConvSpec, n: int, k: int, length: int, first: int, las
         "band": [min(offsets), max(offsets)],
         "edges": edges,
         "nonzeros_per_row": k,
-        "note": "independent of x: the convolution is linear, so J is the same for every input",
+        "note": "independent of x: the convolution is linear, so J is the same for every input"
+        + ("" if bias is None else "; the bias adds a constant and changes neither Jacobian"),
     }
 
 
@@ -205,8 +255,10 @@ def _jacobian_kernel(spec: ConvSpec, k: int, length: int, left: int) -> dict:
     }
 
 
-def example(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = None) -> dict:
-    """A worked example with numbers: x = 1, 2, …, N_ex and explicit sums for a few y[i].
+def example(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = None,
+            bias: float | None = None) -> dict:
+    """A worked example with numbers: x = 1, 2, …, N_ex and explicit sums for a few y[i]
+    (plus ``bias``).
 
     Uses the real N and k when N ≤ 12 and k ≤ 5; otherwise N_ex = 8 (or more if the span needs
     it) and k_ex = k if k ≤ 5, else 3, with the same options.
@@ -238,8 +290,8 @@ def example(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = No
                 parts.append(f"w[{j}]·0 (pad x[{m}])")
             else:
                 parts.append(f"w[{j}]·x[{src}] (pad x[{m}] = x[{src}])")
-        y.append(total)
-        terms[str(i)] = parts
+        y.append(total + (bias or 0.0))
+        terms[str(i)] = parts + ([] if bias is None else [number_text(bias)])
     shown = sorted({0, min(1, length - 1), length - 1})
     return {
         "n": en,
@@ -252,19 +304,22 @@ def example(spec: ConvSpec, n: int, k: int, coefficients: np.ndarray | None = No
         "y": y,
         "shown": shown,
         "terms": {str(i): terms[str(i)] for i in shown},
-        "sums": {str(i): _numbers(terms[str(i)], w, x, spec, i, ek, en) for i in shown},
+        "sums": {str(i): _numbers(w, x, spec, i, ek, en, bias) for i in shown},
     }
 
 
-def _numbers(parts: list[str], w: list[float], x: list[float], spec: ConvSpec, i: int, k: int,
-             n: int) -> str:
-    """``1·2 + 2·1 + 3·0 = 4`` for one output of the example."""
+def _numbers(w: list[float], x: list[float], spec: ConvSpec, i: int, k: int, n: int,
+             bias: float | None) -> str:
+    """``1·2 + 2·1 + 3·0 = 4`` for one output of the example (``+ b`` with a bias)."""
     products, total = [], 0.0
     for j in range(k):
         src = spec.source(spec.tap(i, j, k), n, k)
         value = 0.0 if src is None else x[src]
         total += w[j] * value
         products.append(f"{number_text(w[j])}·{number_text(value)}")
+    if bias is not None:
+        products.append(number_text(bias))
+        total += bias
     return " + ".join(products) + f" = {number_text(total)}"
 
 

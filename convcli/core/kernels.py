@@ -62,6 +62,25 @@ def to_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.nd
     return kernel.copy(), groups
 
 
+def bias_for(bias, out_channels: int) -> np.ndarray:
+    """A bias as one value per output channel ``[O]``: one number is added to every channel
+    (``--bias B``), else there must be one value per output channel, as ``nn.Conv1d``'s.
+
+    >>> bias_for(0.5, 3).tolist(), bias_for([1.0, 2.0], 2).tolist()
+    ([0.5, 0.5, 0.5], [1.0, 2.0])
+    """
+    values = np.asarray(bias, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise InputError("the bias holds a non-finite value", "every bias must be a finite number")
+    if values.size == 1 and values.ndim <= 1:
+        return np.full(out_channels, float(values.reshape(())))
+    if values.shape != (out_channels,):
+        raise InputError(
+            f"the bias has shape {values.shape} but the convolution has {out_channels} output "
+            "channels", "give one value per output channel, or one number for all of them")
+    return values
+
+
 def make_kernel(
     *,
     window_spec: str | None = None,

@@ -86,7 +86,7 @@ def levels(x: np.ndarray) -> dict[str, Any]:
     nonfinite = int(x.size - np.count_nonzero(finite))
     clean = np.where(finite, x, 0.0) if nonfinite else x
     count = np.maximum(np.count_nonzero(finite, axis=1), 1)
-    peak = np.max(np.abs(clean), axis=1)
+    peak = np.max(np.abs(clean), axis=1, initial=0.0)  # a batch of no signals: 0
     energy = np.einsum("ct,ct->c", clean, clean)
     rms = np.sqrt(energy / count)
     dc = np.sum(clean, axis=1) / count

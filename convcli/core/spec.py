@@ -5,7 +5,8 @@ pads, lengths and tap positions; none recomputes a pad on its own.
 
 Notation (as in docs/semantics.md): k kernel length, d dilation, span K = d·(k−1)+1, N input length,
 s stride. The padded input is ``xp`` (length N + left + right); the stride-1 result is computed
-on it and then subsampled, ``y = y1[::s]``.
+on it and then subsampled, ``y = y1[::s]``. The pads come from ``mode``'s table, or are given
+explicitly (``pad``: PyTorch's ``padding=``), which ``mode`` then reports as ``explicit``.
 
 - convolve (default):  y[i] = Σ_j w[j] · xp[s·i + K−1 − d·j]   (kernel flipped: numpy.convolve)
 - correlate:           y[i] = Σ_j w[j] · xp[s·i + d·j]         (torch.nn.functional.conv1d)
@@ -13,11 +14,14 @@ on it and then subsampled, ``y = y1[::s]``.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from convcli.errors import InputError, UsageError
 
 MODES = ("same", "valid", "full", "causal")
+#: what ``mode`` reports when the pads are given explicitly (``pad``, ``--pad``)
+EXPLICIT = "explicit"
 #: padding name -> (numpy.pad mode, torch.nn.functional.pad mode)
 PADDINGS = {
     "zeros": ("constant", "constant"),
@@ -36,6 +40,12 @@ class ConvSpec:
     ((15, 15), 1000)
     >>> ConvSpec(mode="valid", correlate=True).output_length(64, 3)   # Conv1d(2, 16, 3) on 64 samples
     62
+    >>> spec = ConvSpec(pad=2, correlate=True)   # Conv1d(..., padding=2)
+    >>> spec.mode, spec.pads(3), spec.output_length(10, 3)
+    ('explicit', (2, 2), 12)
+
+    ``pad``: the (left, right) pads themselves (a single number pads both ends alike), instead
+    of ``mode``'s; ``mode`` must then be left at its default, and reports ``explicit``.
     """
 
     mode: str = "same"
@@ -44,9 +54,19 @@ class ConvSpec:
     dilation: int = 1
     correlate: bool = False
     groups: int = 1
+    pad: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
+        if self.pad is not None:
+            object.__setattr__(self, "pad", _pad_pair(self.pad))  # frozen: normalized once
+            if self.mode not in ("same", EXPLICIT):
+                raise UsageError(f"--pad sets the pads itself, and --mode {self.mode} sets them "
+                                 "too", "give one of --pad and --mode")
+            object.__setattr__(self, "mode", EXPLICIT)
+        elif self.mode == EXPLICIT:
+            raise UsageError("mode 'explicit' needs the pads themselves",
+                             "give pad=(left, right), or --pad L:R")
+        if self.mode not in (*MODES, EXPLICIT):
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.padding not in PADDINGS:
             raise UsageError(
@@ -64,7 +84,10 @@ class ConvSpec:
         return self.dilation * (k - 1) + 1
 
     def pads(self, k: int) -> tuple[int, int]:
-        """(left, right) pad for a kernel of length k, from the SPEC table."""
+        """(left, right) pad for a kernel of length k: the explicit ``pad``, else the mode's
+        (the SPEC table)."""
+        if self.pad is not None:
+            return self.pad
         K = self.span(k)
         if self.mode == "same":
             left = (K - 1) // 2 if self.correlate else K // 2
@@ -92,23 +115,32 @@ class ConvSpec:
         if n < 1:
             raise InputError("the signal has no samples", "check the input file")
         K = self.span(k)
+        left, right = self.pads(k)
         if self.stride1_length(n, k) <= 0:
+            if self.pad is None:
+                raise InputError(
+                    f"kernel span {K} (k={k}, dilation={self.dilation}) is longer than the "
+                    f"signal ({n} samples) in {self.mode} mode",
+                    "use --mode same/full/causal, a shorter --size or a smaller --dilation",
+                )
             raise InputError(
-                f"kernel span {K} (k={k}, dilation={self.dilation}) is longer than the "
-                f"signal ({n} samples) in {self.mode} mode",
-                "use --mode same/full/causal, a shorter --size or a smaller --dilation",
+                f"kernel span {K} (k={k}, dilation={self.dilation}) is longer than the padded "
+                f"signal ({n} + {left} + {right} = {n + left + right} samples) with --pad "
+                f"{left}:{right}",
+                "use a larger --pad, a shorter --size or a smaller --dilation",
             )
-        longest = max(self.pads(k))
+        shorter = "a smaller --pad" if self.pad is not None else "a shorter kernel"
+        longest = max(left, right)
         if self.padding == "reflect" and longest > n - 1:
             raise InputError(
                 f"reflect padding needs {longest} samples but the signal has only {n} "
                 f"(reflect can pad at most N−1 = {n - 1})",
-                "use --padding replicate or zeros, or a shorter kernel",
+                f"use --padding replicate or zeros, or {shorter}",
             )
         if self.padding == "circular" and longest > n:
             raise InputError(
                 f"circular padding needs {longest} samples but the signal has only {n}",
-                "use --padding replicate or zeros, or a shorter kernel",
+                f"use --padding replicate or zeros, or {shorter}",
             )
 
     def summary(self, k: int) -> dict:
@@ -155,3 +187,15 @@ class ConvSpec:
     def formula(self, k: int) -> str:
         """y[i] for these options in one line, e.g. ``y[i] = Σ_{j=0}^{30} w[j]·x[i + 15 − j]``."""
         return f"y[i] = Σ_{{j=0}}^{{{k - 1}}} w[j]·x[{self.index_expr(k)}]"
+
+
+def _pad_pair(pad) -> tuple[int, int]:
+    """``P`` or ``(L, R)`` as ``(L, R)``, refused unless whole numbers ≥ 0 (torch's ``F.pad``
+    would crop for a negative one; ``nn.Conv1d`` refuses it)."""
+    pair = tuple(pad) if isinstance(pad, (tuple, list)) else (pad, pad)
+    whole = len(pair) == 2 and all(
+        isinstance(p, numbers.Integral) and not isinstance(p, bool) and p >= 0 for p in pair)
+    if not whole:
+        raise UsageError(f"--pad takes whole numbers ≥ 0, P or L:R (pad=P or (L, R)), got {pad!r}",
+                         "e.g. --pad 2, or --pad 1:3 for 1 sample on the left and 3 on the right")
+    return int(pair[0]), int(pair[1])

@@ -7,6 +7,8 @@ runs the plan over the output's regions: the outputs that read a pad run on a sm
 copy, the middle reads the signal in place, in chunks that keep the working set in cache
 (``convcli.plan.geometry``). ``Streamer`` does the same for a signal that arrives in blocks
 (overlap-save state carried from block to block), so a stream equals the whole-signal result.
+A bias (one value per output channel, ``nn.Conv1d``'s) is added to what either returns, here
+once for every plan, engine and stream.
 
 A backend subclasses ``Engine`` with the few things that differ between array libraries
 (``convcli.engines.numpy_backend``, ``convcli.engines.torch_backend``): how to join, allocate,
@@ -138,6 +140,16 @@ class Engine:
             raise ValueError(f"weight {tuple(weight.shape)} does not fit {channels} channels in "
                              f"{spec.groups} groups")
 
+    def add(self, y: Any, column: Any) -> Any:
+        """``y + column``, into ``y`` where nothing needs it unchanged (``y`` is the engine's
+        own output, never the caller's array)."""
+        y += column
+        return y
+
+    def add_bias(self, y: Any, bias: Any | None) -> Any:
+        """``y [B, O, t] + bias [O]``, one value per output channel (``nn.Conv1d``'s bias)."""
+        return y if bias is None else self.add(y, bias[:, None])
+
     def make_plan(self, weight: Any, spec: ConvSpec, choice: MethodChoice, dtype: Any) -> Plan:
         raise NotImplementedError
 
@@ -188,27 +200,30 @@ class Engine:
                              device=device, observed=observed, costs=costs)
 
     def conv1d(self, x: Any, weight: Any, spec: ConvSpec,
-               method: str | MethodChoice = "auto") -> Any:
+               method: str | MethodChoice = "auto", bias: Any | None = None) -> Any:
         """Convolve (or correlate) a batch of multi-channel signals.
 
         Args:
             x: input signals.
             weight: the kernel as the user wrote it (not flipped).
-            spec: mode, padding, stride, dilation, correlate, groups.
+            spec: pads (mode or explicit), padding, stride, dilation, correlate, groups.
             method: ``auto``, ``direct`` or ``fft`` (or a ``choose_method`` result); all give
                 the same numbers to float tolerance.
+            bias: added to every output of channel o after the convolution (``[O]``), or None.
 
         Shape:
-            ``x [B, C, T]``, ``weight [O, C/G, k]`` -> ``[B, O, spec.output_length(T, k)]``.
+            ``x [B, C, T]``, ``weight [O, C/G, k]``, ``bias [O]`` ->
+            ``[B, O, spec.output_length(T, k)]``.
         """
         if isinstance(method, MethodChoice):
             self.check(x, weight, spec)
+            check_bias(weight, bias)
             spec.check(x.shape[-1], weight.shape[-1])
-            return self.run_choice(x, weight, spec, method)
-        return self.conv1d_chosen(x, weight, spec, method)[0]
+            return self.add_bias(self.run_choice(x, weight, spec, method), bias)
+        return self.conv1d_chosen(x, weight, spec, method, bias)[0]
 
-    def conv1d_chosen(self, x: Any, weight: Any, spec: ConvSpec,
-                      method: str = "auto") -> tuple[Any, MethodChoice]:
+    def conv1d_chosen(self, x: Any, weight: Any, spec: ConvSpec, method: str = "auto",
+                      bias: Any | None = None) -> tuple[Any, MethodChoice]:
         """``conv1d`` by ``choose_method``'s choice for ``x``, and that choice.
 
         The signal's statistics only ever veto an FFT (its peak and dynamic range) or send
@@ -220,6 +235,7 @@ class Engine:
         Inf is then chosen for with ``x`` read and runs again.
         """
         self.check(x, weight, spec)
+        check_bias(weight, bias)
         batch, channels, length = x.shape
         out_channels, _, k = weight.shape
         spec.check(length, k)
@@ -232,9 +248,9 @@ class Engine:
                 nonfinite: list = []
                 y = self.run_choice(x, weight, spec, blind, nonfinite)
                 if not nonfinite:
-                    return y, blind
+                    return self.add_bias(y, bias), blind
         choice = self.choose_method(length, k, spec, method, **shape, x=x, costs=costs)
-        return self.run_choice(x, weight, spec, choice), choice
+        return self.add_bias(self.run_choice(x, weight, spec, choice), bias), choice
 
     def run_choice(self, x: Any, weight: Any, spec: ConvSpec, choice: MethodChoice,
                    nonfinite: list | None = None) -> Any:
@@ -262,13 +278,19 @@ class Engine:
         return out if out is not None else self.concat(parts)
 
     def streamer(self, weight: Any, spec: ConvSpec, n: int, head: Any, tail: Any,
-                 method: str | MethodChoice = "auto") -> Streamer:
+                 method: str | MethodChoice = "auto", bias: Any | None = None) -> Streamer:
         """A ``Streamer`` for a signal of ``n`` samples whose ends are ``head`` and ``tail``."""
-        return Streamer(self, weight, spec, n, head, tail, method)
+        return Streamer(self, weight, spec, n, head, tail, method, bias)
 
 
 def _size(x: Any) -> int:
     return math.prod(x.shape)
+
+
+def check_bias(weight: Any, bias: Any | None) -> None:
+    """Refuse, before any work, a bias that is not one value per output channel ``[O]``."""
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias {tuple(bias.shape)} does not fit {weight.shape[0]} output channels")
 
 
 class Streamer:
@@ -279,15 +301,17 @@ class Streamer:
     ``finish``. The concatenation of what they return equals ``engine.conv1d(x, weight,
     spec)``. Memory: the block, the kernel span and the plan's chunk.
 
-    Shape: blocks ``[B, C, t]`` -> outputs ``[B, O, t_out]`` (any ``t``, also shorter than K).
+    Shape: blocks ``[B, C, t]`` -> outputs ``[B, O, t_out]`` (any ``t``, also shorter than K);
+    ``bias [O]`` is added to each.
     """
 
     def __init__(self, engine: Engine, weight: Any, spec: ConvSpec, n: int, head: Any,
-                 tail: Any, method: str | MethodChoice = "auto"):
+                 tail: Any, method: str | MethodChoice = "auto", bias: Any | None = None):
         out_channels, _per_group, k = weight.shape
         batch, channels, _ = head.shape
         spec.check(n, k)
-        self.engine, self.spec = engine, spec
+        check_bias(weight, bias)
+        self.engine, self.spec, self.bias = engine, spec, bias
         self.choice = method if isinstance(method, MethodChoice) else engine.choose_method(
             n, k, spec, method, batch=batch, channels=channels, out_channels=out_channels,
             dtype=head.dtype, device=engine.device_of(head))
@@ -327,7 +351,7 @@ class Streamer:
         if ready > self.done:
             seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
             out = self.engine.output(seg, (batch, plan.out_channels, ready - self.done), seg)
-            y = self.engine.run_plan(plan, seg, out)
+            y = self.engine.add_bias(self.engine.run_plan(plan, seg, out), self.bias)
             self.done = ready
         else:
             y = self.engine.zeros(self.buffer, (batch, plan.out_channels, 0))

@@ -462,6 +462,8 @@ class NumpyEngine(Engine):
         return run_chunks(plan, seg, out)
 
     def whole(self, plan, x, left_pad, right_pad, n_out, nonfinite):
+        if not x.size:  # no rows to read in place or to join: the regions run no pieces
+            return None
         if reads_rows_in_place(plan, x, n_out):
             return conv1d_flat(x, left_pad, right_pad, plan, n_out, nonfinite)
         batch, channels, length = x.shape

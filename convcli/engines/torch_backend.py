@@ -203,6 +203,10 @@ class FFTPlan(OverlapSavePlan):
 
     def __call__(self, seg, out=None):
         n1, _, _, need = fft_frames(seg.shape[-1], self.span, self.nfft)
+        if not seg.shape[0]:  # no rows: MKL's FFT refuses an empty batch ("inconsistent
+            # configuration"); the selection runs F.conv1d for one, this guards a plan made apart
+            y = seg.new_zeros(0, self.out_channels, self.outputs(seg.shape[-1]))
+            return y if out is None else out
         x = seg.to(self.compute)
         if need > seg.shape[-1]:
             x = F.pad(x, (0, need - seg.shape[-1]))
@@ -296,6 +300,11 @@ class TorchEngine(Engine):
 
     def device_of(self, x):
         return str(x.device)
+
+    def add(self, y, column):
+        if torch.is_grad_enabled() and (y.requires_grad or column.requires_grad):
+            return y + column  # a new tensor: autograd records the sum
+        return y.add_(column)
 
     def make_plan(self, weight, spec, choice, dtype):
         return make_plan(weight, spec, choice)

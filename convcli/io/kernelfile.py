@@ -33,15 +33,20 @@ def parse_kernel_bytes(data: bytes, name: str) -> np.ndarray:
     Text with several lines of several numbers is 2-D ``(C, k)``. ``#`` starts a comment.
     NPY is loaded with pickles refused, so a crafted file never runs code.
     """
+    return check_kernel_array(parse_numbers(data, name, "kernel"), name)
+
+
+def parse_numbers(data: bytes, name: str, what: str) -> np.ndarray:
+    """The numbers of a .npy or text file (``parse_kernel_bytes``' rules), unchecked."""
     if not data.strip():
-        raise InputError(f"kernel {name} is empty", "give one coefficient per line, or a .npy file")
+        raise InputError(f"{what} {name} is empty", "give one number per line, or a .npy file")
     if data[:6] == b"\x93NUMPY":
-        return check_kernel_array(load_npy(data, f"kernel {name}"), name)
+        return load_npy(data, f"{what} {name}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(
-            f"kernel {name} is neither .npy nor text", "give one number per line, or a .npy file"
+            f"{what} {name} is neither .npy nor text", "give one number per line, or a .npy file"
         ) from None
     rows = []
     for line in text.splitlines():
@@ -52,21 +57,42 @@ def parse_kernel_bytes(data: bytes, name: str) -> np.ndarray:
             rows.append([float(tok) for tok in re.split(r"[\s,;]+", line) if tok])
         except ValueError as exc:
             raise InputError(
-                f"kernel {name}: not a number in line {line[:40]!r} ({exc})",
+                f"{what} {name}: not a number in line {line[:40]!r} ({exc})",
                 "give one number per line, or numbers separated by spaces or commas",
             ) from None
     if not rows:
-        raise InputError(f"kernel {name} has no coefficients", "give one number per line")
+        raise InputError(f"{what} {name} has no numbers", "give one number per line")
     if all(len(r) == 1 for r in rows) or len(rows) == 1:
-        array = np.array([v for r in rows for v in r])
-    else:
-        if len({len(r) for r in rows}) != 1:
-            raise InputError(
-                f"kernel {name}: rows have different lengths {sorted({len(r) for r in rows})}",
-                "a 2-D text kernel needs one row of k numbers per channel",
-            )
-        array = np.array(rows)
-    return check_kernel_array(array, name)
+        return np.array([v for r in rows for v in r])
+    if len({len(r) for r in rows}) != 1:
+        raise InputError(
+            f"{what} {name}: rows have different lengths {sorted({len(r) for r in rows})}",
+            "a 2-D text kernel needs one row of k numbers per channel",
+        )
+    return np.array(rows)
+
+
+def read_bias(source: str) -> np.ndarray:
+    """``--bias B|PATH``: one number added to every output channel (a 0-d array), or one per
+    output channel, ``(O,)``, from a .npy or text file (one number per line). Finite, float64.
+
+    >>> read_bias("-0.5")
+    array(-0.5)
+    """
+    try:
+        array, name = np.array(float(source)), f"--bias {source}"
+    except ValueError:
+        if source == "-":
+            raise UsageError("--bias takes a number or a file, not standard input",
+                             "write the values into a file") from None
+        array, name = parse_numbers(read_bytes(source, what="bias"), source, "bias"), f"bias {source}"
+    if array.dtype.kind not in "biuf" or array.ndim > 1:
+        raise InputError(f"{name} has shape {array.shape} and dtype {array.dtype}",
+                         "a bias is one number, or one per output channel (O,)")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise InputError(f"{name} is not finite", "every bias must be a finite number")
+    return array
 
 
 def check_kernel_array(array: np.ndarray, name: str) -> np.ndarray:

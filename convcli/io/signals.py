@@ -173,7 +173,8 @@ def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None,
             f"{name} has dtype {array.dtype}; convcli filters real numbers",
             "save a real float array (for complex data, filter .real and .imag separately)",
         )
-    if array.size == 0:
+    if array.size == 0 and not (array.ndim == 3 and array.shape[1] and array.shape[2]):
+        # (0, C, T) is a batch of no signals, whose output is (0, O, T_out) as in torch
         raise InputError(f"{name} is an empty array {array.shape}", "a signal needs at least one sample")
     if layout not in (None, "ct", "tc"):
         raise UsageError(f"--layout must be ct or tc, got {layout!r}")

@@ -95,7 +95,7 @@ def estimate_costs(
     padded = length + left + right
     n1 = max(padded - span + 1, 1)  # stride-1 outputs
     n_out = (n1 - 1) // s + 1
-    rows_in, rows_out = batch * channels, batch * out_channels
+    rows_in, rows_out = max(batch, 1) * channels, max(batch, 1) * out_channels  # 0: as for one
     costs: dict[str, tuple[float, int]] = {}
     mac = rows_out * n_out * k * per_group
     conv_chunks = max(1, n_out * rows_out // chunk_elements(device))
@@ -122,7 +122,7 @@ def estimate_costs(
     candidates = fft_candidates(padded, span)
     if numpy_engine:  # numpy.fft ran 2-3× slower per sample at 2^a·3^b·5^c sizes than at 2^n
         candidates = sorted({1 << (n - 1).bit_length() for n in candidates})
-    for nfft in [at_nfft] if at_nfft else candidates:
+    for nfft in [max(at_nfft, span)] if at_nfft else candidates:  # as OverlapSavePlan runs it
         if nfft > cap and not at_nfft:  # numpy.fft's time per sample grows fast past it (cache)
             continue
         step = nfft - span + 1

@@ -223,10 +223,15 @@ def fft_frames(length: int, span: int, nfft: int) -> tuple[int, int, int, int]:
 
 
 def fft_candidates(padded: int, span: int) -> list[int]:
-    """Frame sizes worth pricing: powers of two from 2K up, and one frame for the whole signal."""
+    """Frame sizes worth pricing: powers of two from 2K up, and one frame for the whole signal;
+    none shorter than the span (a frame keeps ``nfft − K + 1`` outputs).
+
+    >>> fft_candidates(100, 31), fft_candidates(3, 4)
+    ([64, 100], [4])
+    """
     sizes = []
     n = max(64, 1 << (2 * span - 1).bit_length())
-    whole = next_fast_len(padded)
+    whole = next_fast_len(max(padded, span))
     while n < whole and n <= 1 << 22:
         sizes.append(n)
         n *= 2

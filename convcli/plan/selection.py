@@ -142,7 +142,12 @@ def costs_for(length: int, k: int, spec: ConvSpec, *, batch: int = 1, channels: 
     Remembered per shape and rates (``cost_rates`` is read each time, so a calibration takes
     effect at once): pricing every FFT frame size is 0.1-0.5 ms of Python, a tenth of filtering
     64 × 1 s, and a caller filtering batch after batch asks the same question.
+
+    The spec is checked first (``ConvSpec.check``): a kernel longer than the padded signal has
+    no frames to price, and its error is the spec's, whoever asks (the memory check prices
+    before the engine runs).
     """
+    spec.check(length, k)
     out_channels = channels if out_channels is None else out_channels
     rates = cost_rates(device, engine)
     return dict(_costs(length, k, spec, batch, channels, out_channels, dtype_name(np.dtype(
@@ -184,6 +189,10 @@ def choose_method(
     'overlap-save'
     """
     check_method(requested)
+    if not batch * channels:  # a batch of no signals: its output is empty, whatever the method
+        spec.check(length, k)
+        return MethodChoice("direct", "the batch is empty: nothing to compute",
+                            FACTS[engine].tap_algorithm)
     if costs is None:
         costs = costs_for(length, k, spec, batch=batch, channels=channels,
                           out_channels=out_channels, dtype=dtype, engine=engine, device=device)

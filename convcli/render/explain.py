@@ -22,7 +22,8 @@ def render(e: dict[str, Any]) -> str:
     left, right = e["pads"]
     ex = e["example"]
     sizes = "exactly these sizes" if ex["same_as_asked"] else "same options, smaller sizes"
-    opts = (f"mode={sp['mode']}, padding={sp['padding']}, stride={sp['stride']}, "
+    pads = f"pad={left}:{right}" if sp["pad"] is not None else f"mode={sp['mode']}"
+    opts = (f"{pads}, padding={sp['padding']}, stride={sp['stride']}, "
             f"dilation={sp['dilation']}")
     lines = [
         (f"{e['operation'].capitalize()} of N = {e['input_length']} samples with "
@@ -34,6 +35,9 @@ def render(e: dict[str, Any]) -> str:
         f"  length      L_out = {e['length_formula']}",
         f"  formula     {e['formula']}    for i = 0…{e['output_length'] - 1}",
         f"  pad value   x[m] for m < 0 or m ≥ N is {e['pad_value']}",
+        *([] if e["bias"] is None else
+          [(f"  bias        b = {_num(e['bias'])} is added to every y[i] after the sum "
+            "(changes neither Jacobian)")]),
         f"  interior    {_interior_words(e)}",
         "",
         "  same numbers as",

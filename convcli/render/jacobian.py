@@ -29,6 +29,7 @@ class JacobianReport:
         from rich.markup import escape
 
         from convcli.autodiff.jacobian import jacobian_formula
+        from convcli.render.reporter import mode_words
 
         result, pair = self.result, self.pair
         spec, k = pair.spec, pair.weight.shape[-1]
@@ -41,13 +42,17 @@ class JacobianReport:
         head = (f"J = {of}: {block}{length_out:,} × {width:,} "
                 f"({'banded' if self.banded else 'dense'}), {pair_text}, "
                 f"{self.kernel.label(self.coefficients)}, "
-                f"{'correlate' if spec.correlate else 'convolve'} {spec.mode}, input {self.source}")
+                f"{'correlate' if spec.correlate else 'convolve'} {mode_words(spec.summary(k))}, "
+                f"input {self.source}")
         details = result.details
         how = (f"autograd ({details['autograd']}) in {details['autograd_seconds']:.3f} s"
                if result.method == "autograd" else
                f"closed form in {details['closed_seconds']:.3f} s")
-        lines = [escape(head), *map(escape, jacobian_formula(spec, k, result.wrt)),
-                 f"computed by {escape(how)} on {self.device} {self.dtype_name}"]
+        lines = [escape(head), *map(escape, jacobian_formula(spec, k, result.wrt))]
+        if pair.bias is not None:
+            lines.append(escape(f"bias {float(pair.bias[0]):g} adds a constant to every y[i]: "
+                                "J does not depend on it"))
+        lines.append(f"computed by {escape(how)} on {self.device} {self.dtype_name}")
         if result.check is not None:
             c = result.check
             other = ("closed form" if result.method == "autograd" else
@@ -99,6 +104,7 @@ class JacobianReport:
                 "ok": result.check.ok, "max_abs_diff": result.check.max_abs_diff,
                 "tolerance": result.check.tolerance, "autograd": result.check.autograd},
             "spec": {**pair.spec.summary(k), "groups": self.groups},
+            "bias": None if pair.bias is None else float(pair.bias[0]),
             "kernel": self.kernel.summary(self.coefficients),
             "input": self.source,
             "device": str(self.device),

@@ -71,3 +71,16 @@ def human_shape(channels: int, frames: int, rate: float | None) -> str:
     if rate:
         text += f" ({frames / rate:.2f} s at {rate / 1000:g} kHz)"
     return text
+
+
+def mode_words(spec: dict[str, Any]) -> str:
+    """How messages name the pads: the mode (``same``), or ``pad L:R`` where ``--pad`` gave them
+    (``spec`` is ``ConvSpec.summary``'s dict).
+
+    >>> mode_words({"mode": "explicit", "pads": [1, 2]}), mode_words({"mode": "causal"})
+    ('pad 1:2', 'causal')
+    """
+    if spec["mode"] == "explicit":
+        left, right = spec["pads"]
+        return f"pad {left}:{right}"
+    return spec["mode"]

@@ -15,7 +15,7 @@ def render_info(d: dict[str, Any]) -> str:
             kind += f", layout {d['layout']}" + (" (guessed)" if d.get("layout_guessed") else "")
     rate = f"{d['rate']:,.0f} Hz" if d["rate"] else "no rate"
     duration = f", {d['duration']:.3f} s" if d["duration"] is not None else ""
-    batch = f"{d['batch']} × " if d["batch"] > 1 else ""
+    batch = f"{d['batch']} × " if d["batch"] != 1 else ""
     lines = [
         f"{d['file']}: {kind}, {rate}, {batch}{d['channels']} ch × {d['frames']:,} frames{duration}",
         (f"  {'channel':8s} {'peak':>10s} {'dBFS':>7s} {'RMS':>10s} {'dBFS':>7s} {'DC':>10s} "

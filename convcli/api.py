@@ -162,7 +162,7 @@ def filter_file(input: str | Path, output: str | Path | None = None, *, window: 
     >>> folder = Path(tempfile.mkdtemp())
     >>> np.save(folder / "x.npy", np.array([[0.0, 1.0, 2.0, 3.0]]))
     >>> result = filter_file(folder / "x.npy", folder / "y.npy", kernel=[1.0, 1.0], mode="full")
-    >>> np.load(folder / "y.npy").round(12).tolist(), result.summary()["files"][0]["shape_out"]
+    >>> np.load(folder / "y.npy", allow_pickle=False).round(12).tolist(), result.summary()["files"][0]["shape_out"]
     ([[0.0, 1.0, 3.0, 5.0, 3.0]], [1, 1, 5])
     """
     from convcli import pipeline

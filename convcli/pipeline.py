@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from convcli.core.kernels import depthwise, to_weight
+from convcli.core import limits
+from convcli.core.kernels import check_representable, depthwise, to_weight
 from convcli.core.levels import apply_level, check_level_options, dbfs_text
 from convcli.core.spec import ConvSpec
 from convcli.errors import InputError, OutputError, UsageError
@@ -279,8 +280,8 @@ def stream_block(job: FilterJob) -> int | None:
     ``--normalize-output`` need the whole signal first.
     """
     block = job.block
-    if block is not None and block < 1:
-        raise UsageError(f"--block must be a whole number of frames ≥ 1, got {block}")
+    if block is not None:
+        limits.check("block", block)
     if block is not None and (job.kernel.design is not None or job.normalize_output is not None):
         raise UsageError("--block streams a fixed kernel; FIR design and --normalize-output "
                          "need the whole signal first", "drop --block (or use --gain)")
@@ -371,6 +372,7 @@ def filter_arrays(arrays: list, coefficients: np.ndarray, spec: ConvSpec, *,
 
     def run(batch):
         engine, weight_np, run_spec = prepare(coefficients, batch.shape[1], spec, target)
+        check_representable(weight_np, batch.dtype)
         x = engine.asarray(batch, target)
         weight = engine.asarray(weight_np.astype(batch.dtype), target)
         with engine.no_grad():
@@ -469,6 +471,11 @@ def encode_output(job: FilterJob, signal: Signal, out: str, data: np.ndarray, no
     writer, wrote = encode(data, out_format=out_format, rate=out_rate, subtype=chosen,
                            layout=signal.layout)
     wrote.path = out
+    top = np.finfo(data.dtype).max if data.dtype.kind == "f" else math.inf
+    if not job.allow_nonfinite and not max(level.peak_before, level.peak_after) <= top:
+        raise InputError(f"{out}: filtering {signal.name} overflowed: the result holds Inf or "
+                         "NaN samples; nothing written",
+                         "compute with --dtype float64, or lower the kernel's scale or --gain")
     warning = clip_verdict(wrote, job.clip)  # --clip error raises here, before any write
     if warning and job.gain and wrote.safe_gain_db is not None:
         warning += f" (on top of --gain {job.gain:g}: use --gain {job.gain + wrote.safe_gain_db:.1f})"
@@ -570,6 +577,7 @@ def open_streamer(job: FilterJob, coefficients: np.ndarray, head: np.ndarray, ta
 
     device = resolve_device(job.device)
     engine, weight_np, spec = prepare(coefficients, head.shape[1], job.spec, device)
+    check_representable(weight_np, head.dtype)
     weight = engine.asarray(weight_np.astype(head.dtype), device)
     head_x, tail_x = engine.asarray(head, device), engine.asarray(tail, device)
     k = weight_np.shape[-1]

@@ -30,6 +30,7 @@ from convcli.cli.options import (
     SizeOpt,
     StrideOpt,
     WindowOpt,
+    choice_option,
     conv_spec,
     kernel_request,
 )
@@ -78,16 +79,21 @@ def save_gradient(grads: dict, output: str, out_format: str, signal, coefficient
         writer(handle)
     return f"{out_format.upper()}{'' if out_format == 'npy' else ' FLOAT'}"
 
+EXAMPLES = [
+    ("convcli grad chord.wav --loss energy --wrt input -o dx.wav", "∂(Σ y²)/∂x as a float WAV"),
+    ("convcli grad batch.npy --loss mean --wrt kernel --size 5 -o dw.npy", "∂(mean y)/∂w"),
+]
+
 
 def command(
     input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Signal file, or - for stdin.")],
-    loss: Annotated[Loss, typer.Option("--loss", help="sum | mean of the output; energy = Σ y²; "
+    loss: Annotated[Loss, choice_option("--loss", Loss, help="sum | mean of the output; energy = Σ y²; "
                     "mse = mean (y − target)² over every output element.")],
     target: Annotated[str | None, typer.Option("--target", metavar="FILE", rich_help_panel=IO,
                       help="The target output for --loss mse, shaped like the output.")] = None,
-    wrt: Annotated[WrtGrad, typer.Option("--wrt", help="Gradient with respect to the input, "
+    wrt: Annotated[WrtGrad, choice_option("--wrt", WrtGrad, help="Gradient with respect to the input, "
                    "the kernel (as written), or both.")] = "input",
-    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE|-", rich_help_panel=IO,
                       help="dx.npy or dx.wav (input), dw.npy (kernel), g.npz (both), - = NPY "
                       "on stdout. Default: print the loss and norms only.")] = None,
     layout: LayoutOpt = None,
@@ -110,7 +116,7 @@ def command(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Gradient of a scalar loss of conv1d: [b]convcli grad in.wav --loss energy --wrt input -o dx.wav[/b]."""
+    """The gradient of a scalar loss of conv1d with respect to the input, the kernel or both."""
     from convcli.io.signals import check_finite, read_signal
 
     check_paths(loss, target, output, input_path, kernel)

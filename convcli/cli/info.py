@@ -9,6 +9,11 @@ import typer
 from convcli.cli.options import JsonOpt, LayoutOpt, QuietOpt, RateOpt, write_text
 from convcli.errors import ConvcliError, InputError, UsageError
 
+EXAMPLES = [
+    ("convcli info chord.wav speech.wav", "rate, channels, length, subtype and levels of each file"),
+    ("convcli info batch.npy --json", "the same as JSON"),
+]
+
 
 def command(
     files: Annotated[list[str], typer.Argument(metavar="FILE...",

@@ -29,8 +29,11 @@ from convcli.cli.options import (
     SizeOpt,
     StrideOpt,
     WindowOpt,
+    choice_option,
     conv_spec,
+    flag_option,
     kernel_request,
+    number_option,
 )
 from convcli.errors import ConvcliError, UsageError
 
@@ -111,15 +114,23 @@ def save_matrix(result, output: str) -> str:
         arrays.save_npy(array, output)
     return suffix.lstrip(".").upper()
 
+EXAMPLES = [
+    ("convcli jacobian --length 10 --size 3 --mode valid", "J = ∂y/∂x with a heatmap of its corner"),
+    ("convcli jacobian --length 64 --check", "autograd against the closed form"),
+    ("convcli jacobian --length 100000 --format banded -o J.npz",
+     "a large Jacobian as its diagonals (docs/jacobians.md)"),
+    ("convcli jacobian --length 32 --size 5 -o J.png", "a picture of the matrix"),
+]
+
 
 def command(
     input_path: Annotated[str | None, typer.Argument(
-        metavar="[INPUT]", help="Signal file (batch item 0 is used). Default: random, --length.")] = None,
-    wrt: Annotated[WrtJac, typer.Option("--wrt", help="input: J[i, j] = ∂y[i]/∂x[j]; "
+        metavar="INPUT", help="Signal file (batch item 0 is used). Default: random, --length.")] = None,
+    wrt: Annotated[WrtJac, choice_option("--wrt", WrtJac, help="input: J[i, j] = ∂y[i]/∂x[j]; "
                    "kernel: J[i, j] = ∂y[i]/∂w[j].")] = "input",
-    length: Annotated[int | None, typer.Option("--length", min=1, rich_help_panel=IO,
+    length: Annotated[int | None, number_option("--length", metavar="N", rich_help_panel=IO,
                       help="Samples of the random input used without INPUT (default 64).")] = None,
-    seed: Annotated[int, typer.Option("--seed", rich_help_panel=IO,
+    seed: Annotated[int, number_option("--seed", metavar="S", rich_help_panel=IO,
                     help="Seed of the random input.")] = 0,
     channel: Annotated[str | None, typer.Option("--channel", metavar="C|O:C",
                        help="Which channel pair: C (depthwise: channel C), or O:C (output O, "
@@ -128,14 +139,14 @@ def command(
                     help="Only these rows (output samples).")] = None,
     cols: Annotated[str | None, typer.Option("--cols", metavar="A:B",
                     help="Only these columns (input samples or taps).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Compute J by autograd and by the closed "
+    check: Annotated[bool, flag_option("--check", help="Compute J by autograd and by the closed "
                      "form, report the largest difference; exit 1 on mismatch.")] = False,
-    fmt: Annotated[JacFormat | None, typer.Option("--format", "-f", help="dense [L_out, N], "
+    fmt: Annotated[JacFormat | None, choice_option("--format", JacFormat, "-f", help="dense [L_out, N], "
                    "or banded .npz (diagonals + offsets, scales to N = 10⁶). Default: banded for "
                    "-o *.npz, else dense.")] = None,
-    via: Annotated[Via, typer.Option("--via", rich_help_panel=RUN, help="auto = closed form "
+    via: Annotated[Via, choice_option("--via", Via, rich_help_panel=RUN, help="auto = closed form "
                    "(exists for every option, cheapest); autograd = torch.func.")] = "auto",
-    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE|-", rich_help_panel=IO,
                       help="J.npy, J.csv, J.npz (banded), J.png, or - for text on stdout. "
                       "Default: a summary with a heatmap.")] = None,
     layout: LayoutOpt = None,
@@ -157,7 +168,7 @@ def command(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Jacobian of conv1d, closed form or autograd: [b]convcli jacobian --length 10 --mode valid[/b]."""
+    """The Jacobian of conv1d (∂y/∂x or ∂y/∂w), by its closed form or by autograd."""
     from convcli.autodiff.inputs import jacobian_input
     from convcli.autodiff.sizing import check_dense
 

@@ -25,11 +25,21 @@ from convcli.cli.options import (
     ResponseOpt,
     SizeOpt,
     TransitionOpt,
+    choice_option,
     fir_request,
     given,
     write_text,
 )
 from convcli.errors import UsageError
+
+EXAMPLES = [
+    ("convcli window hann --size 5", "the five coefficients filter --window hann --size 5 applies"),
+    ("convcli window kaiser:8 --size 63 --response",
+     "its measured response: DC gain, −3/−6 dB bandwidths, peak side lobe"),
+    ("convcli window hann --size 101 --lowpass 4000 --rate 44100 --response",
+     "a designed lowpass: its band edges, passband ripple and stopband attenuation"),
+    ("convcli window --list", "every window, its parameter and its default"),
+]
 
 
 def command(
@@ -40,8 +50,8 @@ def command(
         "triang, cosine, nuttall, blackmanharris, flattop, bohman.")],
     size: SizeOpt = 31,
     periodic: PeriodicOpt = False,
-    normalize: Annotated[Normalization, typer.Option(
-        "--normalize", rich_help_panel=KERNEL,
+    normalize: Annotated[Normalization, choice_option(
+        "--normalize", Normalization, rich_help_panel=KERNEL,
         help="sum: unity DC gain (as filter does); peak: max |w| = 1; none: raw window.")] = "sum",
     output: Annotated[str | None, typer.Option(
         "--output", "-o", rich_help_panel=IO, metavar="FILE|-",

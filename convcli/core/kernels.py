@@ -62,6 +62,17 @@ def to_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.nd
     return kernel.copy(), groups
 
 
+def check_representable(weight: np.ndarray, dtype) -> None:
+    """Refuse a kernel the compute precision cannot hold: 1e308 becomes inf in float32, and
+    every output it touches NaN or inf."""
+    limit = float(np.finfo(dtype).max)
+    big = float(np.max(np.abs(weight))) if weight.size else 0.0
+    if big > limit:
+        raise InputError(f"the kernel has a coefficient of {big:.6g}, beyond the range of "
+                         f"{np.dtype(dtype).name} (±{limit:.3g})",
+                         "compute with --dtype float64, or scale the kernel down")
+
+
 def make_kernel(
     *,
     window_spec: str | None = None,

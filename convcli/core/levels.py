@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from convcli.core import limits
 from convcli.errors import UsageError
 
 #: --normalize-output without a value: peak to −1 dBFS, headroom for lossy codecs and resampling
@@ -42,9 +43,9 @@ def check_level_options(gain_db: float | None, peak_dbfs: float | None) -> None:
     if gain_db is not None and peak_dbfs is not None:
         raise UsageError("--gain and --normalize-output both set the output level",
                          "use --gain DB for a fixed change or --normalize-output DBFS for a peak")
-    for flag, value in (("--gain", gain_db), ("--normalize-output", peak_dbfs)):
-        if value is not None and not math.isfinite(value):
-            raise UsageError(f"{flag} must be a finite number of dB, got {value}")
+    for name, value in (("gain", gain_db), ("normalize-output", peak_dbfs)):
+        if value is not None:
+            limits.check(name, value)
 
 
 def apply_level(

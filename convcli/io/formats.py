@@ -159,12 +159,22 @@ def clip_verdict(report: WriteReport, policy: str = "warn") -> str | None:
     return (f"{report.path}: {report.clipped:,} samples clipped to the {report.subtype} range "
             f"({peak}); --gain {gain:.1f} would avoid it")
 
+def nonfinite_pcm(subtype: str) -> tuple[str, str]:
+    """The error (message, hint) for NaN/Inf bound for integer PCM, which has no code for them
+    (a cast would write whatever the CPU makes of NaN, a full-scale click)."""
+    return (f"the result holds NaN or Inf samples, which {subtype} cannot store; nothing written",
+            ("they came from the input (--allow-nonfinite) or from an overflow: keep them with "
+             "--subtype FLOAT or .npy, or compute with --dtype float64 and a smaller kernel or "
+             "--gain"))
+
+
 def to_pcm(frames: np.ndarray, subtype: str,
            out: np.ndarray | None = None) -> tuple[np.ndarray, int, float]:
     """Round float frames (full scale ±1) to integer PCM, clamping what would clip.
 
     Returns the container array for soundfile, the number of clamped samples and the peak.
     Rounded to nearest ourselves: libsndfile's own float->int conversion does not round.
+    NaN/Inf have no integer code: an ``OutputError`` (``nonfinite_pcm``).
     ``out``: an integer array of the container type and of ``frames``' shape to write into (a
     channel's column of interleaved frames, so that converting also interleaves); it is what
     comes back.
@@ -173,11 +183,12 @@ def to_pcm(frames: np.ndarray, subtype: str,
     peak = 0.0
     low, high = -scale, scale - 1
     maybe_clipped = True
-    if frames.size:  # min and max: no |x| copy (NaN/Inf: as np.max(np.abs(...)) says)
+    if frames.size:  # min and max: no |x| copy
         low_x, high_x = float(frames.min()), float(frames.max())
-        finite = math.isfinite(low_x + high_x)
-        peak = max(-low_x, high_x) if finite else float(np.max(np.abs(frames)))
-        maybe_clipped = not (finite and low <= low_x * scale and high_x * scale <= high)
+        if not math.isfinite(low_x + high_x):
+            raise OutputError(*nonfinite_pcm(subtype))
+        peak = max(-low_x, high_x)
+        maybe_clipped = not (low <= low_x * scale and high_x * scale <= high)
     scaled = frames * scale
     np.rint(scaled, out=scaled)
     clipped = 0

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from convcli.core.kernels import designed_kernel, make_kernel
+from convcli.core.limits import MAX_TAPS
 from convcli.errors import InputError, UsageError
 from convcli.io.npy import load_npy
 from convcli.io.signals import read_bytes
 
-MAX_TAPS = 50_000_000
 #: taps of a window when --size is not given
 DEFAULT_SIZE = 31
 
@@ -80,7 +80,8 @@ def check_kernel_array(array: np.ndarray, name: str) -> np.ndarray:
             "a kernel is (k,), (C, k) or (O, C/G, k) with k ≥ 1",
         )
     if array.shape[-1] > MAX_TAPS:
-        raise InputError(f"kernel {name} has {array.shape[-1]:,} taps (at most {MAX_TAPS:,})")
+        raise InputError(f"kernel {name} has {array.shape[-1]:,} taps (at most {MAX_TAPS:,})",
+                         "split the filter into stages, or design it with fewer taps")
     array = array.astype(np.float64)
     bad = np.argwhere(~np.isfinite(array))
     if len(bad):

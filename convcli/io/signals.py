@@ -8,7 +8,6 @@ atomic output (``convcli.io.atomic``).
 from __future__ import annotations
 
 import io
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from convcli.core import limits
 from convcli.errors import InputError, OutputError, UsageError
 from convcli.io.formats import (
     PCM,
@@ -103,8 +103,8 @@ def decode_signal(
     dtype: str = "auto",
 ) -> Signal:
     """``read_signal`` for bytes already in memory; ``name`` is used in messages."""
-    if rate is not None and not (rate > 0 and math.isfinite(rate)):
-        raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
+    if rate is not None:
+        limits.check("rate", rate)
     fmt = sniff_format(data[:12])
     if fmt is None:
         raise InputError(

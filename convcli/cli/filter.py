@@ -28,6 +28,7 @@ from convcli.cli.options import (
     LowpassOpt,
     MethodOpt,
     ModeOpt,
+    NoClobberOpt,
     NormalizeOpt,
     NormalizeOutputOpt,
     PaddingOpt,
@@ -44,6 +45,7 @@ from convcli.cli.options import (
     given,
     kernel_request,
     number_option,
+    refuse_terminal,
 )
 
 #: shown at the end of --help; tests/test_help.py runs each one in a copy of sample_data/
@@ -101,15 +103,20 @@ def command(
     block: Annotated[int | None, number_option("--block", metavar="FRAMES", rich_help_panel=RUN,
                      help="Stream the input in blocks of this many frames (bounded memory). "
                      "Default: long WAV/FLAC/OGG inputs stream in blocks of 524288.")] = None,
+    no_clobber: NoClobberOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Convolve signals with a window, a kernel file or a FIR design."""
     from convcli import pipeline
+    from convcli.io.atomic import keep_existing
     from convcli.render.reporter import Reporter
 
     design = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
-    outputs = pipeline.plan_outputs(inputs, output, out_dir, fmt, kernel)  # refused before work
+    with keep_existing(no_clobber):  # refused before work
+        outputs = pipeline.plan_outputs(inputs, output, out_dir, fmt, kernel)
+    if "-" in outputs:
+        refuse_terminal("the filtered signal")
     job = pipeline.FilterJob(
         inputs=inputs, outputs=outputs, spec=conv_spec(mode, padding, stride, dilation, correlate,
                                                        groups),
@@ -117,7 +124,7 @@ def command(
                               periodic, normalize, kernel, design),
         out_format=fmt, subtype=subtype, layout=layout, rate=rate, method=method, device=device,
         dtype=dtype, gain=gain, normalize_output=normalize_output, clip=clip, block=block,
-        allow_nonfinite=allow_nonfinite)
+        allow_nonfinite=allow_nonfinite, no_clobber=no_clobber)
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout="-" in outputs)
     result = pipeline.run_filter(job, progress=report.progress)
     render(result, report)

@@ -22,6 +22,7 @@ from convcli.cli.options import (
     LayoutOpt,
     MethodOpt,
     ModeOpt,
+    NoClobberOpt,
     NormalizeOpt,
     PaddingOpt,
     PeriodicOpt,
@@ -33,6 +34,7 @@ from convcli.cli.options import (
     choice_option,
     conv_spec,
     kernel_request,
+    refuse_terminal,
 )
 from convcli.errors import UsageError
 
@@ -113,13 +115,20 @@ def command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     allow_nonfinite: AllowNonfiniteOpt = False,
+    no_clobber: NoClobberOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """The gradient of a scalar loss of conv1d with respect to the input, the kernel or both."""
+    from convcli.io.atomic import check_output_path, keep_existing
     from convcli.io.signals import check_finite, read_signal
 
     check_paths(loss, target, output, input_path, kernel)
+    if output is not None:
+        with keep_existing(no_clobber):
+            check_output_path(output)
+        if output == "-":
+            refuse_terminal("the gradient (NPY)")
     wrt_names = ("input", "kernel") if wrt == "both" else (wrt,)
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     request = kernel_request(window, size, periodic, normalize, kernel)
@@ -148,8 +157,9 @@ def command(
     value, grads = autodiff.grad(x, w, spec, loss, wrt_names, y_target, method)
     elapsed = time.perf_counter() - started
     arrays = {name: g.cpu().numpy() for name, g in grads.items()}
-    wrote = (save_gradient(arrays, output, out_format, signal, coefficients.shape)
-             if output is not None else None)
+    with keep_existing(no_clobber):
+        wrote = (save_gradient(arrays, output, out_format, signal, coefficients.shape)
+                 if output is not None else None)
     run = {"loss": loss, "value": float(value), "wrt": list(wrt_names), "input": signal.name,
            "target": target, "spec": spec.summary(coefficients.shape[-1]),
            "kernel": request.summary(coefficients), "device": str(where),

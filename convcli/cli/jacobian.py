@@ -22,6 +22,7 @@ from convcli.cli.options import (
     LayoutOpt,
     MethodOpt,
     ModeOpt,
+    NoClobberOpt,
     NormalizeOpt,
     PaddingOpt,
     PeriodicOpt,
@@ -165,14 +166,19 @@ def command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     allow_nonfinite: AllowNonfiniteOpt = False,
+    no_clobber: NoClobberOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """The Jacobian of conv1d (∂y/∂x or ∂y/∂w), by its closed form or by autograd."""
     from convcli.autodiff.inputs import jacobian_input
     from convcli.autodiff.sizing import check_dense
+    from convcli.io.atomic import check_output_path, keep_existing
 
     banded = output_kind(output, fmt)  # contradictions refused before reading anything
+    if output is not None:
+        with keep_existing(no_clobber):
+            check_output_path(output)
     if "-" in (input_path, kernel) and input_path == kernel:
         raise UsageError("standard input can be read only once", "give a file for one of them")
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
@@ -191,8 +197,9 @@ def command(
                      banded, via, check, method, device, dtype)
     report.kernel, report.source, report.output = request, source, output
     result = report.result
-    report.show(quiet=quiet, json_mode=json_,
-                wrote=save_matrix(result, output) if output is not None else None)
+    with keep_existing(no_clobber):
+        wrote = save_matrix(result, output) if output is not None else None
+    report.show(quiet=quiet, json_mode=json_, wrote=wrote)
     if result.check is not None and not result.check.ok:
         raise ConvcliError(
             f"--check: autograd and the closed form differ by {result.check.max_abs_diff:.3g} "

@@ -260,6 +260,20 @@ def kernel_request(window: str | None, size: int | None, periodic: bool, normali
                          path=kernel, design=design)
 
 
+def refuse_terminal(what: str) -> None:
+    """Refuse binary data bound for a terminal (it would fill the screen with noise and can
+    leave the terminal in a strange state), before any work."""
+    import sys
+
+    try:
+        on_terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        on_terminal = False
+    if on_terminal:
+        raise FlagError(f"{what} is binary and standard output is a terminal; nothing written",
+                        "name a file with -o FILE, or pipe it: ... -o - | sox -t wav - out.wav")
+
+
 def write_text(text: str) -> None:
     """Text that is the command's output, to stdout (a closed pipe ends quietly in main())."""
     from convcli.io.atomic import write_stdout

@@ -171,6 +171,22 @@ def parse_window(spec: str) -> tuple[str, float | None]:
     return name, value
 
 
+def catalog() -> list[dict]:
+    """The registry as data (``window --list``): each window's name, how it is written, its
+    parameter and default, scipy's name and the other names it answers to."""
+    rows = []
+    for name, kind in WINDOWS.items():
+        rows.append({
+            "name": name,
+            "usage": name if kind.param is None else f"{name}:{kind.param.upper()}",
+            "param": kind.param, "default": kind.default,
+            "required": kind.param is not None and kind.default is None,
+            "scipy": kind.scipy_name,
+            "aliases": sorted(alias for alias, target in ALIASES.items() if target == name),
+        })
+    return rows
+
+
 def window(name: str, size: int, param: float | None = None, periodic: bool = False) -> np.ndarray:
     """The window ``name`` of ``size`` points, float64, shape ``[size]``.
 

@@ -3,11 +3,15 @@
 Every write goes through ``AtomicFile`` (``atomic_output``, ``atomic_outputs``), so a failure,
 a full disk or a signal never leaves a partial output and never touches the file it would
 replace; ``-`` buffers and goes to stdout at the end, where a closed pipe ends quietly.
+Inside ``keep_existing()`` (``--no-clobber``) an output that exists is refused instead, before
+any work (``check_output_path``) and again, atomically, when the output is put in place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import io
 import os
 import sys
@@ -44,12 +48,36 @@ def _write_failure(path: str, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}; nothing was written",
                        hints.get(exc.errno or 0, "check the disk and the path"))
 
+#: set inside ``keep_existing()``: outputs that exist are refused (``--no-clobber``)
+_KEEP_EXISTING: contextvars.ContextVar[bool] = contextvars.ContextVar("keep_existing",
+                                                                       default=False)
+
+
+@contextlib.contextmanager
+def keep_existing(enabled: bool = True) -> Iterator[None]:
+    """While inside (and ``enabled``), every output refuses to replace an existing file: the
+    ``--no-clobber`` of every command that writes. Without it outputs are replaced whole."""
+    token = _KEEP_EXISTING.set(enabled or _KEEP_EXISTING.get())
+    try:
+        yield
+    finally:
+        _KEEP_EXISTING.reset(token)
+
+
+def _exists_error(path: str) -> OutputError:
+    return OutputError(f"output {path} exists and --no-clobber keeps it; nothing was written",
+                       "remove it first, choose another -o, or drop --no-clobber")
+
+
 def check_output_path(path: str) -> None:
     """Refuse, before any work, an output that cannot be written: its directory missing or
-    not writable, or the path a directory. ``-`` (stdout) is always fine."""
+    not writable, the path a directory, or (``keep_existing``) a file that exists. ``-``
+    (stdout) is always fine."""
     if path == "-":
         return
     target = Path(path)
+    if _KEEP_EXISTING.get() and os.path.lexists(path) and not target.is_dir():
+        raise _exists_error(path)
     directory = target.parent
     if not directory.is_dir():
         raise OutputError(f"output directory {directory} does not exist", f"mkdir -p {directory}")
@@ -81,6 +109,8 @@ class AtomicFile:
             raise _write_failure(path, exc) from None
         self.handle: BinaryIO = os.fdopen(fd, "wb")
         self.done = False
+        self.keep_existing = _KEEP_EXISTING.get()
+        self.created = False  # committed where nothing was (so an undo may remove it)
 
     def commit(self) -> None:
         try:
@@ -88,7 +118,13 @@ class AtomicFile:
             os.fsync(self.handle.fileno())
             self.handle.close()
             os.chmod(self.tmp, _new_file_mode(self.target))
-            os.replace(self.tmp, self.target)
+            if self.keep_existing:
+                self._link_new()
+            else:
+                os.replace(self.tmp, self.target)
+        except FileExistsError:
+            self.discard()
+            raise _exists_error(self.path) from None
         except OSError as exc:
             self.discard()
             raise _write_failure(self.path, exc) from None
@@ -99,6 +135,29 @@ class AtomicFile:
                 os.fsync(dirfd)
             finally:
                 os.close(dirfd)
+
+    def _link_new(self) -> None:
+        """Put the file in place only where none is: a hard link fails with EEXIST, atomically,
+        when another process made the target meanwhile (a rename would replace it)."""
+        try:
+            os.link(self.tmp, self.target)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST or exc.errno not in (errno.EPERM, errno.ENOTSUP,
+                                                             errno.EXDEV, errno.EMLINK):
+                raise
+            if os.path.lexists(self.target):  # no hard links here: check, then rename
+                raise FileExistsError(errno.EEXIST, "exists", str(self.target)) from None
+            os.replace(self.tmp, self.target)
+        else:
+            os.unlink(self.tmp)
+        self.created = True
+
+    def undo(self) -> None:
+        """Remove a committed output that did not exist before (a later one of the same set
+        failed under ``keep_existing``, and the set appears whole or not at all)."""
+        if self.created:
+            with contextlib.suppress(OSError):
+                os.unlink(self.target)
 
     def discard(self) -> None:
         if self.done:
@@ -143,9 +202,16 @@ def atomic_outputs(paths: list[str]) -> Iterator[list[BinaryIO]]:
             where = named[0] if len(named) == 1 else f"the {len(named)} outputs in " + ", ".join(
                 sorted({str(Path(p).parent) for p in named}))
             raise _write_failure(where, exc) from None
+        committed: list[AtomicFile] = []
         for file in files:
             if file is not None:
-                file.commit()
+                try:
+                    file.commit()
+                except OutputError:
+                    for done in committed:
+                        done.undo()
+                    raise
+                committed.append(file)
         for file, handle in zip(files, handles):
             if file is None:
                 write_stdout(handle.getvalue())  # type: ignore[attr-defined]

@@ -148,3 +148,19 @@ def render_response(measured) -> str:
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value}" for label, value in rows]
     return "\n".join(lines + [f"note: {n}" for n in measured.notes]) + "\n"
+
+
+def render_windows(rows: list[dict]) -> str:
+    """``window --list``: one window a line, ``core.windows.catalog``'s rows."""
+    width = max(len(row["usage"]) for row in rows) + 2
+    lines = []
+    for row in rows:
+        if row["param"] is None:
+            about = "no parameter"
+        elif row["required"]:
+            about = f"{row['param']} required"
+        else:
+            about = f"{row['param']}, default {row['default']:g}"
+        also = f"; also {', '.join(row['aliases'])}" if row["aliases"] else ""
+        lines.append(f"{row['usage']:<{width}}{about} (scipy: {row['scipy']}){also}\n")
+    return "".join(lines)

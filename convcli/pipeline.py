@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from convcli.core import limits
-from convcli.core.kernels import check_representable, depthwise, to_weight
+from convcli.core.kernels import check_representable, depthwise, to_weight, weight_shape
 from convcli.core.levels import apply_level, check_level_options, dbfs_text
 from convcli.core.response import design_weakness
 from convcli.core.spec import ConvSpec
@@ -42,6 +42,7 @@ from convcli.io.formats import (
     SOUNDFILE_FORMATS,
     WriteReport,
     audio_dtype,
+    check_channels,
     choose_subtype,
     clip_verdict,
     format_from_path,
@@ -397,8 +398,10 @@ def filter_arrays(arrays: list, coefficients: np.ndarray, spec: ConvSpec, *,
                                  batches=groups, peak=peak, gain=gain)
 
 
-def read_inputs(job: FilterJob, progress: Progress) -> list[Signal]:
-    """Every input read whole and checked (NaN/Inf unless allowed) before anything computes."""
+def read_inputs(job: FilterJob, progress: Progress,
+                coefficients: np.ndarray | None = None) -> list[Signal]:
+    """Every input read whole and checked (NaN/Inf unless allowed) before anything computes;
+    then each output (its rate, and its channels for the kernel ``coefficients``)."""
     signals = []
     with progress(len(job.inputs), "reading") as tick:
         for path in job.inputs:
@@ -413,13 +416,18 @@ def read_inputs(job: FilterJob, progress: Progress) -> list[Signal]:
         if out_format != "npy" and signal.rate is None:
             raise UsageError(f"{out_format.upper()} output needs a sample rate and {signal.name} "
                              "is NPY", "pass --rate HZ")
+        if coefficients is not None:  # (a design keeps the channels)
+            # more channels than the format holds: refused now, not after filtering them all
+            (out_channels, _, _), _ = weight_shape(coefficients.shape, signal.shape[1],
+                                                   job.spec.groups)
+            check_channels(out_format, out_channels, "stdout" if out == "-" else out)
     return signals
 
 
 def run_whole(job: FilterJob, coefficients: np.ndarray | None, progress: Progress) -> FilterResult:
     """Read every input, filter them (equal shapes as one batch), write every output at once."""
     clock = time.perf_counter()
-    signals = read_inputs(job, progress)
+    signals = read_inputs(job, progress, coefficients)
     read_seconds = time.perf_counter() - clock
     design = None
     notes: list[str] = []
@@ -630,6 +638,7 @@ def stream_file(path: str, out, *, coefficients: np.ndarray, spec: ConvSpec, out
                                  source_subtype=source.file.subtype)
         engine, streamer, device, gain = open_streamer(job, coefficients, head, tail, source.n)
         out_channels = streamer.plan.out_channels
+        check_channels(out_format, out_channels, "the output")  # libsndfile may crash instead
         try:
             sink = sf.SoundFile(out, "w", samplerate=int(out_rate or source.rate),
                                 channels=out_channels, subtype=subtype,

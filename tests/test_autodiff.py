@@ -265,10 +265,11 @@ def test_banded_npz_loads_and_densifies_with_numpy_alone(tmp_path):
 
 def test_dense_that_cannot_fit_is_refused_before_allocating():
     pair = single(np.zeros(1_000_000), np.ones(31), ConvSpec(), dtype=torch.float32)
-    with pytest.raises(ConvcliError, match="1,000,000 × 1,000,000 Jacobian needs about 7.3 TiB") as info:
+    # 10¹² entries × (float32 result + its copy + 16 bytes of int64 source index and mask)
+    with pytest.raises(ConvcliError, match="1,000,000 × 1,000,000 Jacobian needs about 21.8 TiB") as info:
         jacobian(pair, "input")
     assert "--format banded" in info.value.hint
-    with pytest.raises(ConvcliError, match="dense 10 × 20 Jacobian needs about 3.1 KiB"):
+    with pytest.raises(ConvcliError, match="dense 10 × 20 Jacobian needs about 6.2 KiB"):
         jacobian(single(np.zeros(20), np.ones(3), ConvSpec()), "input", rows=slice(0, 10),
                  memory_limit=100)
     # a block of the same big matrix is fine

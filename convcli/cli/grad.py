@@ -140,6 +140,7 @@ def command(
         if wanted is not None:
             check_finite(wanted)
     out_format = gradient_format(output, wrt_names, signal.rate) if output is not None else None
+    size_up(signal, coefficients, spec, dtype)
 
     import torch
 
@@ -165,6 +166,17 @@ def command(
            "kernel": request.summary(coefficients), "device": str(where),
            "dtype": str(torch_dtype)[6:], "seconds": elapsed, "output": output}
     render(run, grads, request.label(coefficients), wrote, quiet=quiet, json_mode=json_)
+
+
+def size_up(signal, coefficients, spec, dtype: str | None) -> None:
+    """Refuse, before torch is imported, a gradient that cannot fit (a huge --dilation pads
+    the input by its span on both sides)."""
+    from convcli.autodiff.sizing import check_grad
+    from convcli.core.kernels import weight_shape
+
+    shape, _ = weight_shape(coefficients.shape, signal.data.shape[1], spec.groups)
+    itemsize = 8 if (dtype or signal.data.dtype.name) == "float64" else 4
+    check_grad(signal.data.shape, shape, spec, itemsize)
 
 
 def check_paths(loss: str, target: str | None, output: str | None, input_path: str,

@@ -107,7 +107,12 @@ def save_matrix(result, output: str) -> str:
     if suffix == ".png":
         from convcli.render.plots import plot_matrix
 
-        plot_matrix(array, output)
+        (r0, r1), (c0, c1) = result.rows, result.cols
+        full_rows, full_cols = result.full_shape
+        of = "∂y/∂x" if result.wrt == "input" else "∂y/∂w"
+        block = "" if (r1 - r0, c1 - c0) == (full_rows, full_cols) else f"[{r0}:{r1}, {c0}:{c1}] of "
+        plot_matrix(array, output, wrt=result.wrt, origin=(r0, c0),
+                    title=f"J = {of}: {block}{full_rows:,} × {full_cols:,}")
         return "PNG"
     if suffix == ".csv":
         arrays.save_text(array, output, ",")
@@ -171,8 +176,7 @@ def command(
     quiet: QuietOpt = False,
 ) -> None:
     """The Jacobian of conv1d (∂y/∂x or ∂y/∂w), by its closed form or by autograd."""
-    from convcli.autodiff.inputs import jacobian_input
-    from convcli.autodiff.sizing import check_dense
+    from convcli.autodiff.inputs import DEFAULT_LENGTH, jacobian_input
     from convcli.io.atomic import check_output_path, keep_existing
 
     banded = output_kind(output, fmt)  # contradictions refused before reading anything
@@ -184,14 +188,14 @@ def command(
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     request = kernel_request(window, size, periodic, normalize, kernel)
     coefficients, _ = request.load()
-    data, source = jacobian_input(input_path, length, seed, layout, dtype, allow_nonfinite,
-                                  coefficients, groups)
     pair_index = parse_channel(channel)
     row_slice, col_slice = parse_range(rows, "--rows"), parse_range(cols, "--cols")
-    if not banded:  # refuse what cannot fit before torch is even imported
-        itemsize = 8 if (dtype or data.dtype.name) == "float64" else 4
-        check_dense(data.shape[-1], coefficients.shape[-1], spec, wrt, row_slice, col_slice,
-                    itemsize, 2 if check or via == "autograd" else 1)
+    sizes = (coefficients.shape[-1], spec, wrt, row_slice, col_slice, banded, via, check)
+    if input_path is None:  # the random input is made only once the matrix is known to fit
+        size_up(length or DEFAULT_LENGTH, dtype or "float32", *sizes)
+    data, source = jacobian_input(input_path, length, seed, layout, dtype, allow_nonfinite,
+                                  coefficients, groups)
+    size_up(data.shape[-1], dtype or data.dtype.name, *sizes)
 
     report = compute(data, coefficients, spec, pair_index, channel, wrt, row_slice, col_slice,
                      banded, via, check, method, device, dtype)
@@ -205,6 +209,19 @@ def command(
             f"--check: autograd and the closed form differ by {result.check.max_abs_diff:.3g} "
             f"(tolerance {result.check.tolerance:.3g})",
             "rerun with --dtype float64; if it persists, please report it with the command")
+
+
+def size_up(n: int, dtype: str, k: int, spec, wrt: str, rows, cols, banded: bool, via: str,
+            check: bool) -> None:
+    """Refuse, before torch is even imported, a Jacobian of N = ``n`` that cannot fit."""
+    from convcli.autodiff.sizing import check_banded, check_dense
+
+    itemsize = 8 if dtype == "float64" else 4
+    autograd = check or via == "autograd"
+    if banded:
+        check_banded(n, k, spec, itemsize, closed=via != "autograd" or check, autograd=autograd)
+    else:
+        check_dense(n, k, spec, wrt, rows, cols, itemsize, 2 if autograd else 1)
 
 
 def compute(data, coefficients, spec, pair_index, channel, wrt, rows, cols, banded, via, check,

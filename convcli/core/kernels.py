@@ -31,22 +31,35 @@ def to_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.nd
     - ``(C, k)``: one kernel per channel (depthwise, groups = C, O = C)
     - ``(O, C/G, k)``: a full conv weight with ``groups`` (O output channels)
     """
+    shape, groups = weight_shape(kernel.shape, channels, groups)
     if kernel.ndim == 1:
-        if groups != 1:
-            raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only",
-                             "drop --groups, or give an (O, C/G, k) .npy kernel")
-        return np.broadcast_to(kernel, (channels, 1, kernel.shape[0])).copy(), channels
+        return np.broadcast_to(kernel, shape).copy(), groups
     if kernel.ndim == 2:
-        if groups != 1:
-            raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only",
-                             "drop --groups, or give an (O, C/G, k) .npy kernel")
-        if kernel.shape[0] != channels:
+        return kernel[:, None, :].copy(), groups
+    return kernel.copy(), groups
+
+
+def weight_shape(kernel_shape: tuple, channels: int,
+                 groups: int = 1) -> tuple[tuple[int, int, int], int]:
+    """``((O, C/G, k), groups)`` of ``to_weight``, checked the same way but nothing allocated:
+    what the memory check prices before the weight exists.
+
+    >>> weight_shape((31,), 2), weight_shape((16, 2, 3), 2)
+    (((2, 1, 31), 2), ((16, 2, 3), 1))
+    """
+    if len(kernel_shape) in (1, 2) and groups != 1:
+        raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only",
+                         "drop --groups, or give an (O, C/G, k) .npy kernel")
+    if len(kernel_shape) == 1:
+        return (channels, 1, kernel_shape[0]), channels
+    if len(kernel_shape) == 2:
+        if kernel_shape[0] != channels:
             raise InputError(
-                f"the kernel has {kernel.shape[0]} rows but the signal has {channels} channels",
+                f"the kernel has {kernel_shape[0]} rows but the signal has {channels} channels",
                 "a (C, k) kernel needs one row per channel; use a (k,) kernel to share it",
             )
-        return kernel[:, None, :].copy(), channels
-    out_channels, per_group, _ = kernel.shape
+        return (channels, 1, kernel_shape[1]), channels
+    out_channels, per_group, k = kernel_shape
     if channels % groups or out_channels % groups:
         raise InputError(
             f"--groups {groups} must divide both the {channels} input channels and the "
@@ -59,7 +72,7 @@ def to_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.nd
             f"= {channels // groups}",
             "an (O, C/G, k) kernel needs C/G = channels ÷ --groups",
         )
-    return kernel.copy(), groups
+    return (out_channels, per_group, k), groups
 
 
 def check_representable(weight: np.ndarray, dtype) -> None:

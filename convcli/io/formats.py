@@ -34,6 +34,21 @@ PCM = {
     "PCM_32": (2**31, np.int32, 0),
 }
 
+#: the most channels libsndfile writes in each format (WAV: its SF_MAX_CHANNELS; FLAC: the
+#: format's 8; OGG Vorbis: 255, and libsndfile 1.2 crashes on more instead of refusing)
+MAX_CHANNELS = {"wav": 1024, "flac": 8, "ogg": 255}
+
+
+def check_channels(out_format: str, channels: int, name: str) -> None:
+    """Refuse, before any work, an output with more channels than its format holds."""
+    most = MAX_CHANNELS.get(out_format)
+    if most is not None and channels > most:
+        raise OutputError(f"{name} would have {channels:,} channels, and {out_format.upper()} "
+                          f"holds at most {most:,}; nothing computed",
+                          "write .npy (any number of channels), or use a kernel with fewer "
+                          "output channels")
+
+
 def sniff_format(head: bytes) -> str | None:
     """Format from magic bytes: RIFF/RF64 -> wav, fLaC -> flac, OggS -> ogg, \\x93NUMPY -> npy."""
     if head[:4] in (b"RIFF", b"RF64", b"RIFX") and head[8:12] == b"WAVE" or head[:4] == b"RF64":

@@ -23,6 +23,7 @@ from convcli.io.formats import (
     SOUNDFILE_FORMATS,
     WriteReport,
     audio_dtype,
+    check_channels,
     libsndfile_message,
     sniff_format,
     to_pcm,
@@ -259,6 +260,7 @@ def encode(
     import soundfile as sf
 
     batch, channels, _ = data.shape
+    check_channels(out_format, channels, "the output")
     if batch != 1:
         raise OutputError(
             f"{out_format.upper()} holds one signal, but the result is a batch of {batch}",

@@ -46,7 +46,7 @@ class JacobianReport:
         how = (f"autograd ({details['autograd']}) in {details['autograd_seconds']:.3f} s"
                if result.method == "autograd" else
                f"closed form in {details['closed_seconds']:.3f} s")
-        lines = [escape(head), *map(escape, jacobian_formula(spec, k, result.wrt)),
+        lines = [escape(head), *map(escape, jacobian_formula(spec, k, result.wrt, self.taps)),
                  f"computed by {escape(how)} on {self.device} {self.dtype_name}"]
         if result.check is not None:
             c = result.check
@@ -56,6 +56,11 @@ class JacobianReport:
                          f"{c.max_abs_diff:.3g} {'≤' if c.ok else '>'} tolerance {c.tolerance:.3g}: "
                          f"{'[green]ok[/green]' if c.ok else '[red]MISMATCH[/red]'}")
         return lines
+
+    @property
+    def taps(self):
+        """The taps of the channel pair's input row (on the host: k numbers)."""
+        return self.pair.weight[0, self.pair.local].detach().cpu()
 
     @property
     def banded(self) -> bool:
@@ -94,7 +99,7 @@ class JacobianReport:
             "method": result.method,
             "autograd": result.details.get("autograd"),
             "engine": {"method": self.engine.method, "reason": self.engine.reason},
-            "formula": jacobian_formula(pair.spec, k, result.wrt),
+            "formula": jacobian_formula(pair.spec, k, result.wrt, self.taps),
             "check": None if result.check is None else {
                 "ok": result.check.ok, "max_abs_diff": result.check.max_abs_diff,
                 "tolerance": result.check.tolerance, "autograd": result.check.autograd},

@@ -270,6 +270,8 @@ def audio_info(path: str) -> AudioInfo | None:
     """The facts of an audio file, or None for NPY, stdin or what soundfile cannot open."""
     from convcli.io.blocks import audio_info as facts
 
+    if path != "-" and not os.path.isfile(path):  # a FIFO or a device cannot seek to its end
+        return None
     found = facts(path)
     return None if found is None else AudioInfo(*found)
 

@@ -164,11 +164,13 @@ def window_coefficients(ctx: typer.Context, request, name: str, size: int, perio
     """``(coefficients, design or None, (window name, param), label)`` of a window or a design."""
     from convcli.core.kernels import make_kernel
     from convcli.core.windows import parse_window
+    from convcli.io.kernelfile import WINDOW_BYTES_PER_TAP, reserve_taps
 
     if request is not None:
         coefficients, design = window_design(ctx, request, name, size, periodic, normalize, rate)
         return coefficients, design, design.window, design.describe()
     window_name, param = parse_window(name)
+    reserve_taps(WINDOW_BYTES_PER_TAP * size, size)
     coefficients = make_kernel(window_spec=name, size=size, periodic=periodic,
                                normalization=normalize)
     label = (f"{window_name}{'' if param is None else f':{param:g}'}({size}"
@@ -201,6 +203,7 @@ def window_design(ctx: typer.Context, request, name: str | None, size: int, peri
     """``(coefficients [k], fir.Design)`` for ``window NAME --lowpass ... --rate HZ``: NAME is
     the design's window; ``--size``/``--normalize`` count only when given on the command line."""
     from convcli.core.kernels import designed_kernel
+    from convcli.io.kernelfile import reserve_taps
 
     if rate is None:
         raise UsageError(f"--{request.band} is in Hz and needs the sample rate", "pass --rate HZ")
@@ -209,7 +212,8 @@ def window_design(ctx: typer.Context, request, name: str | None, size: int, peri
         name = None  # `window kaiser --transition ...`: Kaiser's formulas choose beta
     return designed_kernel(request, rate, window_spec=name,
                            size=size if given(ctx, "size") else None, periodic=periodic,
-                           normalization=normalize if given(ctx, "normalize") else None)
+                           normalization=normalize if given(ctx, "normalize") else None,
+                           reserve=reserve_taps)
 
 
 def window_response(coefficients, *, rate: float | None, design=None, response: bool = False,
@@ -218,8 +222,12 @@ def window_response(coefficients, *, rate: float | None, design=None, response: 
     without ``--response``); the PNG is drawn when ``plot`` names one."""
     measured = None
     if response:
-        from convcli.core.response import measure
+        from convcli.core.response import MEASURE_BYTES_PER_POINT, dense_nfft, measure
+        from convcli.plan.memory import check_allocation
 
+        check_allocation(MEASURE_BYTES_PER_POINT * dense_nfft(coefficients.size),
+                         f"measuring the response of {coefficients.size:,} taps",
+                         "measure a shorter kernel")
         if design is not None:
             measured = measure(coefficients, rate, band=design.request.band,
                                cutoffs=list(design.request.cutoffs),

@@ -39,6 +39,8 @@ BANDS: dict[str, tuple[int, bool]] = {
 }
 #: stopband attenuation (dB) used when only --transition is given
 DEFAULT_ATTENUATION = 60.0
+#: float64 arrays ``firwin`` holds at once (positions, sincs, window, result): bytes a tap
+FIRWIN_BYTES_PER_TAP = 6 * 8
 #: the window of a design when none is named (the same default as `filter --window`)
 DEFAULT_WINDOW = "hann"
 
@@ -280,6 +282,7 @@ def design(
     *,
     size: int | None = None,
     window: str | None = None,
+    reserve=None,
 ) -> Design:
     """Design the filter ``request`` for a signal at ``rate`` Hz.
 
@@ -290,6 +293,9 @@ def design(
     - ``transition`` with an explicit ``size``: beta from the attenuation those taps reach over
       that transition (``scipy.signal.firwin(..., width=transition)``);
     - ``attenuation`` with an explicit ``size``: a Kaiser window with ``kaiser_beta(attenuation)``.
+
+    ``reserve(nbytes, taps)``, when given, is asked before the taps are computed (the memory
+    check of the layer above: Kaiser's formulas may choose millions of taps).
 
     Shape: ``-> Design`` whose ``coefficients`` are ``[taps]``.
     """
@@ -333,5 +339,7 @@ def design(
     if size > limits.MAX_TAPS:
         raise UsageError(f"the design needs {size:,} taps (at most {limits.MAX_TAPS:,})",
                          "widen --transition or lower --attenuation")
+    if reserve is not None:
+        reserve(FIRWIN_BYTES_PER_TAP * size, size)
     h = firwin(size, request.cutoffs, rate, request.band, chosen)
     return Design(h, request, float(rate), chosen, note)

@@ -134,10 +134,12 @@ def designed_kernel(
     periodic: bool = False,
     normalization: str | None = None,
     has_file: bool = False,
+    reserve=None,
 ):
     """A windowed-sinc design (``fir.design``) as a kernel: ``(coefficients [k], Design)``.
 
-    ``rate`` is the signal's sample rate (None is a clear error: NPY needs ``--rate``).
+    ``rate`` is the signal's sample rate (None is a clear error: NPY needs ``--rate``);
+    ``reserve`` is ``fir.design``'s memory check.
     """
     from convcli.core import fir, windows
 
@@ -150,7 +152,7 @@ def designed_kernel(
     if rate is None:
         raise UsageError(f"{flag} is in Hz and needs the signal's sample rate; NPY has none",
                          "pass --rate HZ")
-    made = fir.design(request, rate, size=size, window=window_spec)
+    made = fir.design(request, rate, size=size, window=window_spec, reserve=reserve)
     coefficients = made.coefficients
     if normalization not in (None, "none"):
         coefficients = windows.normalize(coefficients, normalization)

@@ -42,8 +42,15 @@ LEVEL_3DB, LEVEL_6DB = 10 ** (-3 / 20), 10 ** (-6 / 20)
 
 
 def dense_nfft(taps: int) -> int:
-    """An FFT size giving ≥ 64 grid points per DFT bin of a ``taps``-long kernel, ≥ 2^16."""
-    return int(min(MAX_NFFT, max(1 << 16, 1 << math.ceil(math.log2(64 * max(taps, 1))))))
+    """An FFT size giving ≥ 64 grid points per DFT bin of a ``taps``-long kernel, ≥ 2^16, at
+    most ``MAX_NFFT`` unless the kernel is longer (then the power of two that holds it)."""
+    dense = int(min(MAX_NFFT, max(1 << 16, 1 << math.ceil(math.log2(64 * max(taps, 1))))))
+    return max(dense, 1 << math.ceil(math.log2(max(taps, 1))))
+
+
+#: bytes an FFT point of ``measure`` costs at its peak: the complex spectrum, magnitudes,
+#: frequencies and the masks of the bands
+MEASURE_BYTES_PER_POINT = 48
 
 
 def spectrum(h: np.ndarray, nfft: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +322,8 @@ def design_weakness(design) -> str | None:
     request, rate = design.request, design.rate
     measured = measure(design.coefficients, rate, band=request.band,
                        cutoffs=list(request.cutoffs), transition=request.transition,
-                       nfft=min(dense_nfft(design.size), 1 << 20))
+                       nfft=max(min(dense_nfft(design.size), 1 << 20),
+                                1 << math.ceil(math.log2(design.size))))
     attenuation, ripple = measured.stopband_attenuation_db, measured.passband_ripple_db
     weak_stop = (attenuation is not None and attenuation < WEAK_ATTENUATION_DB
                  and request.attenuation is None)

@@ -8,6 +8,7 @@ atomic output (``convcli.io.atomic``).
 from __future__ import annotations
 
 import io
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,34 +53,80 @@ class Signal:
 def read_bytes(path: str, stdin: BinaryIO | None = None, what: str = "input") -> bytes:
     """All bytes of ``path`` (``-`` = stdin), with a clear error for missing/empty inputs.
 
-    ``what`` names the role in messages ("input", "kernel").
+    ``what`` names the role in messages ("input", "kernel"). A device (``/dev/zero``,
+    ``/dev/tty``) and a terminal on stdin are refused: neither ends. Pipes, FIFOs and stdin
+    are read in chunks, refused once they outgrow the memory available.
     """
     if path == "-":
+        if stdin is None and _is_terminal(sys.stdin):
+            raise InputError(f"standard input is a terminal, and the {what} was to come from it",
+                             "pipe a file in (convcli ... - < in.wav), or give the file's path")
         try:
-            data = (stdin or sys.stdin.buffer).read()
+            data = read_stream(stdin or sys.stdin.buffer, f"the {what} on standard input")
         except OSError as exc:
-            raise InputError(f"cannot read the {what} from standard input: {exc.strerror or exc}") from None
+            raise InputError(f"cannot read the {what} from standard input: {exc.strerror or exc}",
+                             "check the command that writes into the pipe") from None
         if not data:
             raise InputError(f"standard input is empty (the {what} was to come from it)",
                              "pipe a WAV/FLAC/OGG/NPY stream into convcli, or give a file")
         return data
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"no such {what} file: {path}", "check the path")
-    if p.is_dir():
-        raise InputError(f"{what} {path} is a directory, not a file", "give a file path")
     try:
-        from convcli.plan.memory import check_allocation
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"no such {what} file: {path}", "check the path") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}",
+                         "check the path and its permissions") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{what} {path} is a directory, not a file", "give a file path")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise InputError(f"{what} {path} is a device, not a file (it may never end)",
+                         "give a file, or pipe the data into - (stdin)")
+    try:
+        if stat.S_ISREG(mode):
+            from convcli.plan.memory import check_allocation
 
-        check_allocation(p.stat().st_size, f"reading {what} {path}",
-                         "split the file, or filter it in pieces with --block (streaming)")
-        data = p.read_bytes()
+            check_allocation(p.stat().st_size, f"reading {what} {path}",
+                             "split the file, or filter it in pieces with --block (streaming)")
+            data = p.read_bytes()
+        else:  # a FIFO or a socket: its length is known only at its end
+            with open(p, "rb") as handle:
+                data = read_stream(handle, f"{what} {path}")
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}",
                          "check the file's permissions") from None
     if not data:
         raise InputError(f"{what} {path} is empty (0 bytes)", "check the file was written completely")
     return data
+
+
+#: bytes read from a stream at a time
+STREAM_CHUNK = 16 << 20
+
+
+def read_stream(handle: BinaryIO, what: str) -> bytes:
+    """Everything ``handle`` gives until its end, in ``STREAM_CHUNK`` reads; refused (a
+    ``ResourceError``) once what was read, twice over (it is decoded next), outgrows the
+    memory available."""
+    from convcli.plan.memory import check_allocation
+
+    chunks, total = [], 0
+    while chunk := handle.read(STREAM_CHUNK):
+        chunks.append(chunk)
+        total += len(chunk)
+        check_allocation(2 * total, f"reading {what} ({total:,} bytes so far)",
+                         "give the file's path instead of a pipe (long audio files stream in "
+                         "blocks), or split it")
+    return b"".join(chunks)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
 
 def read_signal(
     path: str,

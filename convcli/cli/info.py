@@ -28,8 +28,7 @@ def command(
     Reads the files with numpy and soundfile only (no torch), so it answers fast. Levels are
     on the float scale (full scale = 1.0, 0 dBFS) over the finite samples.
     """
-    from convcli.io.describe import describe
-    from convcli.io.signals import read_bytes
+    from convcli.io.describe import describe_file
     from convcli.render.reporter import Reporter
 
     if files.count("-") > 1:
@@ -40,8 +39,7 @@ def command(
         for path in files:
             tick(0, description=f"reading {path}")
             try:
-                described.append(describe(read_bytes(path), "stdin" if path == "-" else path,
-                                          layout=layout, rate=rate))
+                described.append(describe_file(path, layout=layout, rate=rate))
             except ConvcliError as exc:
                 if len(files) == 1:
                     raise

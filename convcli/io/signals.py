@@ -170,16 +170,7 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
 
     from convcli.plan.memory import check_allocation
 
-    if fmt == "wav" and (short := wav_data_shortfall(data)) is not None:
-        declared, present = short
-        raise InputError(
-            f"{name} is truncated: its header announces {declared:,} bytes of samples but only "
-            f"{present:,} are there",
-            "convcli refuses a partial recording; to use what is there, rewrite it first: "
-            "sox in.wav fixed.wav",
-        )
-    if fmt == "wav":  # after the truncation check: only "unknown length" markers are left
-        data = fix_wav_lengths(data)
+    data = checked_audio_bytes(data, name, fmt)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             subtype, rate, declared = f.subtype, f.samplerate, f.frames
@@ -188,23 +179,9 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
                              f"decoding {name}", "split the file, or use --dtype float32")
             frames = f.read(dtype=dtype, always_2d=True)
             log = f.extra_info if fmt == "ogg" else ""
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OverflowError) as exc:
-        raise InputError(
-            f"cannot decode {name} as {fmt.upper()}: {libsndfile_message(exc)}",
-            "the file may be truncated or corrupt; check it with `soxi` or `ffprobe`",
-        ) from None
-    if 0 < frames.shape[0] < declared:
-        what = f"the {fmt.upper()} stream ends after {frames.shape[0]:,} of {declared:,} frames"
-    elif "ended unexpectedly" in log or "lacks an end-of-stream" in log:
-        what = f"the {fmt.upper()} stream ends without its end-of-stream mark"
-    else:
-        what = None
-    if what:
-        raise InputError(f"{name} is truncated: {what}",
-                         "convcli refuses a partial recording; re-encode what is there first "
-                         "if you want it (sox in.ogg fixed.ogg)")
-    if frames.shape[0] == 0:
-        raise InputError(f"{name} has no samples (0 frames)", "check the file was written completely")
+    except AUDIO_ERRORS as exc:
+        raise decode_error(name, fmt, exc) from None
+    check_complete(name, fmt, frames.shape[0], declared, log)
     return Signal(
         data=np.ascontiguousarray(frames.T[None]),
         rate=float(rate),
@@ -214,39 +191,54 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
         name=name,
     )
 
+
+#: what soundfile raises for a file it cannot decode (libsndfile's errors, and its checks
+#: of the values a header gives: a rate beyond int, a frame count numpy cannot allocate)
+AUDIO_ERRORS = (RuntimeError, ValueError, TypeError, OverflowError, MemoryError)
+
+
+def decode_error(name: str, fmt: str, exc: Exception) -> InputError:
+    """The one line for an audio file libsndfile cannot decode."""
+    return InputError(f"cannot decode {name} as {fmt.upper()}: {libsndfile_message(exc)}",
+                      "the file may be truncated or corrupt; check it with `soxi` or `ffprobe`")
+
+
+def checked_audio_bytes(data: bytes, name: str, fmt: str, size: int | None = None) -> bytes:
+    """Refuse a WAV shorter than its header says (``size``: the whole file's, when ``data``
+    is its beginning); return the bytes with a pipe writer's placeholder lengths repaired."""
+    if fmt != "wav":
+        return data
+    if (short := wav_data_shortfall(data, size)) is not None:
+        declared, present = short
+        raise InputError(
+            f"{name} is truncated: its header announces {declared:,} bytes of samples but only "
+            f"{present:,} are there",
+            "convcli refuses a partial recording; to use what is there, rewrite it first: "
+            "sox in.wav fixed.wav",
+        )
+    return fix_wav_lengths(data)  # after the truncation check: only "unknown length" markers
+
+
+def check_complete(name: str, fmt: str, got: int, declared: int, log: str = "") -> None:
+    """Refuse audio whose stream ended before its header's frame count, or an OGG without its
+    end-of-stream mark (``log``: libsndfile's ``extra_info``), or no samples at all."""
+    if 0 < got < declared:
+        what = f"the {fmt.upper()} stream ends after {got:,} of {declared:,} frames"
+    elif "ended unexpectedly" in log or "lacks an end-of-stream" in log:
+        what = f"the {fmt.upper()} stream ends without its end-of-stream mark"
+    else:
+        what = None
+    if what:
+        raise InputError(f"{name} is truncated: {what}",
+                         "convcli refuses a partial recording; re-encode what is there first "
+                         "if you want it (sox in.ogg fixed.ogg)")
+    if got == 0:
+        raise InputError(f"{name} has no samples (0 frames)", "check the file was written completely")
+
+
 def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None, dtype: str) -> Signal:
     array = load_npy(data, name)
-    if array.dtype.kind not in "biuf":
-        raise InputError(
-            f"{name} has dtype {array.dtype}; convcli filters real numbers",
-            "save a real float array (for complex data, filter .real and .imag separately)",
-        )
-    if array.size == 0:
-        raise InputError(f"{name} is an empty array {array.shape}", "a signal needs at least one sample")
-    if layout not in (None, "ct", "tc"):
-        raise UsageError(f"--layout must be ct or tc, got {layout!r}")
-    if array.ndim == 1:
-        bct, used = array[None, None, :], "t"
-    elif array.ndim == 2:
-        if layout == "tc":
-            bct, used = array.T[None], "tc"
-        else:
-            if layout is None and array.shape[0] > array.shape[1] and array.shape[0] > TC_GUESS_MIN:
-                raise InputError(
-                    f"{name} has shape {array.shape}: {array.shape[0]} channels of "
-                    f"{array.shape[1]} samples looks like (time, channels)",
-                    "pass --layout tc to read it as (time, channels), or --layout ct to insist",
-                )
-            bct, used = array[None], "ct"
-    elif array.ndim == 3:
-        if layout == "tc":
-            raise UsageError("--layout tc applies to 2-D NPY only; 3-D is (batch, channels, time)")
-        bct, used = array, "bct"
-    else:
-        raise InputError(
-            f"{name} has {array.ndim} dimensions {array.shape}",
-            "an NPY signal is (time,), (channels, time) or (batch, channels, time)",
-        )
+    bct, used = npy_batches(array, name, layout)
     if dtype == "auto":
         dtype = "float64" if array.dtype == np.float64 else "float32"
     return Signal(
@@ -257,6 +249,41 @@ def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None,
         layout=used,
         name=name,
     )
+
+
+def npy_batches(array: np.ndarray, name: str, layout: str | None) -> tuple[np.ndarray, str]:
+    """An NPY array as a ``[B, C, T]`` view (nothing copied) and the layout read: ``t``,
+    ``ct``, ``tc`` or ``bct``; what cannot be a signal is refused."""
+    if array.dtype.kind not in "biuf":
+        raise InputError(
+            f"{name} has dtype {array.dtype}; convcli filters real numbers",
+            "save a real float array (for complex data, filter .real and .imag separately)",
+        )
+    if array.size == 0:
+        raise InputError(f"{name} is an empty array {array.shape}", "a signal needs at least one sample")
+    if layout not in (None, "ct", "tc"):
+        raise UsageError(f"--layout must be ct or tc, got {layout!r}")
+    if array.ndim == 1:
+        return array[None, None, :], "t"
+    if array.ndim == 2:
+        if layout == "tc":
+            return array.T[None], "tc"
+        if layout is None and array.shape[0] > array.shape[1] and array.shape[0] > TC_GUESS_MIN:
+            raise InputError(
+                f"{name} has shape {array.shape}: {array.shape[0]} channels of "
+                f"{array.shape[1]} samples looks like (time, channels)",
+                "pass --layout tc to read it as (time, channels), or --layout ct to insist",
+            )
+        return array[None], "ct"
+    if array.ndim == 3:
+        if layout == "tc":
+            raise UsageError("--layout tc applies to 2-D NPY only; 3-D is (batch, channels, time)")
+        return array, "bct"
+    raise InputError(
+        f"{name} has {array.ndim} dimensions {array.shape}",
+        "an NPY signal is (time,), (channels, time) or (batch, channels, time)",
+    )
+
 
 def find_nonfinite(data: np.ndarray) -> tuple[int, int, int] | None:
     """(batch, channel, sample) of the first NaN/Inf in ``data[B, C, T]``, or None.

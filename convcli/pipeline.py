@@ -418,6 +418,10 @@ def read_inputs(job: FilterJob, progress: Progress,
         if out_format != "npy" and signal.rate is None:
             raise UsageError(f"{out_format.upper()} output needs a sample rate and {signal.name} "
                              "is NPY", "pass --rate HZ")
+        if out_format != "npy" and signal.shape[0] > 1:
+            raise OutputError(f"{out_format.upper()} holds one signal, but {signal.name} is a "
+                              f"batch of {signal.shape[0]}; nothing computed",
+                              "write .npy for batched results")
         if coefficients is not None:  # (a design keeps the channels)
             # more channels than the format holds: refused now, not after filtering them all
             (out_channels, _, _), _ = weight_shape(coefficients.shape, signal.shape[1],

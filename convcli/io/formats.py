@@ -68,10 +68,65 @@ def format_from_path(path: str) -> str | None:
     return ext if ext in FORMATS else None
 
 
+#: libsndfile's error codes (``sf_error_number``) whose own words do not say what happened to
+#: a user, in words that do; every other code keeps libsndfile's text, cleaned
+LIBSNDFILE_WORDS = {
+    1: "not a format libsndfile recognises",
+    2: "a system error while libsndfile read or wrote it",
+    3: "the file is malformed (its format is supported, its content is not)",
+    4: "it uses an encoding libsndfile does not support",
+    8: "it holds no data that could be read",
+    9: "libsndfile could not open it",
+    17: "libsndfile ran out of memory",
+    18: "its data is in a format libsndfile does not implement",
+    29: "libsndfile failed (an unspecified internal error)",
+    32: "it has no channels",
+    33: "it has more channels than libsndfile handles",
+    34: "its channel count is invalid",
+    40: "it cannot be sought in (libsndfile must seek in this file to read it in blocks)",
+    155: "its FLAC header is corrupt",
+    158: "the FLAC stream is corrupt (the decoder lost sync)",
+    159: "FLAC does not support this sample rate",
+    160: "its FLAC stream changes its channel count midway",
+    161: "the FLAC decoder failed on it",
+    164: "this sample rate triggers a known Vorbis encoder bug on this CPU",
+    176: "Opus takes only the rates 8000, 12000, 16000, 24000 and 48000 Hz",
+}
+#: what soundfile's own checks raise, in words (they come before libsndfile is called)
+_PYTHON_WORDS = {
+    OverflowError: "a number in it (a sample rate, a length) is beyond what libsndfile takes",
+    MemoryError: "not enough memory to decode it",
+}
+
+
 def libsndfile_message(exc: Exception) -> str:
-    """libsndfile's message without the ``Error opening <_io.BytesIO object at 0x...>:`` noise."""
-    text = re.sub(r"Error opening <[^>]*>:\s*", "", str(exc)).strip()
-    return re.sub(r"^Error\s*:\s*", "", text) or type(exc).__name__
+    """One line saying what libsndfile (or soundfile's checks before it) found wrong.
+
+    libsndfile's errors come as ``LibsndfileError`` with a code: the codes a user cannot read
+    as they stand get words of their own (``LIBSNDFILE_WORDS``), every other code keeps
+    libsndfile's text without its noise (``Error opening <_io.BytesIO object at 0x...>:``,
+    ``Error :``, ``Error in WAV file.``). Anything else is said by its type and message.
+
+    >>> import soundfile as sf
+    >>> libsndfile_message(sf.LibsndfileError(158, "Error opening <_io.BytesIO object at 0x7f>: "))
+    'the FLAC stream is corrupt (the decoder lost sync)'
+    >>> libsndfile_message(sf.LibsndfileError(71))
+    "in WAV file: no 'data' chunk marker"
+    """
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and code in LIBSNDFILE_WORDS:
+        return LIBSNDFILE_WORDS[code]
+    for kind, words in _PYTHON_WORDS.items():
+        if isinstance(exc, kind):
+            return words
+    text = getattr(exc, "error_string", None) if isinstance(code, int) else None
+    text = re.sub(r"Error opening <[^>]*>:\s*", "", text or str(exc))
+    text = re.sub(r"^Error\s*(:|\.)?\s*", "", " ".join(text.split()))
+    text = re.sub(r"^in ([^.,]*? file)[.,]\s*", r"in \1: ", text)  # "in WAV file. No" -> "in WAV file: no"
+    text = re.sub(r"(: )([A-Z])(?![A-Z])", lambda m: m[1] + m[2].lower(), text).rstrip(".")
+    if not text or text.startswith("No error defined"):
+        return f"libsndfile failed (error {code})" if code is not None else type(exc).__name__
+    return text[0].lower() + text[1:] if text[1:2].islower() else text
 
 
 def audio_dtype(subtype: str | None, requested: str = "auto") -> str:

@@ -360,9 +360,10 @@ def encode(
         buffer = io.BytesIO()
         try:
             sf.write(buffer, frames, int(rate), subtype=subtype, format=major)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise OutputError(f"cannot encode {channels}-channel {major}/{subtype}: "
-                              f"{libsndfile_message(exc)}") from None
+        except AUDIO_ERRORS as exc:
+            raise OutputError(f"cannot encode {channels}-channel {major}/{subtype} at "
+                              f"{rate:g} Hz: {libsndfile_message(exc)}; nothing written",
+                              "choose another --subtype or format (.npy holds anything)") from None
         handle.write(buffer.getbuffer())
 
     return write, report

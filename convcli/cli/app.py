@@ -1,7 +1,7 @@
 """convcli's command line: the Typer app, its commands, and the one place that exits.
 
 Each command lives in its own module (``filter``, ``window``, ``info``, ``explain``,
-``jacobian``, ``grad``, ``calibrate``): it parses its flags, builds what the core needs, calls
+``jacobian``, ``grad``, ``calibrate``, ``doctor``): it parses its flags, builds what the core needs, calls
 it and renders the result. torch is imported inside the commands that compute, so ``--help``
 and ``info`` start fast. Every error ends as one ``error: ...`` line on stderr (``--debug``
 shows the traceback).
@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from convcli.about import __version__
-from convcli.cli import calibrate, explain, grad, info, jacobian, window
+from convcli.cli import calibrate, doctor, explain, grad, info, jacobian, window
 from convcli.cli import filter as filter_
 from convcli.cli.help import Command, Group, epilog
 from convcli.errors import ConvcliError, Interrupted
@@ -33,7 +33,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 COMMANDS = {"filter": filter_, "window": window, "info": info, "explain": explain,
-            "jacobian": jacobian, "grad": grad, "calibrate": calibrate}
+            "jacobian": jacobian, "grad": grad, "calibrate": calibrate, "doctor": doctor}
 for _name, _module in COMMANDS.items():
     app.command(_name, cls=Command, epilog=epilog(_module.EXAMPLES))(_module.command)
 

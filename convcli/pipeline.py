@@ -51,7 +51,7 @@ from convcli.io.formats import (
 from convcli.io.kernelfile import KernelRequest
 from convcli.io.signals import Signal, check_finite, encode, read_bytes, read_signal
 from convcli.plan.geometry import edge_extent
-from convcli.plan.memory import check_filter_memory, reuse_freed_memory
+from convcli.plan.memory import check_allocation, check_filter_memory, reuse_freed_memory
 from convcli.plan.ratecache import rates_source
 from convcli.plan.selection import describe_run, engine_for, tap_choice
 
@@ -59,6 +59,9 @@ from convcli.plan.selection import describe_run, engine_for, tap_choice
 STREAM_SAMPLES = 1 << 24
 #: default block, in frames (about 11 s at 48 kHz)
 DEFAULT_BLOCK = 1 << 19
+#: copies of a block a stream holds at once, counted in float64 (read ahead, decoded rows,
+#: the padded buffer, the output, its PCM frames, the one being written)
+BLOCK_COPIES = 6
 #: what ``--block`` and the memory check suggest when a whole-signal run would not fit
 STREAM_HINT = "filter it in pieces with --block (streaming), or use fewer inputs at once"
 
@@ -308,6 +311,9 @@ def stream_block(job: FilterJob) -> int | None:
             raise UsageError("--block writes WAV/FLAC/OGG; NPY output is written whole")
         return None
     if block is not None:
+        check_allocation(BLOCK_COPIES * 8 * min(block, max(info.frames, 1)) * info.channels,
+                         f"--block {block:,} (frames of {info.channels} channels, in flight)",
+                         f"use a smaller --block (the default is {DEFAULT_BLOCK:,})")
         return block
     return DEFAULT_BLOCK if info.frames * info.channels > STREAM_SAMPLES else None
 

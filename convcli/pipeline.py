@@ -174,6 +174,11 @@ def default_output(path: str, out_format: str | None) -> str:
 def plan_outputs(inputs: list[str], output: str | None, out_dir: str | None,
                  out_format: str | None, kernel_path: str | None = None) -> list[str]:
     """Where each input's result goes, refused before any work when it cannot be written."""
+    if any(not path for path in inputs):
+        raise UsageError("an input path is empty ('')", "give a file path, or - for stdin")
+    if output == "" or out_dir == "":
+        raise UsageError(f"{'-o' if output == '' else '--out-dir'} is empty ('')",
+                         "give a file name (or - for stdout), or leave the option out")
     if len(inputs) > 1 and output is not None:
         raise UsageError("-o takes one input; several inputs need --out-dir DIR")
     if out_dir is not None and output is not None:

@@ -75,6 +75,8 @@ def check_output_path(path: str) -> None:
     (stdout) is always fine."""
     if path == "-":
         return
+    if not path:
+        raise OutputError("the output path is empty ('')", "give a file name, e.g. -o out.wav")
     target = Path(path)
     if _KEEP_EXISTING.get() and os.path.lexists(path) and not target.is_dir():
         raise _exists_error(path)

@@ -77,8 +77,11 @@ LIBSNDFILE_WORDS = {
     4: "it uses an encoding libsndfile does not support",
     8: "it holds no data that could be read",
     9: "libsndfile could not open it",
+    14: "libsndfile failed (a bad pointer inside it)",
     17: "libsndfile ran out of memory",
     18: "its data is in a format libsndfile does not implement",
+    24: ("its header describes no valid signal (a sample rate or channel count of 0, or one "
+         "beyond what libsndfile takes)"),
     29: "libsndfile failed (an unspecified internal error)",
     32: "it has no channels",
     33: "it has more channels than libsndfile handles",

@@ -10,6 +10,7 @@ inputs; each case is then its own test.
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import os
 import shutil
 import struct
@@ -335,3 +336,32 @@ def test_doctor_reports_without_importing_torch_where_there_is_no_driver():
     assert imported == has_nvidia() == facts["cuda"]["torch_imported"]
     if not has_nvidia():
         assert "not imported" in facts["cuda"]["note"]
+
+
+def test_a_device_or_fifo_output_is_written_in_place_not_replaced(tmp_path):
+    """``-o /dev/null`` must never rename a regular file over the device (as root it would
+    replace /dev/null itself); a FIFO output gets the bytes, and stays a FIFO."""
+    import stat
+
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a private /dev/null
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    code, _, err, _ = run_measured(["filter", str(SAMPLES / "chord.wav"), "-o", "null",
+                                    "--format", "wav", "--quiet"], tmp_path, cli_env())
+    assert code == 0, err.decode()
+    assert stat.S_ISCHR(null.stat().st_mode)
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    received = {}
+    reader = threading.Thread(target=lambda: received.setdefault("bytes", fifo.read_bytes()))
+    reader.start()
+    code, _, err, _ = run_measured(["filter", str(SAMPLES / "chord.wav"), "-o", "out.fifo",
+                                    "--format", "wav", "--quiet"], tmp_path, cli_env())
+    reader.join(timeout=60)
+    assert code == 0, err.decode()
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    y, rate = sf.read(io.BytesIO(received["bytes"]))
+    assert rate == 44100 and y.shape == sf.read(SAMPLES / "chord.wav")[0].shape
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null", "out.fifo"]

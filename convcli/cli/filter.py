@@ -115,8 +115,8 @@ def command(
     design = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
     with keep_existing(no_clobber):  # refused before work
         outputs = pipeline.plan_outputs(inputs, output, out_dir, fmt, kernel)
-    if "-" in outputs:
-        refuse_terminal("the filtered signal")
+    for out in outputs:
+        refuse_terminal("the filtered signal", out)
     job = pipeline.FilterJob(
         inputs=inputs, outputs=outputs, spec=conv_spec(mode, padding, stride, dilation, correlate,
                                                        groups),

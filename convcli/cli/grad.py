@@ -127,8 +127,7 @@ def command(
     if output is not None:
         with keep_existing(no_clobber):
             check_output_path(output)
-        if output == "-":
-            refuse_terminal("the gradient (NPY)")
+        refuse_terminal("the gradient", output)
     wrt_names = ("input", "kernel") if wrt == "both" else (wrt,)
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups)
     request = kernel_request(window, size, periodic, normalize, kernel)

@@ -105,20 +105,16 @@ def save_matrix(result, output: str) -> str:
         write_stdout(arrays.text_of(array))
         return "text"
     if suffix == ".png":
-        from convcli.render.plots import plot_matrix
+        from convcli.render.jacobian import picture
 
-        (r0, r1), (c0, c1) = result.rows, result.cols
-        full_rows, full_cols = result.full_shape
-        of = "∂y/∂x" if result.wrt == "input" else "∂y/∂w"
-        block = "" if (r1 - r0, c1 - c0) == (full_rows, full_cols) else f"[{r0}:{r1}, {c0}:{c1}] of "
-        plot_matrix(array, output, wrt=result.wrt, origin=(r0, c0),
-                    title=f"J = {of}: {block}{full_rows:,} × {full_cols:,}")
+        picture(result, array, output)
         return "PNG"
     if suffix == ".csv":
         arrays.save_text(array, output, ",")
     else:
         arrays.save_npy(array, output)
     return suffix.lstrip(".").upper()
+
 
 EXAMPLES = [
     ("convcli jacobian --length 10 --size 3 --mode valid", "J = ∂y/∂x with a heatmap of its corner"),

@@ -260,17 +260,14 @@ def kernel_request(window: str | None, size: int | None, periodic: bool, normali
                          path=kernel, design=design)
 
 
-def refuse_terminal(what: str) -> None:
+def refuse_terminal(what: str, path: str = "-") -> None:
     """Refuse binary data bound for a terminal (it would fill the screen with noise and can
-    leave the terminal in a strange state), before any work."""
-    import sys
+    leave the terminal in a strange state), before any work: stdout (``-``) or a tty device."""
+    from convcli.io.atomic import is_terminal
 
-    try:
-        on_terminal = sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        on_terminal = False
-    if on_terminal:
-        raise FlagError(f"{what} is binary and standard output is a terminal; nothing written",
+    if is_terminal(path):
+        where = "standard output" if path == "-" else path
+        raise FlagError(f"{what} is binary and {where} is a terminal; nothing written",
                         "name a file with -o FILE, or pipe it: ... -o - | sox -t wav - out.wav")
 
 

@@ -99,8 +99,8 @@ def command(
     if plot == "-" and (to_stdout or response):
         raise UsageError("--plot - and the text output would share stdout",
                          "name a file for one of them: --plot FILE.png or -o FILE")
-    if plot == "-":
-        refuse_terminal("a PNG picture")
+    if plot is not None:
+        refuse_terminal("a PNG picture", plot)
     with keep_existing(no_clobber):
         for path in (output, plot):
             if path not in (None, "-"):

@@ -14,6 +14,7 @@ import contextvars
 import errno
 import io
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -69,6 +70,35 @@ def _exists_error(path: str) -> OutputError:
                        "remove it first, choose another -o, or drop --no-clobber")
 
 
+def is_special(path: str) -> bool:
+    """Whether ``path`` exists and is a device, a FIFO or a socket (written in place)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def is_terminal(path: str) -> bool:
+    """Whether the output ``path`` is a terminal: ``-`` when stdout is one, or a tty device
+    (``-o /dev/tty``), which binary data must not be written to."""
+    if path == "-":
+        try:
+            return sys.stdout.isatty()
+        except (AttributeError, ValueError):
+            return False
+    try:
+        if not stat.S_ISCHR(os.stat(path).st_mode):
+            return False  # (a FIFO is never opened to ask: its reader would see an end)
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
+
+
 def check_output_path(path: str) -> None:
     """Refuse, before any work, an output that cannot be written: its directory missing or
     not writable, the path a directory, or (``keep_existing``) a file that exists. ``-``
@@ -98,23 +128,39 @@ class AtomicFile:
     permissions); ``discard()`` (on any failure, also SIGTERM/SIGINT raised as exceptions by
     the CLI) removes the temporary file. OSErrors (ENOSPC, EROFS...) become ``OutputError``.
     The temporary is named ``.NAME.XXXX.part`` in the target directory.
+
+    A target that is a device or a FIFO (``-o /dev/null``, ``-o >(sox ...)``) is written in
+    place: it is not a file a rename could complete, and renaming over it would replace
+    ``/dev/null`` itself with a regular file.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.target = Path(path)
         check_output_path(path)
+        self.done = False
+        self.keep_existing = _KEEP_EXISTING.get()
+        self.created = False  # committed where nothing was (so an undo may remove it)
+        self.direct = is_special(path)
         try:
+            if self.direct:  # (a FIFO waits here for its reader, as `cat > fifo` does)
+                self.tmp = None
+                self.handle: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by commit)
+                return
             fd, self.tmp = tempfile.mkstemp(dir=self.target.parent,
                                             prefix=f".{self.target.name}.", suffix=".part")
         except OSError as exc:
             raise _write_failure(path, exc) from None
-        self.handle: BinaryIO = os.fdopen(fd, "wb")
-        self.done = False
-        self.keep_existing = _KEEP_EXISTING.get()
-        self.created = False  # committed where nothing was (so an undo may remove it)
+        self.handle = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
+        if self.direct:
+            try:
+                self.handle.close()
+            except OSError as exc:
+                raise _write_failure(self.path, exc) from None
+            self.done = True
+            return
         try:
             self.handle.flush()
             os.fsync(self.handle.fileno())
@@ -166,8 +212,9 @@ class AtomicFile:
             return
         with contextlib.suppress(OSError):
             self.handle.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
         self.done = True
 
 @contextlib.contextmanager

@@ -9,6 +9,19 @@ from typing import Any
 CORNER = (12, 24)
 
 
+def picture(result, array, output: str) -> None:
+    """``jacobian -o J.png``: the block computed, its axes and colour bar named, its rows and
+    columns numbered as in J, titled with the part of J it is."""
+    from convcli.render.plots import plot_matrix
+
+    (r0, r1), (c0, c1) = result.rows, result.cols
+    full_rows, full_cols = result.full_shape
+    of = "∂y/∂x" if result.wrt == "input" else "∂y/∂w"
+    block = "" if (r1 - r0, c1 - c0) == (full_rows, full_cols) else f"[{r0}:{r1}, {c0}:{c1}] of "
+    plot_matrix(array, output, wrt=result.wrt, origin=(r0, c0),
+                title=f"J = {of}: {block}{full_rows:,} × {full_cols:,}")
+
+
 @dataclass
 class JacobianReport:
     """A ``autodiff.jacobian.JacobianResult`` with what the command knows around it."""

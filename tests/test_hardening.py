@@ -47,6 +47,14 @@ class Case:
     setup: Callable[[Path], None] | None = None  # makes this case's own inputs
 
 
+def many_taps(root: Path) -> None:
+    (root / "k2m.txt").write_text("0.5\n" * 2_000_000)  # 2 million taps, 8 MB of text
+
+
+def many_channels(root: Path) -> None:
+    np.save(root / "k70k.npy", np.ones((70_000, 2, 3), np.float32))
+
+
 def make_inputs(root: Path) -> None:
     """The inputs every case may use, in ``root``."""
     for name in ("chord.wav", "batch.npy", "smooth5.txt"):
@@ -54,8 +62,6 @@ def make_inputs(root: Path) -> None:
     np.save(root / "short.npy", np.ones(5))
     (root / "huge.txt").write_text("1e308\n1\n")  # finite, beyond float32
     (root / "big38.txt").write_text("3e38\n3e38\n3e38\n")  # each fits float32, their sum not
-    (root / "k2m.txt").write_text("0.5\n" * 2_000_000)  # 2 million taps, 8 MB of text
-    np.save(root / "k70k.npy", np.ones((70_000, 2, 3), np.float32))
     np.save(root / "k300.npy", np.ones((300, 2, 3), np.float32))
     flac = root / "chord.flac"
     sf.write(flac, sf.read(SAMPLES / "chord.wav")[0], 44100, format="FLAC")
@@ -66,30 +72,19 @@ def make_inputs(root: Path) -> None:
 
 F = ["filter"]
 CASES = [
-    # --- numbers and sizes: one range each, refused while parsing (exit 2) -------------------
+    # --- numbers and sizes: one range each, refused while parsing (exit 2); every numeric
+    # flag of every command is checked in-process by tests/test_help.py -----------------------
     Case("rate-beyond-int", F + ["batch.npy", "--rate", "2147483648", "-o", "o.npy"], 2,
          "--rate 2147483648 is out of range"),
-    Case("rate-zero", F + ["batch.npy", "--rate", "0", "-o", "o.npy"], 2, "--rate 0"),
-    Case("rate-nan", F + ["batch.npy", "--rate", "nan", "-o", "o.npy"], 2, "--rate nan"),
     Case("gain-huge", F + ["chord.wav", "--gain", "1e9", "-o", "o.wav"], 2,
          "--gain 1e9 is out of range"),
-    Case("gain-inf", F + ["chord.wav", "--gain", "inf", "-o", "o.wav"], 2, "--gain inf"),
-    Case("normalize-output-huge", F + ["chord.wav", "--normalize-output", "1e300", "-o", "o.wav"],
-         2, "--normalize-output"),
     Case("size-float", F + ["chord.wav", "--size", "1.5"], 2, "not a whole number"),
-    Case("size-text", F + ["chord.wav", "--size", "abc"], 2, "not a whole number"),
     Case("stride-huge", F + ["chord.wav", "--stride", str(10**20)], 2, "--stride"),
-    Case("groups-zero", F + ["chord.wav", "--groups", "0"], 2, "--groups 0"),
-    Case("block-zero", F + ["chord.wav", "--block", "0"], 2, "--block 0"),
-    Case("lowpass-negative", F + ["chord.wav", "--lowpass", "-5"], 2, "--lowpass -5"),
-    Case("transition-nan", F + ["chord.wav", "--lowpass", "1000", "--transition", "nan"], 2,
-         "--transition nan"),
     Case("attenuation-huge", F + ["chord.wav", "--lowpass", "1000", "--transition", "100",
                                   "--attenuation", "1e6"], 2, "from 8 to 300"),
     Case("kaiser-beta-huge", F + ["chord.wav", "--window", "kaiser:1000"], 2, "beta 1000"),
     Case("gaussian-tiny", F + ["chord.wav", "--window", "gaussian:1e-200"], 2, "non-finite"),
     Case("seed-negative", ["jacobian", "--length", "8", "--seed", "-1"], 2, "--seed -1"),
-    Case("length-huge", ["explain", "--length", "1e30", "--size", "3"], 2, "--length 1e30"),
     Case("rows-empty", ["jacobian", "--length", "10", "--rows", "5:2"], 2, "selects none"),
     # --- numbers in the data (exit 1) ----------------------------------------------------------
     Case("kernel-beyond-float32", F + ["chord.wav", "--kernel", "huge.txt", "-o", "o.wav"], 1,
@@ -108,12 +103,12 @@ CASES = [
     Case("jacobian-dense-huge", ["jacobian", "--length", "1000000"], 1, "needs about",
          rss_kb=SMALL_RSS_KB),
     Case("wav-70000-channels", F + ["chord.wav", "--kernel", "k70k.npy", "-o", "o.wav"], 1,
-         "holds at most 1,024", rss_kb=SMALL_RSS_KB),
+         "holds at most 1,024", rss_kb=SMALL_RSS_KB, setup=many_channels),
     Case("ogg-300-channels-streamed", F + ["chord.wav", "--kernel", "k300.npy", "--block", "4096",
                                            "-o", "o.ogg"], 1, "holds at most 255"),
     Case("text-kernel-2m-taps", F + ["short.npy", "--kernel", "k2m.txt", "--mode", "valid",
                                      "-o", "o.npy"], 1, "longer than the signal",
-         rss_kb=SMALL_RSS_KB),
+         rss_kb=SMALL_RSS_KB, setup=many_taps),
     Case("window-response-huge", ["window", "hann", "--size", "50000000", "--response"], 1,
          "needs about", env={"CONVCLI_MEMORY_LIMIT": "100M"}, rss_kb=SMALL_RSS_KB),
     Case("block-huge", F + ["long.wav", "--block", "2000000000", "-o", "o.wav"], 1,

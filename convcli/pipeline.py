@@ -433,11 +433,10 @@ def read_inputs(job: FilterJob, progress: Progress,
             raise OutputError(f"{out_format.upper()} holds one signal, but {signal.name} is a "
                               f"batch of {signal.shape[0]}; nothing computed",
                               "write .npy for batched results")
-        if coefficients is not None:  # (a design keeps the channels)
-            # more channels than the format holds: refused now, not after filtering them all
-            (out_channels, _, _), _ = weight_shape(coefficients.shape, signal.shape[1],
-                                                   job.spec.groups)
-            check_channels(out_format, out_channels, "stdout" if out == "-" else out)
+        # more channels than the format holds: refused now, not after filtering them all
+        out_channels = signal.shape[1] if coefficients is None else weight_shape(  # (a design
+            coefficients.shape, signal.shape[1], job.spec.groups)[0][0]  # keeps the channels)
+        check_channels(out_format, out_channels, "stdout" if out == "-" else out)
     return signals
 
 

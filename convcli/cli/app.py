@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         if debug:
             raise
-        _fail(f"{exc.format_message()} (hint: see 'convcli {_command_name(args)}--help')",
+        message = " ".join(exc.format_message().split())  # typer's tabs and line breaks
+        _fail(f"{message} (hint: see 'convcli {_command_name(args)}--help')",
               getattr(exc, "exit_code", 2))
     except BrokenPipeError:
         _quiet_pipe()

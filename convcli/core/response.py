@@ -306,6 +306,9 @@ def _bands(resp: Response, freqs: np.ndarray, g: np.ndarray, fs: float, cut: lis
 WEAK_ATTENUATION_DB = 20.0
 #: ... or whose passband ripples more than this (dB, peak-to-peak) colours what it keeps
 WEAK_RIPPLE_DB = 1.0
+#: designs longer than this are not measured for weakness (their spectrum would cost
+#: gigabytes; only Kaiser's formulas or a deliberate --size choose so many taps)
+WEAK_MAX_TAPS = 1 << 20
 
 
 def design_weakness(design) -> str | None:
@@ -315,15 +318,17 @@ def design_weakness(design) -> str | None:
 
     The advice: a transition band that fits beside the cutoffs (``--transition``, Kaiser's
     formulas then choose the taps for 60 dB), or the tap count those formulas would choose.
-    An attenuation asked for explicitly (``--attenuation 10``) is not second-guessed.
+    An attenuation asked for explicitly (``--attenuation 10``) is not second-guessed, nor a
+    design of more than ``WEAK_MAX_TAPS`` taps measured.
     """
     from convcli.core import fir
 
     request, rate = design.request, design.rate
+    if design.size > WEAK_MAX_TAPS:
+        return None
     measured = measure(design.coefficients, rate, band=request.band,
                        cutoffs=list(request.cutoffs), transition=request.transition,
-                       nfft=max(min(dense_nfft(design.size), 1 << 20),
-                                1 << math.ceil(math.log2(design.size))))
+                       nfft=min(dense_nfft(design.size), 1 << 21))
     attenuation, ripple = measured.stopband_attenuation_db, measured.passband_ripple_db
     weak_stop = (attenuation is not None and attenuation < WEAK_ATTENUATION_DB
                  and request.attenuation is None)

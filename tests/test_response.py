@@ -228,3 +228,15 @@ def test_a_weak_design_warns_once_on_the_command_line(cli_fast, tmp_path):
     told = cli_fast("window", "hann", "--bandpass", "300:3400", "--rate", "22050", "-o",
                     tmp_path / "w.txt")
     assert "4.5 dB of stopband attenuation and 2.7 dB of passband ripple" in told.stderr.decode()
+
+
+def test_a_design_flat_to_nyquist_is_weak_too():
+    """3 taps of hann are one non-zero tap: no stopband anywhere, which filters nothing."""
+    from convcli.core import fir
+    from convcli.core.response import design_weakness
+
+    made = fir.design(fir.FirRequest("lowpass", (100.0,)), 44100.0, size=3)
+    _, H = scipy.signal.freqz(made.coefficients, worN=1 << 12, fs=44100.0)
+    assert np.ptp(np.abs(H)) < 1e-12  # flat: a delay, not a filter
+    said = design_weakness(made)
+    assert said is not None and "--transition 100" in said

@@ -330,8 +330,9 @@ def design_weakness(design) -> str | None:
                        cutoffs=list(request.cutoffs), transition=request.transition,
                        nfft=min(dense_nfft(design.size), 1 << 21))
     attenuation, ripple = measured.stopband_attenuation_db, measured.passband_ripple_db
-    weak_stop = (attenuation is not None and attenuation < WEAK_ATTENUATION_DB
-                 and request.attenuation is None)
+    # no stopband beyond the transition (a response flat to Nyquist) filters nothing either
+    weak_stop = (attenuation is None or attenuation < WEAK_ATTENUATION_DB) and (
+        request.attenuation is None)
     weak_pass = ripple is not None and ripple > WEAK_RIPPLE_DB
     if not (weak_stop or weak_pass):
         return None
@@ -341,9 +342,8 @@ def design_weakness(design) -> str | None:
     transition = float(f"{room:.2g}")
     taps, _ = fir.kaiserord(fir.DEFAULT_ATTENUATION, transition / nyquist)
     taps += fir.passes_nyquist(request.band) and taps % 2 == 0
-    found = []
-    if attenuation is not None:
-        found.append(f"{attenuation:.1f} dB of stopband attenuation")
+    found = [f"{max(attenuation, 0.0):.1f} dB of stopband attenuation" if attenuation is not None
+             else "no stopband beyond its transition band"]
     if ripple is not None:
         found.append(f"{ripple:.1f} dB of passband ripple")
     return (f"the {design.describe()} at {rate:g} Hz has only {' and '.join(found)} "

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from convcli.core.spec import ConvSpec
+from convcli.io.atomic import keep_existing
 from convcli.io.kernelfile import KernelRequest
 
 __all__ = ["ConvSpec", "conv1d", "filter_file"]
@@ -154,7 +155,7 @@ def filter_file(input: str | Path, output: str | Path | None = None, *, window: 
     are ``conv1d``'s (``--pad``, ``--bias``). ``options`` are the
     rest of ``pipeline.FilterJob``'s fields: ``out_format``, ``subtype``, ``layout``, ``rate``,
     ``method``, ``device``, ``dtype``, ``gain``, ``normalize_output``, ``clip``, ``block``,
-    ``allow_nonfinite``. The output defaults to ``INPUT_STEM.filtered.EXT`` beside the input.
+    ``allow_nonfinite``, ``no_clobber``. The output defaults to ``INPUT_STEM.filtered.EXT`` beside the input.
 
     Shape: the file's ``[B, C, T]`` -> ``[B, O, T_out]``, written to ``output``.
 
@@ -178,8 +179,9 @@ def filter_file(input: str | Path, output: str | Path | None = None, *, window: 
                             path=str(kernel) if is_path else None, design=design,
                             values=None if is_path or kernel is None else kernel)
     inputs = [str(input)]
-    outputs = pipeline.plan_outputs(inputs, None if output is None else str(output), None,
-                                    options.get("out_format"), request.path)
+    with keep_existing(bool(options.get("no_clobber"))):
+        outputs = pipeline.plan_outputs(inputs, None if output is None else str(output), None,
+                                        options.get("out_format"), request.path)
     spec = ConvSpec(mode=mode, padding=padding, stride=stride, dilation=dilation,
                     correlate=correlate, groups=groups, pad=pad)
     job = pipeline.FilterJob(inputs=inputs, outputs=outputs, kernel=request, spec=spec,

@@ -33,6 +33,17 @@ class UsageError(ConvcliError, ValueError):
     exit_code = 2
 
 
+class FlagError(ConvcliError):
+    """A flag's value the command line refuses while parsing it (a choice misspelt, a number
+    out of range). Exit code 2.
+
+    Not a ``ValueError``, on purpose: typer runs value parsers inside pydantic validators,
+    which would wrap a ``ValueError`` in words of their own ("Value error, ..."); this passes
+    through them unchanged to the one ``error:`` line."""
+
+    exit_code = 2
+
+
 class InputError(ConvcliError, ValueError):
     """An input file, stream or kernel that cannot be used as given (a ``ValueError`` too)."""
 

@@ -30,16 +30,19 @@ from typing import Any
 
 import numpy as np
 
-from convcli.core.kernels import bias_for, depthwise, to_weight
+from convcli.core import limits
+from convcli.core.kernels import bias_for, check_representable, depthwise, to_weight, weight_shape
 from convcli.core.levels import apply_level, check_level_options, dbfs_text
+from convcli.core.response import design_weakness
 from convcli.core.spec import ConvSpec
 from convcli.errors import InputError, OutputError, UsageError
-from convcli.io.atomic import atomic_output, atomic_outputs, check_output_path
+from convcli.io.atomic import atomic_output, atomic_outputs, check_output_path, keep_existing
 from convcli.io.formats import (
     PCM,
     SOUNDFILE_FORMATS,
     WriteReport,
     audio_dtype,
+    check_channels,
     choose_subtype,
     clip_verdict,
     format_from_path,
@@ -48,7 +51,7 @@ from convcli.io.formats import (
 from convcli.io.kernelfile import KernelRequest
 from convcli.io.signals import Signal, check_finite, encode, read_bytes, read_signal
 from convcli.plan.geometry import edge_extent
-from convcli.plan.memory import check_filter_memory, reuse_freed_memory
+from convcli.plan.memory import check_allocation, check_filter_memory, reuse_freed_memory
 from convcli.plan.ratecache import rates_source
 from convcli.plan.selection import describe_run, engine_for, tap_choice
 
@@ -56,6 +59,9 @@ from convcli.plan.selection import describe_run, engine_for, tap_choice
 STREAM_SAMPLES = 1 << 24
 #: default block, in frames (about 11 s at 48 kHz)
 DEFAULT_BLOCK = 1 << 19
+#: copies of a block a stream holds at once, counted in float64 (read ahead, decoded rows,
+#: the padded buffer, the output, its PCM frames, the one being written)
+BLOCK_COPIES = 6
 #: what ``--block`` and the memory check suggest when a whole-signal run would not fit
 STREAM_HINT = "filter it in pieces with --block (streaming), or use fewer inputs at once"
 
@@ -97,6 +103,7 @@ class FilterJob:
     block: int | None = None
     allow_nonfinite: bool = False
     bias: np.ndarray | None = None
+    no_clobber: bool = False  # an existing output is refused, not replaced
 
 
 @dataclass
@@ -171,6 +178,11 @@ def default_output(path: str, out_format: str | None) -> str:
 def plan_outputs(inputs: list[str], output: str | None, out_dir: str | None,
                  out_format: str | None, kernel_path: str | None = None) -> list[str]:
     """Where each input's result goes, refused before any work when it cannot be written."""
+    if any(not path for path in inputs):
+        raise UsageError("an input path is empty ('')", "give a file path, or - for stdin")
+    if output == "" or out_dir == "":
+        raise UsageError(f"{'-o' if output == '' else '--out-dir'} is empty ('')",
+                         "give a file name (or - for stdout), or leave the option out")
     if len(inputs) > 1 and output is not None:
         raise UsageError("-o takes one input; several inputs need --out-dir DIR")
     if out_dir is not None and output is not None:
@@ -270,6 +282,8 @@ def audio_info(path: str) -> AudioInfo | None:
     """The facts of an audio file, or None for NPY, stdin or what soundfile cannot open."""
     from convcli.io.blocks import audio_info as facts
 
+    if path != "-" and not os.path.isfile(path):  # a FIFO or a device cannot seek to its end
+        return None
     found = facts(path)
     return None if found is None else AudioInfo(*found)
 
@@ -283,8 +297,8 @@ def stream_block(job: FilterJob) -> int | None:
     ``--normalize-output`` need the whole signal first.
     """
     block = job.block
-    if block is not None and block < 1:
-        raise UsageError(f"--block must be a whole number of frames ≥ 1, got {block}")
+    if block is not None:
+        limits.check("block", block)
     if block is not None and (job.kernel.design is not None or job.normalize_output is not None):
         raise UsageError("--block streams a fixed kernel; FIR design and --normalize-output "
                          "need the whole signal first", "drop --block (or use --gain)")
@@ -306,6 +320,9 @@ def stream_block(job: FilterJob) -> int | None:
             raise UsageError("--block writes WAV/FLAC/OGG; NPY output is written whole")
         return None
     if block is not None:
+        check_allocation(BLOCK_COPIES * 8 * min(block, max(info.frames, 1)) * info.channels,
+                         f"--block {block:,} (frames of {info.channels} channels, in flight)",
+                         f"use a smaller --block (the default is {DEFAULT_BLOCK:,})")
         return block
     return DEFAULT_BLOCK if info.frames * info.channels > STREAM_SAMPLES else None
 
@@ -315,6 +332,13 @@ def run_filter(job: FilterJob, progress: Progress = no_progress) -> FilterResult
     # the engines' temporaries (a few MB per chunk) come back from the heap, not page-faulted
     # in afresh each time: 64 × 1 s clips filter in 4 ms instead of 6
     reuse_freed_memory()
+    with keep_existing(job.no_clobber):
+        for out in job.outputs:
+            check_output_path(out)  # --no-clobber: an existing output is refused before work
+        return _run_filter(job, progress)
+
+
+def _run_filter(job: FilterJob, progress: Progress) -> FilterResult:
     check_level_options(job.gain, job.normalize_output)
     coefficients = None if job.kernel.design is not None else job.kernel.load()[0]
     block = stream_block(job)
@@ -384,6 +408,7 @@ def filter_arrays(arrays: list, coefficients: np.ndarray, spec: ConvSpec, *,
 
     def run(batch):
         engine, weight_np, run_spec = prepare(coefficients, batch.shape[1], spec, target)
+        check_representable(weight_np, batch.dtype)
         x = engine.asarray(batch, target)
         weight = engine.asarray(weight_np.astype(batch.dtype), target)
         b = bias_array(engine, bias, weight_np.shape[0], batch.dtype, target)
@@ -400,8 +425,10 @@ def filter_arrays(arrays: list, coefficients: np.ndarray, spec: ConvSpec, *,
                                  batches=groups, peak=peak, gain=gain)
 
 
-def read_inputs(job: FilterJob, progress: Progress) -> list[Signal]:
-    """Every input read whole and checked (NaN/Inf unless allowed) before anything computes."""
+def read_inputs(job: FilterJob, progress: Progress,
+                coefficients: np.ndarray | None = None) -> list[Signal]:
+    """Every input read whole and checked (NaN/Inf unless allowed) before anything computes;
+    then each output (its rate, and its channels for the kernel ``coefficients``)."""
     signals = []
     with progress(len(job.inputs), "reading") as tick:
         for path in job.inputs:
@@ -416,17 +443,29 @@ def read_inputs(job: FilterJob, progress: Progress) -> list[Signal]:
         if out_format != "npy" and signal.rate is None:
             raise UsageError(f"{out_format.upper()} output needs a sample rate and {signal.name} "
                              "is NPY", "pass --rate HZ")
+        if out_format != "npy" and signal.shape[0] > 1:
+            raise OutputError(f"{out_format.upper()} holds one signal, but {signal.name} is a "
+                              f"batch of {signal.shape[0]}; nothing computed",
+                              "write .npy for batched results")
+        # more channels than the format holds: refused now, not after filtering them all
+        out_channels = signal.shape[1] if coefficients is None else weight_shape(  # (a design
+            coefficients.shape, signal.shape[1], job.spec.groups)[0][0]  # keeps the channels)
+        check_channels(out_format, out_channels, "stdout" if out == "-" else out)
     return signals
 
 
 def run_whole(job: FilterJob, coefficients: np.ndarray | None, progress: Progress) -> FilterResult:
     """Read every input, filter them (equal shapes as one batch), write every output at once."""
     clock = time.perf_counter()
-    signals = read_inputs(job, progress)
+    signals = read_inputs(job, progress, coefficients)
     read_seconds = time.perf_counter() - clock
     design = None
+    notes: list[str] = []
+    warnings: list[str] = []
     if coefficients is None:  # a design depends on the inputs' sample rate
         coefficients, design = job.kernel.load(design_rate(job.kernel.design, signals))
+        if (weakness := design_weakness(design)) is not None:
+            warnings.append(weakness)
     from convcli.engines.devices import free_bytes, resolve_device
 
     device = resolve_device(job.device)
@@ -438,8 +477,6 @@ def run_whole(job: FilterJob, coefficients: np.ndarray | None, progress: Progres
                                      method=job.method, device=device, bias=job.bias)
     elapsed = time.perf_counter() - started
     clock = time.perf_counter()
-    notes: list[str] = []
-    warnings: list[str] = []
     files = write_outputs(job, signals, results, progress, notes, warnings)
     return FilterResult(
         kernel=job.kernel.summary(coefficients, design),
@@ -489,6 +526,11 @@ def encode_output(job: FilterJob, signal: Signal, out: str, data: np.ndarray, no
     writer, wrote = encode(data, out_format=out_format, rate=out_rate, subtype=chosen,
                            layout=signal.layout)
     wrote.path = out
+    top = np.finfo(data.dtype).max if data.dtype.kind == "f" else math.inf
+    if not job.allow_nonfinite and not max(level.peak_before, level.peak_after) <= top:
+        raise InputError(f"{out}: filtering {signal.name} overflowed: the result holds Inf or "
+                         "NaN samples; nothing written",
+                         "compute with --dtype float64, or lower the kernel's scale or --gain")
     warning = clip_verdict(wrote, job.clip)  # --clip error raises here, before any write
     if warning and job.gain and wrote.safe_gain_db is not None:
         warning += f" (on top of --gain {job.gain:g}: use --gain {job.gain + wrote.safe_gain_db:.1f})"
@@ -592,6 +634,7 @@ def open_streamer(job: FilterJob, coefficients: np.ndarray, head: np.ndarray, ta
 
     device = resolve_device(job.device)
     engine, weight_np, spec = prepare(coefficients, head.shape[1], job.spec, device)
+    check_representable(weight_np, head.dtype)
     weight = engine.asarray(weight_np.astype(head.dtype), device)
     head_x, tail_x = engine.asarray(head, device), engine.asarray(tail, device)
     k = weight_np.shape[-1]
@@ -635,6 +678,7 @@ def stream_file(path: str, out, *, coefficients: np.ndarray, spec: ConvSpec, out
                                  source_subtype=source.file.subtype)
         engine, streamer, device, gain = open_streamer(job, coefficients, head, tail, source.n)
         out_channels = streamer.plan.out_channels
+        check_channels(out_format, out_channels, "the output")  # libsndfile may crash instead
         try:
             sink = sf.SoundFile(out, "w", samplerate=int(out_rate or source.rate),
                                 channels=out_channels, subtype=subtype,

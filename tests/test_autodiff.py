@@ -265,10 +265,11 @@ def test_banded_npz_loads_and_densifies_with_numpy_alone(tmp_path):
 
 def test_dense_that_cannot_fit_is_refused_before_allocating():
     pair = single(np.zeros(1_000_000), np.ones(31), ConvSpec(), dtype=torch.float32)
-    with pytest.raises(ConvcliError, match="1,000,000 × 1,000,000 Jacobian needs about 7.3 TiB") as info:
+    # 10¹² entries × (float32 result + its copy + 16 bytes of int64 source index and mask)
+    with pytest.raises(ConvcliError, match="1,000,000 × 1,000,000 Jacobian needs about 21.8 TiB") as info:
         jacobian(pair, "input")
     assert "--format banded" in info.value.hint
-    with pytest.raises(ConvcliError, match="dense 10 × 20 Jacobian needs about 3.1 KiB"):
+    with pytest.raises(ConvcliError, match="dense 10 × 20 Jacobian needs about 6.2 KiB"):
         jacobian(single(np.zeros(20), np.ones(3), ConvSpec()), "input", rows=slice(0, 10),
                  memory_limit=100)
     # a block of the same big matrix is fine
@@ -315,7 +316,7 @@ def test_cli_jacobian_summary_kernel_wrt_and_csv(cli_fast, tmp_path):
 def test_cli_banded_million_and_dense_refusal(cli, cli_fast, tmp_path):
     proc = cli("jacobian", "--length", "1000000")  # a real process: refused before torch loads
     assert proc.returncode == 1 and b"--format banded" in proc.stderr, proc.stderr
-    assert proc.stderr.count(b"\n") == 1 and b"Jacobian needs about 7.3 TiB" in proc.stderr
+    assert proc.stderr.count(b"\n") == 1 and b"Jacobian needs about 21.8 TiB" in proc.stderr
     out = tmp_path / "J.npz"
     cli_fast("jacobian", "--length", "1000000", "-o", out, check=True)  # .npz implies banded
     z = np.load(out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -153,3 +155,88 @@ def test_cli_window_response_json_and_plot(cli_fast, tmp_path):
     lines = proc.stdout.decode().splitlines()
     assert proc.returncode == 0 and lines[0].split() == ["taps", "64"]
     assert any(line.startswith("peak side lobe") for line in lines)
+
+
+# --- weak designs warn ---------------------------------------------------------------------------
+def freqz_bands(h, band, cutoffs, rate, transition=None):
+    """(stopband attenuation dB, passband ripple dB) from scipy.signal.freqz on a dense grid,
+    the transition bands being ±transition/2 around each cutoff, else cutoff to first null."""
+    f, H = scipy.signal.freqz(h, worN=1 << 16, fs=rate)
+    mag = np.abs(H)
+    from convcli.core.fir import BANDS
+
+    count, pass_zero = BANDS[band]
+    ideal = (np.searchsorted(np.asarray(cutoffs), f, side="right") % 2 == 0) == pass_zero
+    ref = mag[0] if pass_zero else (mag[-1] if count == 1 else
+                                    np.abs(scipy.signal.freqz(h, worN=[sum(cutoffs) / 2], fs=rate)[1][0]))
+    keep = np.ones_like(f, dtype=bool)
+    if transition is not None:
+        for c in cutoffs:
+            keep &= np.abs(f - c) >= transition / 2
+    else:  # to the first local minimum on the stopband side of each cutoff
+        for i, c in enumerate(cutoffs):
+            j = int(np.argmin(np.abs(f - c)))
+            step = 1 if (i % 2 == 0) == pass_zero else -1
+            while 0 < j + step < len(mag) - 1 and mag[j + step] < mag[j]:
+                j += step
+            keep &= np.abs(f - c) >= abs(f[j] - c)
+    stop, passed = mag[~ideal & keep] / ref, mag[ideal & keep] / ref
+    return -20 * np.log10(stop.max()), 20 * np.log10(passed.max() / passed.min())
+
+
+@pytest.mark.parametrize("band, cutoffs, rate, size, warns", [
+    ("highpass", (200.0,), 22050.0, 31, True),       # 2.7 dB of attenuation
+    ("bandpass", (300.0, 3400.0), 22050.0, 31, True),  # 4.5 dB, 2.7 dB of ripple
+    ("lowpass", (4000.0,), 44100.0, 101, False),
+    ("bandstop", (1000.0, 3000.0), 16000.0, 129, False),
+])
+def test_weak_designs_warn_with_advice_that_works(band, cutoffs, rate, size, warns):
+    from convcli.core import fir
+    from convcli.core.response import design_weakness
+
+    made = fir.design(fir.FirRequest(band, cutoffs), rate, size=size)
+    attenuation, ripple = freqz_bands(made.coefficients, band, cutoffs, rate)
+    measured = measure(made.coefficients, rate, band=band, cutoffs=list(cutoffs))
+    assert measured.stopband_attenuation_db == pytest.approx(attenuation, abs=0.05)
+    assert measured.passband_ripple_db == pytest.approx(ripple, abs=0.05)
+    assert (attenuation < 20 or ripple > 1) == warns
+    said = design_weakness(made)
+    assert (said is not None) == warns
+    if not warns:
+        return
+    assert f"{attenuation:.1f} dB of stopband attenuation" in said
+    transition = float(re.search(r"--transition (\S+)", said)[1])
+    taps = int(re.search(r"--size (\d+)", said)[1])
+    by_kaiser = fir.design(fir.FirRequest(band, cutoffs, transition=transition), rate)
+    by_size = fir.design(fir.FirRequest(band, cutoffs), rate, size=taps)
+    for better, width in ((by_kaiser, transition), (by_size, None)):
+        attenuation, ripple = freqz_bands(better.coefficients, band, cutoffs, rate, width)
+        assert attenuation >= 20 and ripple <= 1, (better.describe(), attenuation, ripple)
+        assert design_weakness(better) is None
+
+
+def test_a_weak_design_warns_once_on_the_command_line(cli_fast, tmp_path):
+    from conftest import SAMPLES
+
+    proc = cli_fast("filter", SAMPLES / "chord.wav", "--highpass", "200", "-o", tmp_path / "o.wav")
+    warnings = [line for line in proc.stderr.decode().splitlines() if line.startswith("warning:")]
+    assert proc.returncode == 0 and len(warnings) == 1
+    assert "--transition" in warnings[0] and "--size" in warnings[0]
+    quiet = cli_fast("window", "hann", "--bandpass", "300:3400", "--rate", "22050", "-o",
+                     tmp_path / "w.txt", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == b""
+    told = cli_fast("window", "hann", "--bandpass", "300:3400", "--rate", "22050", "-o",
+                    tmp_path / "w.txt")
+    assert "4.5 dB of stopband attenuation and 2.7 dB of passband ripple" in told.stderr.decode()
+
+
+def test_a_design_flat_to_nyquist_is_weak_too():
+    """3 taps of hann are one non-zero tap: no stopband anywhere, which filters nothing."""
+    from convcli.core import fir
+    from convcli.core.response import design_weakness
+
+    made = fir.design(fir.FirRequest("lowpass", (100.0,)), 44100.0, size=3)
+    _, H = scipy.signal.freqz(made.coefficients, worN=1 << 12, fs=44100.0)
+    assert np.ptp(np.abs(H)) < 1e-12  # flat: a delay, not a filter
+    said = design_weakness(made)
+    assert said is not None and "--transition 100" in said

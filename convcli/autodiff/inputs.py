@@ -40,5 +40,5 @@ def jacobian_input(path: str | None, length: int | None, seed: int, layout: str 
     else:
         channels = coefficients.shape[1] * groups
     n = length or DEFAULT_LENGTH
-    data = np.random.default_rng(seed).standard_normal((channels, n)).astype(dtype or "float32")
+    data = np.random.default_rng(seed).standard_normal((channels, n), dtype=dtype or "float32")
     return data, f"random normal ({channels} ch × {n:,}, seed {seed})"

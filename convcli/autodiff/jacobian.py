@@ -288,8 +288,32 @@ def _linear(terms: list[tuple[int, str]], constant: int) -> str:
     return text
 
 
-def jacobian_formula(spec: ConvSpec, k: int, wrt: str = "input") -> list[str]:
+def _band_line(spec: ConvSpec, k: int, taps=None) -> str:
+    """``banded: D non-zero diagonals at j − i ∈ {...}``: the diagonals a non-zero tap is on."""
+    offsets, tap_of = band_offsets(k, spec)
+    shown = offsets.tolist()
+    zero = 0
+    if taps is not None:
+        values = [float(v) for v in (taps.tolist() if hasattr(taps, "tolist") else taps)]
+        shown = [o for o, t in zip(shown, tap_of.tolist()) if values[t] != 0]
+        zero = k - len(shown)
+    listed = (", ".join(map(str, shown)) if len(shown) <= 8
+              else f"{shown[0]}, {shown[1]}, …, {shown[-1]}")
+    diag = "j − i" if spec.stride == 1 else f"j − {spec.stride}·i"
+    count = len(shown)
+    text = f"banded: {count} non-zero diagonal{'s' if count != 1 else ''} at {diag} ∈ {{{listed}}}"
+    if zero:
+        text += f" (of {k}: {zero} tap{'s are' if zero > 1 else ' is'} 0)"
+    if spec.stride != 1:
+        text += f" (stride {spec.stride}: each row moves {spec.stride} columns)"
+    return text
+
+
+def jacobian_formula(spec: ConvSpec, k: int, wrt: str = "input", taps=None) -> list[str]:
     """The Jacobian's structure in words: the entry formula, its band, what padding adds.
+
+    ``taps`` (the ``k`` coefficients of the pair, when known) counts only the diagonals whose
+    tap is non-zero: hann(5) has zeros at both ends, so 3 of its 5 diagonals are non-zero.
 
     >>> jacobian_formula(ConvSpec(mode="valid"), 3)[0]
     'J[i, j] = ∂y[i]/∂x[j] = w[i − j + 2] where 0 ≤ i − j + 2 ≤ 2, else 0'
@@ -297,6 +321,8 @@ def jacobian_formula(spec: ConvSpec, k: int, wrt: str = "input") -> list[str]:
     'J[i, j] = ∂y[i]/∂x[j] = w[i − j] where 0 ≤ i − j ≤ 2, else 0'
     >>> jacobian_formula(ConvSpec(mode="valid", correlate=True), 3, "kernel")[0]
     'J[i, j] = ∂y[i]/∂w[j] = x[i + j]'
+    >>> jacobian_formula(ConvSpec(), 5, taps=[0.0, 0.5, 1.0, 0.5, 0.0])[1]
+    'banded: 3 non-zero diagonals at j − i ∈ {-1, 0, 1} (of 5: 2 taps are 0)'
     """
     s, d = spec.stride, spec.dilation
     left, right = spec.pads(k)
@@ -315,13 +341,7 @@ def jacobian_formula(spec: ConvSpec, k: int, wrt: str = "input") -> list[str]:
         else:
             lines = [(f"J[i, j] = ∂y[i]/∂x[j] = w[({index})/{d}] where {d} divides {index} and "
                       f"0 ≤ ({index})/{d} ≤ {k - 1}, else 0")]
-        offsets, _ = band_offsets(k, spec)
-        shown = offsets.tolist()
-        listed = (", ".join(map(str, shown)) if len(shown) <= 8
-                  else f"{shown[0]}, {shown[1]}, …, {shown[-1]}")
-        diag = "j − i" if s == 1 else f"j − {s}·i"
-        lines.append(f"banded: {k} non-zero diagonal{'s' if k > 1 else ''} at {diag} ∈ {{{listed}}}"
-                     + ("" if s == 1 else f" (stride {s}: each row moves {s} columns)"))
+        lines.append(_band_line(spec, k, taps))
     pads = f"pads {left} left, {right} right"
     sides = {  # what the first rows (left pad) and the last rows (right pad) gain
         "replicate": ("column 0", "column N−1"),

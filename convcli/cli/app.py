@@ -1,7 +1,7 @@
 """convcli's command line: the Typer app, its commands, and the one place that exits.
 
 Each command lives in its own module (``filter``, ``window``, ``info``, ``explain``,
-``jacobian``, ``grad``, ``calibrate``): it parses its flags, builds what the core needs, calls
+``jacobian``, ``grad``, ``calibrate``, ``doctor``): it parses its flags, builds what the core needs, calls
 it and renders the result. torch is imported inside the commands that compute, so ``--help``
 and ``info`` start fast. Every error ends as one ``error: ...`` line on stderr (``--debug``
 shows the traceback).
@@ -17,8 +17,9 @@ from typing import Annotated
 import typer
 
 from convcli.about import __version__
-from convcli.cli import calibrate, explain, grad, info, jacobian, window
+from convcli.cli import calibrate, doctor, explain, grad, info, jacobian, window
 from convcli.cli import filter as filter_
+from convcli.cli.help import Command, Group, epilog
 from convcli.errors import ConvcliError, Interrupted
 
 app = typer.Typer(
@@ -26,14 +27,15 @@ app = typer.Typer(
     help="Filter signals with exact 1-D convolution semantics, and see what conv1d does to them, "
     "down to its derivatives.",
     no_args_is_help=True,
+    cls=Group,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 COMMANDS = {"filter": filter_, "window": window, "info": info, "explain": explain,
-            "jacobian": jacobian, "grad": grad, "calibrate": calibrate}
+            "jacobian": jacobian, "grad": grad, "calibrate": calibrate, "doctor": doctor}
 for _name, _module in COMMANDS.items():
-    app.command(_name)(_module.command)
+    app.command(_name, cls=Command, epilog=epilog(_module.EXAMPLES))(_module.command)
 
 
 def _version(value: bool) -> None:
@@ -45,7 +47,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool, typer.Option("--version", callback=_version, is_eager=True, metavar="",
+                           help="Show the version.")
     ] = False,
 ) -> None:
     """Filter signals with exact 1-D convolution semantics, and see what conv1d does to them."""
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     quiet = "--quiet" in args or "-q" in args
     try:
-        with _signals_raise(), _warnings_one_line(quiet):
+        with _signals_raise(), _warnings_one_line(quiet, debug):
             try:
                 code = command.main(args=args, prog_name="convcli", standalone_mode=False)
             except SystemExit as exc:
@@ -79,13 +82,14 @@ def main(argv: list[str] | None = None) -> None:
     except ConvcliError as exc:
         if debug:
             raise
-        _fail(exc.line(), exc.exit_code)
+        _fail(exc.message, exc.exit_code, exc.hint or _fallback_hint(exc.exit_code, args))
     except typer.TyperException as exc:  # typer's parsing errors: bad flags and values
         if type(exc).__name__ == "NoArgsIsHelpError":
             sys.exit(0)
         if debug:
             raise
-        _fail(f"{exc.format_message()} (hint: see 'convcli {_command_name(args)}--help')",
+        message = " ".join(exc.format_message().split())  # typer's tabs and line breaks
+        _fail(f"{message} (hint: see 'convcli {_command_name(args)}--help')",
               getattr(exc, "exit_code", 2))
     except BrokenPipeError:
         _quiet_pipe()
@@ -159,10 +163,12 @@ def _signals_raise():
 
 
 @contextlib.contextmanager
-def _warnings_one_line(quiet: bool):
+def _warnings_one_line(quiet: bool, debug: bool = False):
     """While a command runs, a ``ConvcliWarning`` from the core (e.g. an unusable calibration
-    file) prints as one ``warning: ...`` line on stderr (none with ``--quiet``); other
-    warnings are shown as Python shows them."""
+    file) prints as one ``warning: ...`` line on stderr (none with ``--quiet``). Other
+    warnings (numpy's overflow RuntimeWarnings, a library's deprecations) are the libraries'
+    words about their internals: convcli checks what matters itself and says it in its own
+    line, so they are shown only with ``--debug``, as Python shows them."""
     import warnings
 
     from convcli.errors import ConvcliWarning
@@ -173,7 +179,8 @@ def _warnings_one_line(quiet: bool):
 
         def show(message, category, filename, lineno, file=None, line=None):
             if not issubclass(category, ConvcliWarning):
-                previous(message, category, filename, lineno, file, line)
+                if debug:
+                    previous(message, category, filename, lineno, file, line)
             elif not quiet:
                 with contextlib.suppress(BrokenPipeError, ValueError):
                     sys.stderr.write(f"warning: {str(message).replace(chr(10), ' ')}\n")
@@ -189,6 +196,13 @@ def _command_name(args: list[str]) -> str:
         if a in names:
             return f"{a} "
     return ""
+
+
+def _fallback_hint(code: int, args: list[str]) -> str:
+    """The hint of an error raised without one: where the command's options are explained."""
+    if code == 2:
+        return f"see 'convcli {_command_name(args)}--help'"
+    return "rerun with --debug to see where it failed"
 
 
 def _fail(message: str, code: int, hint: str | None = None) -> None:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import typer
-
-from convcli.cli.options import RUN, DeviceOpt, JsonOpt, QuietOpt
+from convcli.cli.options import RUN, DeviceOpt, JsonOpt, QuietOpt, flag_option
 from convcli.errors import OutputError
+
+EXAMPLES = [
+    ("convcli calibrate --quick --no-save", "time this machine and show the fit, keep nothing"),
+    ("convcli calibrate", "fit and keep the rates for --method auto"),
+]
 
 
 def command(
     device: DeviceOpt = "auto",
-    quick: Annotated[bool, typer.Option("--quick", rich_help_panel=RUN,
+    quick: Annotated[bool, flag_option("--quick", rich_help_panel=RUN,
                      help="Fewer, smaller problems: a few seconds instead of about 20.")] = False,
-    no_save: Annotated[bool, typer.Option("--no-save", "--dry-run", rich_help_panel=RUN,
+    no_save: Annotated[bool, flag_option("--no-save", "--dry-run", rich_help_panel=RUN,
                        help="Only print the fit; keep the cache as it is.")] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Fit auto's cost model to this machine: [b]convcli calibrate --quick[/b].
+    """Fit the cost model of --method auto to this machine.
 
     Times the algorithms [b]filter[/b] would run on the device (on the CPU: the numpy engine's
     banded GEMM, overlap-save and a memory pass, and the torch engine's F.conv1d and FFT for

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import typer
-
 from convcli.cli.options import (
     BiasOpt,
     CorrelateOpt,
@@ -25,12 +23,19 @@ from convcli.cli.options import (
     bias_values,
     conv_spec,
     kernel_request,
+    number_option,
     write_text,
 )
 
+EXAMPLES = [
+    ("convcli explain --length 8 --size 3", "pads, output length and y[i]'s formula, worked out"),
+    ("convcli explain --length 64 --size 3 --correlate --mode valid",
+     "what torch.nn.Conv1d(…, 3) does to 64 samples"),
+]
+
 
 def command(
-    length: Annotated[int, typer.Option("--length", "-N", min=1, metavar="N",
+    length: Annotated[int, number_option("--length", "-N", metavar="N",
                                         help="Input length N in samples.")],
     size: SizeOpt = 31,
     window: WindowOpt = None,

@@ -29,6 +29,7 @@ from convcli.cli.options import (
     LowpassOpt,
     MethodOpt,
     ModeOpt,
+    NoClobberOpt,
     NormalizeOpt,
     NormalizeOutputOpt,
     PaddingOpt,
@@ -41,21 +42,38 @@ from convcli.cli.options import (
     TransitionOpt,
     WindowOpt,
     bias_values,
+    choice_option,
     conv_spec,
     fir_request,
     given,
     kernel_request,
+    number_option,
+    refuse_terminal,
 )
+
+#: shown at the end of --help; tests/test_help.py runs each one in a copy of sample_data/
+EXAMPLES = [
+    ("convcli filter chord.wav --window hann --size 31 -o smooth.wav",
+     "smooth with a 31-tap Hann window (unity DC gain); the default output is chord.filtered.wav"),
+    ("convcli filter speech.wav --lowpass 3000 --transition 500 -o low.wav",
+     "a lowpass at 3 kHz whose taps and Kaiser window Kaiser's formulas choose (60 dB)"),
+    ("convcli filter batch.npy --kernel smooth5.txt --correlate --mode valid -o y.npy",
+     "exactly torch.nn.functional.conv1d (cross-correlation, no padding)"),
+    ("convcli filter chord.wav --kernel smooth5.txt --mode causal --no-clobber -o causal.wav",
+     "= scipy.signal.lfilter(taps, 1, x); an existing causal.wav is kept"),
+    ("convcli window kaiser:8 --size 63 | convcli filter chord.wav --kernel - -o k.wav",
+     "the coefficients of one command as the kernel of the next"),
+]
 
 
 def command(
     ctx: typer.Context,
-    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Signal files, or - for stdin.")],
-    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT", help="Signal files, or - for stdin.")],
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE|-", rich_help_panel=IO,
                       help="Output path, or - for stdout. Default: INPUT_STEM.filtered.EXT.")] = None,
-    out_dir: Annotated[str | None, typer.Option("--out-dir", rich_help_panel=IO,
+    out_dir: Annotated[str | None, typer.Option("--out-dir", metavar="DIR", rich_help_panel=IO,
                        help="Directory for the outputs of several inputs.")] = None,
-    fmt: Annotated[Format | None, typer.Option("--format", "-f", rich_help_panel=IO,
+    fmt: Annotated[Format | None, choice_option("--format", Format, "-f", rich_help_panel=IO,
                    help="Output format (default: from the output name, else the input's).")] = None,
     subtype: Annotated[str | None, typer.Option("--subtype", rich_help_panel=IO,
                        help="Audio subtype: PCM_16, PCM_24, PCM_32, FLOAT, ... (default: the input's).")] = None,
@@ -87,18 +105,23 @@ def command(
     dtype: DtypeOpt = None,
     allow_nonfinite: AllowNonfiniteOpt = False,
     clip: ClipOpt = "warn",
-    block: Annotated[int | None, typer.Option("--block", min=1, rich_help_panel=RUN,
+    block: Annotated[int | None, number_option("--block", metavar="FRAMES", rich_help_panel=RUN,
                      help="Stream the input in blocks of this many frames (bounded memory). "
                      "Default: long WAV/FLAC/OGG inputs stream in blocks of 524288.")] = None,
+    no_clobber: NoClobberOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Convolve signals with a window or kernel: [b]convcli filter in.wav --window hann --size 31[/b]."""
+    """Convolve signals with a window, a kernel file or a FIR design."""
     from convcli import pipeline
+    from convcli.io.atomic import keep_existing
     from convcli.render.reporter import Reporter
 
     design = fir_request(lowpass, highpass, bandpass, bandstop, transition, attenuation)
-    outputs = pipeline.plan_outputs(inputs, output, out_dir, fmt, kernel)  # refused before work
+    with keep_existing(no_clobber):  # refused before work
+        outputs = pipeline.plan_outputs(inputs, output, out_dir, fmt, kernel)
+    for out in outputs:
+        refuse_terminal("the filtered signal", out)
     job = pipeline.FilterJob(
         inputs=inputs, outputs=outputs, spec=conv_spec(mode, padding, stride, dilation, correlate,
                                                        groups, pad),
@@ -106,7 +129,7 @@ def command(
                               periodic, normalize, kernel, design),
         out_format=fmt, subtype=subtype, layout=layout, rate=rate, method=method, device=device,
         dtype=dtype, gain=gain, normalize_output=normalize_output, clip=clip, block=block,
-        allow_nonfinite=allow_nonfinite, bias=bias_values(bias))
+        allow_nonfinite=allow_nonfinite, bias=bias_values(bias), no_clobber=no_clobber)
     report = Reporter(quiet=quiet, json_mode=json_, data_on_stdout="-" in outputs)
     result = pipeline.run_filter(job, progress=report.progress)
     render(result, report)

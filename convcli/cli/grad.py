@@ -23,6 +23,7 @@ from convcli.cli.options import (
     LayoutOpt,
     MethodOpt,
     ModeOpt,
+    NoClobberOpt,
     NormalizeOpt,
     PaddingOpt,
     PadOpt,
@@ -33,8 +34,10 @@ from convcli.cli.options import (
     StrideOpt,
     WindowOpt,
     bias_values,
+    choice_option,
     conv_spec,
     kernel_request,
+    refuse_terminal,
 )
 from convcli.errors import UsageError
 
@@ -81,16 +84,21 @@ def save_gradient(grads: dict, output: str, out_format: str, signal, coefficient
         writer(handle)
     return f"{out_format.upper()}{'' if out_format == 'npy' else ' FLOAT'}"
 
+EXAMPLES = [
+    ("convcli grad chord.wav --loss energy --wrt input -o dx.wav", "∂(Σ y²)/∂x as a float WAV"),
+    ("convcli grad batch.npy --loss mean --wrt kernel --size 5 -o dw.npy", "∂(mean y)/∂w"),
+]
+
 
 def command(
     input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Signal file, or - for stdin.")],
-    loss: Annotated[Loss, typer.Option("--loss", help="sum | mean of the output; energy = Σ y²; "
+    loss: Annotated[Loss, choice_option("--loss", Loss, help="sum | mean of the output; energy = Σ y²; "
                     "mse = mean (y − target)² over every output element.")],
     target: Annotated[str | None, typer.Option("--target", metavar="FILE", rich_help_panel=IO,
                       help="The target output for --loss mse, shaped like the output.")] = None,
-    wrt: Annotated[WrtGrad, typer.Option("--wrt", help="Gradient with respect to the input, "
+    wrt: Annotated[WrtGrad, choice_option("--wrt", WrtGrad, help="Gradient with respect to the input, "
                    "the kernel (as written), or both.")] = "input",
-    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE|-", rich_help_panel=IO,
                       help="dx.npy or dx.wav (input), dw.npy (kernel), g.npz (both), - = NPY "
                       "on stdout. Default: print the loss and norms only.")] = None,
     layout: LayoutOpt = None,
@@ -112,13 +120,19 @@ def command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     allow_nonfinite: AllowNonfiniteOpt = False,
+    no_clobber: NoClobberOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Gradient of a scalar loss of conv1d: [b]convcli grad in.wav --loss energy --wrt input -o dx.wav[/b]."""
+    """The gradient of a scalar loss of conv1d with respect to the input, the kernel or both."""
+    from convcli.io.atomic import check_output_path, keep_existing
     from convcli.io.signals import check_finite, read_signal
 
     check_paths(loss, target, output, input_path, kernel)
+    if output is not None:
+        with keep_existing(no_clobber):
+            check_output_path(output)
+        refuse_terminal("the gradient", output)
     wrt_names = ("input", "kernel") if wrt == "both" else (wrt,)
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups, pad)
     request = kernel_request(window, size, periodic, normalize, kernel)
@@ -131,6 +145,7 @@ def command(
         if wanted is not None:
             check_finite(wanted)
     out_format = gradient_format(output, wrt_names, signal.rate) if output is not None else None
+    size_up(signal, coefficients, spec, dtype)
 
     import torch
 
@@ -148,14 +163,26 @@ def command(
     value, grads = autodiff.grad(x, w, spec, loss, wrt_names, y_target, method, bias_given)
     elapsed = time.perf_counter() - started
     arrays = {name: g.cpu().numpy() for name, g in grads.items()}
-    wrote = (save_gradient(arrays, output, out_format, signal, coefficients.shape)
-             if output is not None else None)
+    with keep_existing(no_clobber):
+        wrote = (save_gradient(arrays, output, out_format, signal, coefficients.shape)
+                 if output is not None else None)
     run = {"loss": loss, "value": float(value), "wrt": list(wrt_names), "input": signal.name,
            "target": target, "spec": spec.summary(coefficients.shape[-1]),
            "bias": None if bias_given is None else [float(v) for v in bias_given.reshape(-1)],
            "kernel": request.summary(coefficients), "device": str(where),
            "dtype": str(torch_dtype)[6:], "seconds": elapsed, "output": output}
     render(run, grads, request.label(coefficients), wrote, quiet=quiet, json_mode=json_)
+
+
+def size_up(signal, coefficients, spec, dtype: str | None) -> None:
+    """Refuse, before torch is imported, a gradient that cannot fit (a huge --dilation pads
+    the input by its span on both sides)."""
+    from convcli.autodiff.sizing import check_grad
+    from convcli.core.kernels import weight_shape
+
+    shape, _ = weight_shape(coefficients.shape, signal.data.shape[1], spec.groups)
+    itemsize = 8 if (dtype or signal.data.dtype.name) == "float64" else 4
+    check_grad(signal.data.shape, shape, spec, itemsize)
 
 
 def check_paths(loss: str, target: str | None, output: str | None, input_path: str,

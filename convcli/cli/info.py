@@ -9,6 +9,11 @@ import typer
 from convcli.cli.options import JsonOpt, LayoutOpt, QuietOpt, RateOpt, write_text
 from convcli.errors import ConvcliError, InputError, UsageError
 
+EXAMPLES = [
+    ("convcli info chord.wav speech.wav", "rate, channels, length, subtype and levels of each file"),
+    ("convcli info batch.npy --json", "the same as JSON"),
+]
+
 
 def command(
     files: Annotated[list[str], typer.Argument(metavar="FILE...",
@@ -23,8 +28,7 @@ def command(
     Reads the files with numpy and soundfile only (no torch), so it answers fast. Levels are
     on the float scale (full scale = 1.0, 0 dBFS) over the finite samples.
     """
-    from convcli.io.describe import describe
-    from convcli.io.signals import read_bytes
+    from convcli.io.describe import describe_file
     from convcli.render.reporter import Reporter
 
     if files.count("-") > 1:
@@ -35,8 +39,7 @@ def command(
         for path in files:
             tick(0, description=f"reading {path}")
             try:
-                described.append(describe(read_bytes(path), "stdin" if path == "-" else path,
-                                          layout=layout, rate=rate))
+                described.append(describe_file(path, layout=layout, rate=rate))
             except ConvcliError as exc:
                 if len(files) == 1:
                     raise

@@ -23,6 +23,7 @@ from convcli.cli.options import (
     LayoutOpt,
     MethodOpt,
     ModeOpt,
+    NoClobberOpt,
     NormalizeOpt,
     PaddingOpt,
     PadOpt,
@@ -32,8 +33,11 @@ from convcli.cli.options import (
     StrideOpt,
     WindowOpt,
     bias_values,
+    choice_option,
     conv_spec,
+    flag_option,
     kernel_request,
+    number_option,
 )
 from convcli.errors import ConvcliError, UsageError
 
@@ -104,9 +108,9 @@ def save_matrix(result, output: str) -> str:
         write_stdout(arrays.text_of(array))
         return "text"
     if suffix == ".png":
-        from convcli.render.plots import plot_matrix
+        from convcli.render.jacobian import picture
 
-        plot_matrix(array, output)
+        picture(result, array, output)
         return "PNG"
     if suffix == ".csv":
         arrays.save_text(array, output, ",")
@@ -115,14 +119,23 @@ def save_matrix(result, output: str) -> str:
     return suffix.lstrip(".").upper()
 
 
+EXAMPLES = [
+    ("convcli jacobian --length 10 --size 3 --mode valid", "J = ∂y/∂x with a heatmap of its corner"),
+    ("convcli jacobian --length 64 --check", "autograd against the closed form"),
+    ("convcli jacobian --length 100000 --format banded -o J.npz",
+     "a large Jacobian as its diagonals (docs/jacobians.md)"),
+    ("convcli jacobian --length 32 --size 5 -o J.png", "a picture of the matrix"),
+]
+
+
 def command(
     input_path: Annotated[str | None, typer.Argument(
-        metavar="[INPUT]", help="Signal file (batch item 0 is used). Default: random, --length.")] = None,
-    wrt: Annotated[WrtJac, typer.Option("--wrt", help="input: J[i, j] = ∂y[i]/∂x[j]; "
+        metavar="INPUT", help="Signal file (batch item 0 is used). Default: random, --length.")] = None,
+    wrt: Annotated[WrtJac, choice_option("--wrt", WrtJac, help="input: J[i, j] = ∂y[i]/∂x[j]; "
                    "kernel: J[i, j] = ∂y[i]/∂w[j].")] = "input",
-    length: Annotated[int | None, typer.Option("--length", min=1, rich_help_panel=IO,
+    length: Annotated[int | None, number_option("--length", metavar="N", rich_help_panel=IO,
                       help="Samples of the random input used without INPUT (default 64).")] = None,
-    seed: Annotated[int, typer.Option("--seed", rich_help_panel=IO,
+    seed: Annotated[int, number_option("--seed", metavar="S", rich_help_panel=IO,
                     help="Seed of the random input.")] = 0,
     channel: Annotated[str | None, typer.Option("--channel", metavar="C|O:C",
                        help="Which channel pair: C (depthwise: channel C), or O:C (output O, "
@@ -131,14 +144,14 @@ def command(
                     help="Only these rows (output samples).")] = None,
     cols: Annotated[str | None, typer.Option("--cols", metavar="A:B",
                     help="Only these columns (input samples or taps).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Compute J by autograd and by the closed "
+    check: Annotated[bool, flag_option("--check", help="Compute J by autograd and by the closed "
                      "form, report the largest difference; exit 1 on mismatch.")] = False,
-    fmt: Annotated[JacFormat | None, typer.Option("--format", "-f", help="dense [L_out, N], "
+    fmt: Annotated[JacFormat | None, choice_option("--format", JacFormat, "-f", help="dense [L_out, N], "
                    "or banded .npz (diagonals + offsets, scales to N = 10⁶). Default: banded for "
                    "-o *.npz, else dense.")] = None,
-    via: Annotated[Via, typer.Option("--via", rich_help_panel=RUN, help="auto = closed form "
+    via: Annotated[Via, choice_option("--via", Via, rich_help_panel=RUN, help="auto = closed form "
                    "(exists for every option, cheapest); autograd = torch.func.")] = "auto",
-    output: Annotated[str | None, typer.Option("--output", "-o", rich_help_panel=IO,
+    output: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE|-", rich_help_panel=IO,
                       help="J.npy, J.csv, J.npz (banded), J.png, or - for text on stdout. "
                       "Default: a summary with a heatmap.")] = None,
     layout: LayoutOpt = None,
@@ -159,39 +172,57 @@ def command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     allow_nonfinite: AllowNonfiniteOpt = False,
+    no_clobber: NoClobberOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Jacobian of conv1d, closed form or autograd: [b]convcli jacobian --length 10 --mode valid[/b]."""
-    from convcli.autodiff.inputs import jacobian_input
-    from convcli.autodiff.sizing import check_dense
+    """The Jacobian of conv1d (∂y/∂x or ∂y/∂w), by its closed form or by autograd."""
+    from convcli.autodiff.inputs import DEFAULT_LENGTH, jacobian_input
+    from convcli.io.atomic import check_output_path, keep_existing
 
     banded = output_kind(output, fmt)  # contradictions refused before reading anything
+    if output is not None:
+        with keep_existing(no_clobber):
+            check_output_path(output)
     if "-" in (input_path, kernel) and input_path == kernel:
         raise UsageError("standard input can be read only once", "give a file for one of them")
     spec = conv_spec(mode, padding, stride, dilation, correlate, groups, pad)
     request = kernel_request(window, size, periodic, normalize, kernel)
     coefficients, _ = request.load()
-    data, source = jacobian_input(input_path, length, seed, layout, dtype, allow_nonfinite,
-                                  coefficients, groups)
     pair_index = parse_channel(channel)
     row_slice, col_slice = parse_range(rows, "--rows"), parse_range(cols, "--cols")
-    if not banded:  # refuse what cannot fit before torch is even imported
-        itemsize = 8 if (dtype or data.dtype.name) == "float64" else 4
-        check_dense(data.shape[-1], coefficients.shape[-1], spec, wrt, row_slice, col_slice,
-                    itemsize, 2 if check or via == "autograd" else 1)
+    sizes = (coefficients.shape[-1], spec, wrt, row_slice, col_slice, banded, via, check)
+    if input_path is None:  # the random input is made only once the matrix is known to fit
+        size_up(length or DEFAULT_LENGTH, dtype or "float32", *sizes)
+    data, source = jacobian_input(input_path, length, seed, layout, dtype, allow_nonfinite,
+                                  coefficients, groups)
+    size_up(data.shape[-1], dtype or data.dtype.name, *sizes)
 
     report = compute(data, coefficients, spec, pair_index, channel, wrt, row_slice, col_slice,
                      banded, via, check, method, device, dtype, bias_values(bias))
     report.kernel, report.source, report.output = request, source, output
     result = report.result
-    report.show(quiet=quiet, json_mode=json_,
-                wrote=save_matrix(result, output) if output is not None else None)
+    with keep_existing(no_clobber):
+        wrote = save_matrix(result, output) if output is not None else None
+    report.show(quiet=quiet, json_mode=json_, wrote=wrote)
     if result.check is not None and not result.check.ok:
         raise ConvcliError(
             f"--check: autograd and the closed form differ by {result.check.max_abs_diff:.3g} "
             f"(tolerance {result.check.tolerance:.3g})",
             "rerun with --dtype float64; if it persists, please report it with the command")
+
+
+def size_up(n: int, dtype: str, k: int, spec, wrt: str, rows, cols, banded: bool, via: str,
+            check: bool) -> None:
+    """Refuse, before torch is even imported, a Jacobian of N = ``n`` that cannot fit."""
+    from convcli.autodiff.sizing import check_banded, check_dense
+
+    itemsize = 8 if dtype == "float64" else 4
+    autograd = check or via == "autograd"
+    if banded:
+        check_banded(n, k, spec, itemsize, closed=via != "autograd" or check, autograd=autograd)
+    else:
+        check_dense(n, k, spec, wrt, rows, cols, itemsize, 2 if autograd else 1)
 
 
 def compute(data, coefficients, spec, pair_index, channel, wrt, rows, cols, banded, via, check,

@@ -4,9 +4,59 @@ thing everywhere, and the few helpers that turn parsed flags into the core's obj
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import difflib
+from typing import Annotated, Literal, get_args
 
 import typer
+
+from convcli.core import limits
+from convcli.errors import FlagError
+
+
+# --- parsers: every numeric and every choice flag is checked here, once --------------------------
+def number(name: str):
+    """The typer ``parser`` of the numeric flag ``--name``: its range is ``core.limits``'s, and
+    a value outside it is one ``error:`` line naming the flag, the value and the range."""
+
+    def parse(value):
+        return limits.parse(name, value, FlagError)
+
+    parse.__name__ = f"parse_{name.replace('-', '_')}"
+    return parse
+
+
+def choice(flag: str, literal):
+    """The typer ``parser`` of a choice flag: the values of the ``Literal`` type ``literal``;
+    a misspelt value gets the nearest one as a hint (``--mode vaild``: did you mean 'valid'?)."""
+    values = get_args(literal)
+
+    def parse(value):
+        if value in values:
+            return value
+        close = difflib.get_close_matches(str(value).strip().lower(), values, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(values)}"
+        raise FlagError(f"{flag} {value!r} is not one of {', '.join(values)}", hint)
+
+    parse.__name__ = f"parse_{flag.strip('-').replace('-', '_')}"
+    return parse
+
+
+def choice_option(flag: str, literal, *decls: str, **kwargs):
+    """``typer.Option(flag, *decls, **kwargs)`` that takes one of the ``Literal`` ``literal``'s
+    values (``choice``); typer still shows and completes the values from the annotation."""
+    return typer.Option(flag, *decls, parser=choice(flag, literal), **kwargs)
+
+
+def number_option(flag: str, *decls: str, limit: str | None = None, **kwargs):
+    """``typer.Option(flag, *decls, **kwargs)`` whose value is checked by ``number(limit)``
+    (default: the flag's own name)."""
+    return typer.Option(flag, *decls, parser=number(limit or flag.lstrip("-")), **kwargs)
+
+
+def flag_option(flag: str, *decls: str, **kwargs):
+    """A boolean ``typer.Option``: shown without a type in ``--help`` (it takes no value)."""
+    return typer.Option(flag, *decls, metavar="", **kwargs)
+
 
 # --- shared options -------------------------------------------------------------------------
 # Every command that convolves takes the same kernel and conv options; they are declared once
@@ -24,6 +74,7 @@ Dtype = Literal["float32", "float64"]
 Normalization = Literal["sum", "peak", "none"]
 Format = Literal["wav", "flac", "ogg", "npy"]
 Layout = Literal["ct", "tc"]
+Clip = Literal["warn", "error", "clamp"]
 
 WindowOpt = Annotated[
     str | None,
@@ -35,16 +86,17 @@ WindowOpt = Annotated[
     ),
 ]
 SizeOpt = Annotated[
-    int, typer.Option("--size", "-n", min=1, rich_help_panel=KERNEL, help="Window length in taps.")
+    int, number_option("--size", "-n", metavar="N", rich_help_panel=KERNEL,
+                       help="Window length in taps (1 … 50,000,000).")
 ]
 PeriodicOpt = Annotated[
     bool,
-    typer.Option("--periodic", rich_help_panel=KERNEL,
+    flag_option("--periodic", rich_help_panel=KERNEL,
                  help="DFT-even window (scipy fftbins=True) instead of the symmetric one."),
 ]
 NormalizeOpt = Annotated[
     Normalization | None,
-    typer.Option("--normalize", rich_help_panel=KERNEL,
+    choice_option("--normalize", Normalization, rich_help_panel=KERNEL,
                  help="sum: unity DC gain (default for windows); peak: max |w| = 1; none. "
                  "Kernel files are used as written unless this is given."),
 ]
@@ -54,11 +106,11 @@ KernelOpt = Annotated[
                  help="Coefficients from .npy or text: (k,), (C, k) or (O, C/G, k)."),
 ]
 GroupsOpt = Annotated[
-    int, typer.Option("--groups", min=1, rich_help_panel=KERNEL,
+    int, number_option("--groups", metavar="G", rich_help_panel=KERNEL,
                       help="Groups G for an (O, C/G, k) kernel.")
 ]
 ModeOpt = Annotated[
-    Mode, typer.Option("--mode", rich_help_panel=CONV,
+    Mode, choice_option("--mode", Mode, rich_help_panel=CONV,
                        help="same (length N), valid (N−K+1), full (N+K−1), causal (N, like lfilter).")
 ]
 PadOpt = Annotated[
@@ -68,7 +120,7 @@ PadOpt = Annotated[
                  "left and R right; instead of --mode (--padding fills them)."),
 ]
 PaddingOpt = Annotated[
-    Padding, typer.Option("--padding", rich_help_panel=CONV, help="What fills the pad.")
+    Padding, choice_option("--padding", Padding, rich_help_panel=CONV, help="What fills the pad.")
 ]
 BiasOpt = Annotated[
     str | None,
@@ -77,48 +129,51 @@ BiasOpt = Annotated[
                  "channel from a .npy or text file (nn.Conv1d's bias)."),
 ]
 StrideOpt = Annotated[
-    int, typer.Option("--stride", min=1, rich_help_panel=CONV, help="Keep every s-th output (y[::s]).")
+    int, number_option("--stride", metavar="S", rich_help_panel=CONV,
+                       help="Keep every s-th output (y[::s]).")
 ]
 DilationOpt = Annotated[
-    int, typer.Option("--dilation", min=1, rich_help_panel=CONV, help="Spacing d between taps.")
+    int, number_option("--dilation", metavar="D", rich_help_panel=CONV,
+                       help="Spacing d between taps.")
 ]
 CorrelateOpt = Annotated[
     bool,
-    typer.Option("--correlate", rich_help_panel=CONV,
+    flag_option("--correlate", rich_help_panel=CONV,
                  help="Cross-correlate (exactly torch conv1d) instead of convolving."),
 ]
 MethodOpt = Annotated[
-    Method, typer.Option("--method", rich_help_panel=RUN, help="auto picks the faster.")
+    Method, choice_option("--method", Method, rich_help_panel=RUN, help="auto picks the faster.")
 ]
-DeviceOpt = Annotated[Device, typer.Option("--device", rich_help_panel=RUN, help="Where to compute.")]
+DeviceOpt = Annotated[Device, choice_option("--device", Device, rich_help_panel=RUN,
+                                            help="Where to compute.")]
 DtypeOpt = Annotated[
     Dtype | None,
-    typer.Option("--dtype", rich_help_panel=RUN,
+    choice_option("--dtype", Dtype, rich_help_panel=RUN,
                  help="Compute precision. Default: float64 for float64 NPY input, else float32."),
 ]
 RateOpt = Annotated[
-    float | None, typer.Option("--rate", rich_help_panel=IO,
-                                  help="Sample rate (Hz) of NPY input.")
+    float | None, number_option("--rate", metavar="HZ", rich_help_panel=IO,
+                                help="Sample rate (Hz) of NPY input.")
 ]
 LayoutOpt = Annotated[
-    Layout | None, typer.Option("--layout", rich_help_panel=IO,
+    Layout | None, choice_option("--layout", Layout, rich_help_panel=IO,
                                    help="2-D NPY axes: ct = (channels, time), tc = (time, channels).")
 ]
 AllowNonfiniteOpt = Annotated[
-    bool, typer.Option("--allow-nonfinite", rich_help_panel=IO,
+    bool, flag_option("--allow-nonfinite", rich_help_panel=IO,
                        help="Let NaN/Inf samples propagate instead of refusing them.")
 ]
 # FIR design (issue 7): a reusable option set; `filter` takes it, jacobian/explain can too.
 DESIGN = "FIR design (Hz)"
 LowpassOpt = Annotated[
     float | None,
-    typer.Option("--lowpass", metavar="HZ", rich_help_panel=DESIGN,
+    number_option("--lowpass", metavar="HZ", rich_help_panel=DESIGN,
                  help="Windowed-sinc lowpass with its −6 dB cutoff at HZ (= scipy firwin); "
                  "--window/--size shape it."),
 ]
 HighpassOpt = Annotated[
     float | None,
-    typer.Option("--highpass", metavar="HZ", rich_help_panel=DESIGN,
+    number_option("--highpass", metavar="HZ", rich_help_panel=DESIGN,
                  help="Windowed-sinc highpass (odd --size)."),
 ]
 BandpassOpt = Annotated[
@@ -133,18 +188,18 @@ BandstopOpt = Annotated[
 ]
 TransitionOpt = Annotated[
     float | None,
-    typer.Option("--transition", metavar="HZ", rich_help_panel=DESIGN,
+    number_option("--transition", metavar="HZ", rich_help_panel=DESIGN,
                  help="Transition width: with --attenuation (default 60 dB) Kaiser's formulas "
                  "choose the window's beta and the tap count."),
 ]
 AttenuationOpt = Annotated[
     float | None,
-    typer.Option("--attenuation", metavar="DB", rich_help_panel=DESIGN,
+    number_option("--attenuation", metavar="DB", rich_help_panel=DESIGN,
                  help="Stopband attenuation in dB for the Kaiser design (≥ 8)."),
 ]
 ResponseOpt = Annotated[
     bool,
-    typer.Option("--response", rich_help_panel=DESIGN,
+    flag_option("--response", rich_help_panel=DESIGN,
                  help="Measure the frequency response instead of printing coefficients: DC gain, "
                  "−3/−6 dB bandwidth, peak side lobe; passband ripple and stopband attenuation "
                  "of a design."),
@@ -157,27 +212,31 @@ PlotOpt = Annotated[
 ]
 DesignRateOpt = Annotated[
     float | None,
-    typer.Option("--rate", metavar="HZ", rich_help_panel=DESIGN,
+    number_option("--rate", metavar="HZ", rich_help_panel=DESIGN,
                  help="Sample rate: needed by --lowpass & co., puts --response and --plot in Hz."),
 ]
 GainOpt = Annotated[
     float | None,
-    typer.Option("--gain", metavar="DB", rich_help_panel=IO,
+    number_option("--gain", metavar="DB", rich_help_panel=IO,
                  help="Scale the result by DB decibels before writing."),
 ]
 NormalizeOutputOpt = Annotated[
     float | None,
-    typer.Option("--normalize-output", metavar="[DBFS]", rich_help_panel=IO,
+    number_option("--normalize-output", metavar="[DBFS]", rich_help_panel=IO,
                  help="Scale the result so its peak is DBFS (default −1 dBFS) before writing."),
 ]
 ClipOpt = Annotated[
-    Literal["warn", "error", "clamp"],
-    typer.Option("--clip", rich_help_panel=IO,
+    Clip,
+    choice_option("--clip", Clip, rich_help_panel=IO,
                  help="Integer PCM output that would clip: warn (clamp and report count, peak and "
                  "the gain that avoids it), error (write nothing, exit 1) or clamp (silently)."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", rich_help_panel=RUN, help="Print a JSON summary.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=RUN, help="No messages.")]
+JsonOpt = Annotated[bool, flag_option("--json", rich_help_panel=RUN, help="Print a JSON summary.")]
+QuietOpt = Annotated[bool, flag_option("--quiet", "-q", rich_help_panel=RUN, help="No messages.")]
+NoClobberOpt = Annotated[
+    bool, flag_option("--no-clobber", rich_help_panel=IO,
+                      help="Never replace an existing output: refuse it before any work.")
+]
 
 
 # --- flags -> the core's objects -----------------------------------------------------------------
@@ -239,6 +298,17 @@ def kernel_request(window: str | None, size: int | None, periodic: bool, normali
 
     return KernelRequest(window=window, size=size, periodic=periodic, normalize=normalize,
                          path=kernel, design=design)
+
+
+def refuse_terminal(what: str, path: str = "-") -> None:
+    """Refuse binary data bound for a terminal (it would fill the screen with noise and can
+    leave the terminal in a strange state), before any work: stdout (``-``) or a tty device."""
+    from convcli.io.atomic import is_terminal
+
+    if is_terminal(path):
+        where = "standard output" if path == "-" else path
+        raise FlagError(f"{what} is binary and {where} is a terminal; nothing written",
+                        "name a file with -o FILE, or pipe it: ... -o - | sox -t wav - out.wav")
 
 
 def write_text(text: str) -> None:

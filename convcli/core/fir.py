@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convcli.core import limits
 from convcli.errors import UsageError
 
 #: band -> (number of cutoffs, DC in the passband (scipy's pass_zero))
@@ -38,6 +39,8 @@ BANDS: dict[str, tuple[int, bool]] = {
 }
 #: stopband attenuation (dB) used when only --transition is given
 DEFAULT_ATTENUATION = 60.0
+#: float64 arrays ``firwin`` holds at once (positions, sincs, window, result): bytes a tap
+FIRWIN_BYTES_PER_TAP = 6 * 8
 #: the window of a design when none is named (the same default as `filter --window`)
 DEFAULT_WINDOW = "hann"
 
@@ -69,21 +72,16 @@ class FirRequest:
         if len(self.cutoffs) != count:
             raise UsageError(f"--{self.band} takes {count} cutoff(s), got {len(self.cutoffs)}")
         for value in self.cutoffs:
-            if not (math.isfinite(value) and value > 0):
-                raise UsageError(f"--{self.band}: cutoffs must be positive Hz, got {value:g}")
+            limits.check(self.band, value)
         if count == 2 and not self.cutoffs[0] < self.cutoffs[1]:
             raise UsageError(
                 f"--{self.band} {self.cutoffs[0]:g}:{self.cutoffs[1]:g}: LO must be below HI",
                 f"e.g. --{self.band} {min(self.cutoffs):g}:{max(self.cutoffs):g}",
             )
-        if self.transition is not None and not (math.isfinite(self.transition) and self.transition > 0):
-            raise UsageError(f"--transition must be a positive number of Hz, got {self.transition:g}")
-        if self.attenuation is not None and not (
-            math.isfinite(self.attenuation) and self.attenuation >= 8
-        ):
-            raise UsageError(
-                f"--attenuation must be at least 8 dB for Kaiser's formulas, got {self.attenuation:g}"
-            )
+        if self.transition is not None:
+            limits.check("transition", self.transition)
+        if self.attenuation is not None:
+            limits.check("attenuation", self.attenuation)
 
     @property
     def pass_zero(self) -> bool:
@@ -284,6 +282,7 @@ def design(
     *,
     size: int | None = None,
     window: str | None = None,
+    reserve=None,
 ) -> Design:
     """Design the filter ``request`` for a signal at ``rate`` Hz.
 
@@ -294,6 +293,9 @@ def design(
     - ``transition`` with an explicit ``size``: beta from the attenuation those taps reach over
       that transition (``scipy.signal.firwin(..., width=transition)``);
     - ``attenuation`` with an explicit ``size``: a Kaiser window with ``kaiser_beta(attenuation)``.
+
+    ``reserve(nbytes, taps)``, when given, is asked before the taps are computed (the memory
+    check of the layer above: Kaiser's formulas may choose millions of taps).
 
     Shape: ``-> Design`` whose ``coefficients`` are ``[taps]``.
     """
@@ -334,8 +336,10 @@ def design(
     else:
         chosen = windows.parse_window(window or DEFAULT_WINDOW)
         size = 31 if size is None else size
-    if size > windows.MAX_SIZE:
-        raise UsageError(f"the design needs {size:,} taps (at most {windows.MAX_SIZE:,})",
+    if size > limits.MAX_TAPS:
+        raise UsageError(f"the design needs {size:,} taps (at most {limits.MAX_TAPS:,})",
                          "widen --transition or lower --attenuation")
+    if reserve is not None:
+        reserve(FIRWIN_BYTES_PER_TAP * size, size)
     h = firwin(size, request.cutoffs, rate, request.band, chosen)
     return Design(h, request, float(rate), chosen, note)

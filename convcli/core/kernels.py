@@ -31,22 +31,35 @@ def to_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.nd
     - ``(C, k)``: one kernel per channel (depthwise, groups = C, O = C)
     - ``(O, C/G, k)``: a full conv weight with ``groups`` (O output channels)
     """
+    shape, groups = weight_shape(kernel.shape, channels, groups)
     if kernel.ndim == 1:
-        if groups != 1:
-            raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only",
-                             "drop --groups, or give an (O, C/G, k) .npy kernel")
-        return np.broadcast_to(kernel, (channels, 1, kernel.shape[0])).copy(), channels
+        return np.broadcast_to(kernel, shape).copy(), groups
     if kernel.ndim == 2:
-        if groups != 1:
-            raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only",
-                             "drop --groups, or give an (O, C/G, k) .npy kernel")
-        if kernel.shape[0] != channels:
+        return kernel[:, None, :].copy(), groups
+    return kernel.copy(), groups
+
+
+def weight_shape(kernel_shape: tuple, channels: int,
+                 groups: int = 1) -> tuple[tuple[int, int, int], int]:
+    """``((O, C/G, k), groups)`` of ``to_weight``, checked the same way but nothing allocated:
+    what the memory check prices before the weight exists.
+
+    >>> weight_shape((31,), 2), weight_shape((16, 2, 3), 2)
+    (((2, 1, 31), 2), ((16, 2, 3), 1))
+    """
+    if len(kernel_shape) in (1, 2) and groups != 1:
+        raise UsageError("--groups applies to a 3-D (O, C/G, k) kernel only",
+                         "drop --groups, or give an (O, C/G, k) .npy kernel")
+    if len(kernel_shape) == 1:
+        return (channels, 1, kernel_shape[0]), channels
+    if len(kernel_shape) == 2:
+        if kernel_shape[0] != channels:
             raise InputError(
-                f"the kernel has {kernel.shape[0]} rows but the signal has {channels} channels",
+                f"the kernel has {kernel_shape[0]} rows but the signal has {channels} channels",
                 "a (C, k) kernel needs one row per channel; use a (k,) kernel to share it",
             )
-        return kernel[:, None, :].copy(), channels
-    out_channels, per_group, _ = kernel.shape
+        return (channels, 1, kernel_shape[1]), channels
+    out_channels, per_group, k = kernel_shape
     if channels % groups or out_channels % groups:
         raise InputError(
             f"--groups {groups} must divide both the {channels} input channels and the "
@@ -59,7 +72,18 @@ def to_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.nd
             f"= {channels // groups}",
             "an (O, C/G, k) kernel needs C/G = channels ÷ --groups",
         )
-    return kernel.copy(), groups
+    return (out_channels, per_group, k), groups
+
+
+def check_representable(weight: np.ndarray, dtype) -> None:
+    """Refuse a kernel the compute precision cannot hold: 1e308 becomes inf in float32, and
+    every output it touches NaN or inf."""
+    limit = float(np.finfo(dtype).max)
+    big = float(np.max(np.abs(weight))) if weight.size else 0.0
+    if big > limit:
+        raise InputError(f"the kernel has a coefficient of {big:.6g}, beyond the range of "
+                         f"{np.dtype(dtype).name} (±{limit:.3g})",
+                         "compute with --dtype float64, or scale the kernel down")
 
 
 def bias_for(bias, out_channels: int) -> np.ndarray:
@@ -129,10 +153,12 @@ def designed_kernel(
     periodic: bool = False,
     normalization: str | None = None,
     has_file: bool = False,
+    reserve=None,
 ):
     """A windowed-sinc design (``fir.design``) as a kernel: ``(coefficients [k], Design)``.
 
-    ``rate`` is the signal's sample rate (None is a clear error: NPY needs ``--rate``).
+    ``rate`` is the signal's sample rate (None is a clear error: NPY needs ``--rate``);
+    ``reserve`` is ``fir.design``'s memory check.
     """
     from convcli.core import fir, windows
 
@@ -145,7 +171,7 @@ def designed_kernel(
     if rate is None:
         raise UsageError(f"{flag} is in Hz and needs the signal's sample rate; NPY has none",
                          "pass --rate HZ")
-    made = fir.design(request, rate, size=size, window=window_spec)
+    made = fir.design(request, rate, size=size, window=window_spec, reserve=reserve)
     coefficients = made.coefficients
     if normalization not in (None, "none"):
         coefficients = windows.normalize(coefficients, normalization)

@@ -42,8 +42,15 @@ LEVEL_3DB, LEVEL_6DB = 10 ** (-3 / 20), 10 ** (-6 / 20)
 
 
 def dense_nfft(taps: int) -> int:
-    """An FFT size giving ≥ 64 grid points per DFT bin of a ``taps``-long kernel, ≥ 2^16."""
-    return int(min(MAX_NFFT, max(1 << 16, 1 << math.ceil(math.log2(64 * max(taps, 1))))))
+    """An FFT size giving ≥ 64 grid points per DFT bin of a ``taps``-long kernel, ≥ 2^16, at
+    most ``MAX_NFFT`` unless the kernel is longer (then the power of two that holds it)."""
+    dense = int(min(MAX_NFFT, max(1 << 16, 1 << math.ceil(math.log2(64 * max(taps, 1))))))
+    return max(dense, 1 << math.ceil(math.log2(max(taps, 1))))
+
+
+#: bytes an FFT point of ``measure`` costs at its peak: the complex spectrum, magnitudes,
+#: frequencies and the masks of the bands
+MEASURE_BYTES_PER_POINT = 48
 
 
 def spectrum(h: np.ndarray, nfft: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -292,3 +299,53 @@ def _bands(resp: Response, freqs: np.ndarray, g: np.ndarray, fs: float, cut: lis
     else:
         resp.notes.append("no stopband left outside the transition bands")
     return resp
+
+
+# --- does a design do what it is for? ----------------------------------------------------------
+#: a design that attenuates its stopband less than this (dB) hardly filters
+WEAK_ATTENUATION_DB = 20.0
+#: ... or whose passband ripples more than this (dB, peak-to-peak) colours what it keeps
+WEAK_RIPPLE_DB = 1.0
+#: designs longer than this are not measured for weakness (their spectrum would cost
+#: gigabytes; only Kaiser's formulas or a deliberate --size choose so many taps)
+WEAK_MAX_TAPS = 1 << 20
+
+
+def design_weakness(design) -> str | None:
+    """One line saying how a ``core.fir.Design`` misses what it is for, and what would not;
+    None when its stopband attenuation is at least ``WEAK_ATTENUATION_DB`` and its passband
+    ripple at most ``WEAK_RIPPLE_DB`` (measured by ``measure`` as ``--response`` shows them).
+
+    The advice: a transition band that fits beside the cutoffs (``--transition``, Kaiser's
+    formulas then choose the taps for 60 dB), or the tap count those formulas would choose.
+    An attenuation asked for explicitly (``--attenuation 10``) is not second-guessed, nor a
+    design of more than ``WEAK_MAX_TAPS`` taps measured.
+    """
+    from convcli.core import fir
+
+    request, rate = design.request, design.rate
+    if design.size > WEAK_MAX_TAPS:
+        return None
+    measured = measure(design.coefficients, rate, band=request.band,
+                       cutoffs=list(request.cutoffs), transition=request.transition,
+                       nfft=min(dense_nfft(design.size), 1 << 21))
+    attenuation, ripple = measured.stopband_attenuation_db, measured.passband_ripple_db
+    # no stopband beyond the transition (a response flat to Nyquist) filters nothing either
+    weak_stop = (attenuation is None or attenuation < WEAK_ATTENUATION_DB) and (
+        request.attenuation is None)
+    weak_pass = ripple is not None and ripple > WEAK_RIPPLE_DB
+    if not (weak_stop or weak_pass):
+        return None
+    nyquist = rate / 2
+    cut = request.cutoffs
+    room = min([cut[0], nyquist - cut[-1]] + ([(cut[1] - cut[0]) / 2] if len(cut) == 2 else []))
+    transition = float(f"{room:.2g}")
+    taps, _ = fir.kaiserord(fir.DEFAULT_ATTENUATION, transition / nyquist)
+    taps += fir.passes_nyquist(request.band) and taps % 2 == 0
+    found = [f"{max(attenuation, 0.0):.1f} dB of stopband attenuation" if attenuation is not None
+             else "no stopband beyond its transition band"]
+    if ripple is not None:
+        found.append(f"{ripple:.1f} dB of passband ripple")
+    return (f"the {design.describe()} at {rate:g} Hz has only {' and '.join(found)} "
+            f"(a filter wants ≥ {WEAK_ATTENUATION_DB:g} dB and ≤ {WEAK_RIPPLE_DB:g} dB): try "
+            f"--transition {transition:g} (Kaiser's formulas choose the taps) or --size {taps}")

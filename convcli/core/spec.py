@@ -17,6 +17,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
+from convcli.core import limits
 from convcli.errors import InputError, UsageError
 
 MODES = ("same", "valid", "full", "causal")
@@ -74,9 +75,10 @@ class ConvSpec:
             )
         for name in ("stride", "dilation", "groups"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool):
                 raise UsageError(f"--{name} must be a whole number ≥ 1, got {value!r}",
                                  f"--{name} 1 is the plain convolution")
+            limits.check(name, value)
 
     # --- lengths and pads -------------------------------------------------------------
     def span(self, k: int) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convcli.core import limits
 from convcli.errors import InputError, UsageError
 
 
@@ -91,6 +92,10 @@ class WindowKind:
         if name in ("gaussian",) and value <= 0:
             raise UsageError(f"window {name}: {self.param} must be > 0, got {value:g}",
                              f"e.g. --window {name}:3")
+        if name == "kaiser" and abs(value) > MAX_KAISER_BETA:
+            raise UsageError(f"window kaiser: beta {value:g} is out of range (at most "
+                             f"{MAX_KAISER_BETA:g} either way: I0(beta) overflows float64 beyond)",
+                             "beta 14 already reaches about 135 dB of stopband attenuation")
 
 
 WINDOWS: dict[str, WindowKind] = {
@@ -124,7 +129,11 @@ ALIASES = {"hanning": "hann", "boxcar": "rect", "rectangular": "rect", "box": "r
            "triangle": "triang", "blackman-harris": "blackmanharris"}
 NORMALIZATIONS = ("sum", "peak", "none")
 #: refuse absurd sizes before any allocation (a window is held in memory whole)
-MAX_SIZE = 50_000_000
+MAX_SIZE = limits.MAX_TAPS
+
+
+#: the largest |beta| of a Kaiser window: I0(beta) is finite in float64 up to about 713
+MAX_KAISER_BETA = 700.0
 
 
 def parse_window(spec: str) -> tuple[str, float | None]:
@@ -162,20 +171,37 @@ def parse_window(spec: str) -> tuple[str, float | None]:
     return name, value
 
 
+def catalog() -> list[dict]:
+    """The registry as data (``window --list``): each window's name, how it is written, its
+    parameter and default, scipy's name and the other names it answers to."""
+    rows = []
+    for name, kind in WINDOWS.items():
+        rows.append({
+            "name": name,
+            "usage": name if kind.param is None else f"{name}:{kind.param.upper()}",
+            "param": kind.param, "default": kind.default,
+            "required": kind.param is not None and kind.default is None,
+            "scipy": kind.scipy_name,
+            "aliases": sorted(alias for alias, target in ALIASES.items() if target == name),
+        })
+    return rows
+
+
 def window(name: str, size: int, param: float | None = None, periodic: bool = False) -> np.ndarray:
     """The window ``name`` of ``size`` points, float64, shape ``[size]``.
 
     Symmetric by default (filter design); ``periodic=True`` is scipy's ``fftbins=True``.
     """
-    if size < 1:
-        raise UsageError(f"--size must be ≥ 1, got {size}", "a window has at least one tap")
-    if size > MAX_SIZE:
-        raise UsageError(f"--size {size} is too large (at most {MAX_SIZE:,})", "use a shorter window")
+    limits.check("size", size)
     kind = WINDOWS[name]
     if size == 1:
         return np.ones(1)
     m = size + 1 if periodic else size
-    w = kind.build(m) if kind.param is None else kind.build(m, param)
+    with np.errstate(all="ignore"):  # refused just below, with the parameter named
+        w = kind.build(m) if kind.param is None else kind.build(m, param)
+    if not np.isfinite(w).all():
+        raise UsageError(f"window {name}:{param:g} has non-finite coefficients at {size} taps",
+                         f"choose another {kind.param} (the window's formula overflows float64)")
     return w[:-1] if periodic else w
 
 

@@ -44,6 +44,13 @@ def _controller():
     return ThreadpoolController().select(user_api="blas")
 
 
+def libraries() -> list[dict]:
+    """numpy's BLAS libraries as threadpoolctl sees them: API, version, threads, path."""
+    controller = _controller()
+    return [{"api": lib.internal_api, "version": lib.version, "threads": lib.num_threads,
+             "path": lib.filepath} for lib in (controller.lib_controllers if controller else [])]
+
+
 def _openblas_libraries() -> list:
     """The OpenBLAS libraries threadpoolctl found, numpy's first (scipy may bring its own)."""
     controller = _controller()

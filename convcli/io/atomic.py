@@ -3,13 +3,18 @@
 Every write goes through ``AtomicFile`` (``atomic_output``, ``atomic_outputs``), so a failure,
 a full disk or a signal never leaves a partial output and never touches the file it would
 replace; ``-`` buffers and goes to stdout at the end, where a closed pipe ends quietly.
+Inside ``keep_existing()`` (``--no-clobber``) an output that exists is refused instead, before
+any work (``check_output_path``) and again, atomically, when the output is put in place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import io
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -44,12 +49,67 @@ def _write_failure(path: str, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}; nothing was written",
                        hints.get(exc.errno or 0, "check the disk and the path"))
 
+#: set inside ``keep_existing()``: outputs that exist are refused (``--no-clobber``)
+_KEEP_EXISTING: contextvars.ContextVar[bool] = contextvars.ContextVar("keep_existing",
+                                                                       default=False)
+
+
+@contextlib.contextmanager
+def keep_existing(enabled: bool = True) -> Iterator[None]:
+    """While inside (and ``enabled``), every output refuses to replace an existing file: the
+    ``--no-clobber`` of every command that writes. Without it outputs are replaced whole."""
+    token = _KEEP_EXISTING.set(enabled or _KEEP_EXISTING.get())
+    try:
+        yield
+    finally:
+        _KEEP_EXISTING.reset(token)
+
+
+def _exists_error(path: str) -> OutputError:
+    return OutputError(f"output {path} exists and --no-clobber keeps it; nothing was written",
+                       "remove it first, choose another -o, or drop --no-clobber")
+
+
+def is_special(path: str) -> bool:
+    """Whether ``path`` exists and is a device, a FIFO or a socket (written in place)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def is_terminal(path: str) -> bool:
+    """Whether the output ``path`` is a terminal: ``-`` when stdout is one, or a tty device
+    (``-o /dev/tty``), which binary data must not be written to."""
+    if path == "-":
+        try:
+            return sys.stdout.isatty()
+        except (AttributeError, ValueError):
+            return False
+    try:
+        if not stat.S_ISCHR(os.stat(path).st_mode):
+            return False  # (a FIFO is never opened to ask: its reader would see an end)
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
+
+
 def check_output_path(path: str) -> None:
     """Refuse, before any work, an output that cannot be written: its directory missing or
-    not writable, or the path a directory. ``-`` (stdout) is always fine."""
+    not writable, the path a directory, or (``keep_existing``) a file that exists. ``-``
+    (stdout) is always fine."""
     if path == "-":
         return
+    if not path:
+        raise OutputError("the output path is empty ('')", "give a file name, e.g. -o out.wav")
     target = Path(path)
+    if _KEEP_EXISTING.get() and os.path.lexists(path) and not target.is_dir():
+        raise _exists_error(path)
     directory = target.parent
     if not directory.is_dir():
         raise OutputError(f"output directory {directory} does not exist", f"mkdir -p {directory}")
@@ -68,27 +128,51 @@ class AtomicFile:
     permissions); ``discard()`` (on any failure, also SIGTERM/SIGINT raised as exceptions by
     the CLI) removes the temporary file. OSErrors (ENOSPC, EROFS...) become ``OutputError``.
     The temporary is named ``.NAME.XXXX.part`` in the target directory.
+
+    A target that is a device or a FIFO (``-o /dev/null``, ``-o >(sox ...)``) is written in
+    place: it is not a file a rename could complete, and renaming over it would replace
+    ``/dev/null`` itself with a regular file.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.target = Path(path)
         check_output_path(path)
+        self.done = False
+        self.keep_existing = _KEEP_EXISTING.get()
+        self.created = False  # committed where nothing was (so an undo may remove it)
+        self.direct = is_special(path)
         try:
+            if self.direct:  # (a FIFO waits here for its reader, as `cat > fifo` does)
+                self.tmp = None
+                self.handle: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by commit)
+                return
             fd, self.tmp = tempfile.mkstemp(dir=self.target.parent,
                                             prefix=f".{self.target.name}.", suffix=".part")
         except OSError as exc:
             raise _write_failure(path, exc) from None
-        self.handle: BinaryIO = os.fdopen(fd, "wb")
-        self.done = False
+        self.handle = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
+        if self.direct:
+            try:
+                self.handle.close()
+            except OSError as exc:
+                raise _write_failure(self.path, exc) from None
+            self.done = True
+            return
         try:
             self.handle.flush()
             os.fsync(self.handle.fileno())
             self.handle.close()
             os.chmod(self.tmp, _new_file_mode(self.target))
-            os.replace(self.tmp, self.target)
+            if self.keep_existing:
+                self._link_new()
+            else:
+                os.replace(self.tmp, self.target)
+        except FileExistsError:
+            self.discard()
+            raise _exists_error(self.path) from None
         except OSError as exc:
             self.discard()
             raise _write_failure(self.path, exc) from None
@@ -100,13 +184,37 @@ class AtomicFile:
             finally:
                 os.close(dirfd)
 
+    def _link_new(self) -> None:
+        """Put the file in place only where none is: a hard link fails with EEXIST, atomically,
+        when another process made the target meanwhile (a rename would replace it)."""
+        try:
+            os.link(self.tmp, self.target)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST or exc.errno not in (errno.EPERM, errno.ENOTSUP,
+                                                             errno.EXDEV, errno.EMLINK):
+                raise
+            if os.path.lexists(self.target):  # no hard links here: check, then rename
+                raise FileExistsError(errno.EEXIST, "exists", str(self.target)) from None
+            os.replace(self.tmp, self.target)
+        else:
+            os.unlink(self.tmp)
+        self.created = True
+
+    def undo(self) -> None:
+        """Remove a committed output that did not exist before (a later one of the same set
+        failed under ``keep_existing``, and the set appears whole or not at all)."""
+        if self.created:
+            with contextlib.suppress(OSError):
+                os.unlink(self.target)
+
     def discard(self) -> None:
         if self.done:
             return
         with contextlib.suppress(OSError):
             self.handle.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
         self.done = True
 
 @contextlib.contextmanager
@@ -143,9 +251,16 @@ def atomic_outputs(paths: list[str]) -> Iterator[list[BinaryIO]]:
             where = named[0] if len(named) == 1 else f"the {len(named)} outputs in " + ", ".join(
                 sorted({str(Path(p).parent) for p in named}))
             raise _write_failure(where, exc) from None
+        committed: list[AtomicFile] = []
         for file in files:
             if file is not None:
-                file.commit()
+                try:
+                    file.commit()
+                except OutputError:
+                    for done in committed:
+                        done.undo()
+                    raise
+                committed.append(file)
         for file, handle in zip(files, handles):
             if file is None:
                 write_stdout(handle.getvalue())  # type: ignore[attr-defined]

@@ -34,6 +34,21 @@ PCM = {
     "PCM_32": (2**31, np.int32, 0),
 }
 
+#: the most channels libsndfile writes in each format (WAV: its SF_MAX_CHANNELS; FLAC: the
+#: format's 8; OGG Vorbis: 255, and libsndfile 1.2 crashes on more instead of refusing)
+MAX_CHANNELS = {"wav": 1024, "flac": 8, "ogg": 255}
+
+
+def check_channels(out_format: str, channels: int, name: str) -> None:
+    """Refuse, before any work, an output with more channels than its format holds."""
+    most = MAX_CHANNELS.get(out_format)
+    if most is not None and channels > most:
+        raise OutputError(f"{name} would have {channels:,} channels, and {out_format.upper()} "
+                          f"holds at most {most:,}; nothing computed",
+                          "write .npy (any number of channels), or use a kernel with fewer "
+                          "output channels")
+
+
 def sniff_format(head: bytes) -> str | None:
     """Format from magic bytes: RIFF/RF64 -> wav, fLaC -> flac, OggS -> ogg, \\x93NUMPY -> npy."""
     if head[:4] in (b"RIFF", b"RF64", b"RIFX") and head[8:12] == b"WAVE" or head[:4] == b"RF64":
@@ -53,10 +68,68 @@ def format_from_path(path: str) -> str | None:
     return ext if ext in FORMATS else None
 
 
+#: libsndfile's error codes (``sf_error_number``) whose own words do not say what happened to
+#: a user, in words that do; every other code keeps libsndfile's text, cleaned
+LIBSNDFILE_WORDS = {
+    1: "not a format libsndfile recognises",
+    2: "a system error while libsndfile read or wrote it",
+    3: "the file is malformed (its format is supported, its content is not)",
+    4: "it uses an encoding libsndfile does not support",
+    8: "it holds no data that could be read",
+    9: "libsndfile could not open it",
+    14: "libsndfile failed (a bad pointer inside it)",
+    17: "libsndfile ran out of memory",
+    18: "its data is in a format libsndfile does not implement",
+    24: ("its header describes no valid signal (a sample rate or channel count of 0, or one "
+         "beyond what libsndfile takes)"),
+    29: "libsndfile failed (an unspecified internal error)",
+    32: "it has no channels",
+    33: "it has more channels than libsndfile handles",
+    34: "its channel count is invalid",
+    40: "it cannot be sought in (libsndfile must seek in this file to read it in blocks)",
+    155: "its FLAC header is corrupt",
+    158: "the FLAC stream is corrupt (the decoder lost sync)",
+    159: "FLAC does not support this sample rate",
+    160: "its FLAC stream changes its channel count midway",
+    161: "the FLAC decoder failed on it",
+    164: "this sample rate triggers a known Vorbis encoder bug on this CPU",
+    176: "Opus takes only the rates 8000, 12000, 16000, 24000 and 48000 Hz",
+}
+#: what soundfile's own checks raise, in words (they come before libsndfile is called)
+_PYTHON_WORDS = {
+    OverflowError: "a number in it (a sample rate, a length) is beyond what libsndfile takes",
+    MemoryError: "not enough memory to decode it",
+}
+
+
 def libsndfile_message(exc: Exception) -> str:
-    """libsndfile's message without the ``Error opening <_io.BytesIO object at 0x...>:`` noise."""
-    text = re.sub(r"Error opening <[^>]*>:\s*", "", str(exc)).strip()
-    return re.sub(r"^Error\s*:\s*", "", text) or type(exc).__name__
+    """One line saying what libsndfile (or soundfile's checks before it) found wrong.
+
+    libsndfile's errors come as ``LibsndfileError`` with a code: the codes a user cannot read
+    as they stand get words of their own (``LIBSNDFILE_WORDS``), every other code keeps
+    libsndfile's text without its noise (``Error opening <_io.BytesIO object at 0x...>:``,
+    ``Error :``, ``Error in WAV file.``). Anything else is said by its type and message.
+
+    >>> import soundfile as sf
+    >>> libsndfile_message(sf.LibsndfileError(158, "Error opening <_io.BytesIO object at 0x7f>: "))
+    'the FLAC stream is corrupt (the decoder lost sync)'
+    >>> libsndfile_message(sf.LibsndfileError(71))
+    "in WAV file: no 'data' chunk marker"
+    """
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and code in LIBSNDFILE_WORDS:
+        return LIBSNDFILE_WORDS[code]
+    for kind, words in _PYTHON_WORDS.items():
+        if isinstance(exc, kind):
+            return words
+    text = getattr(exc, "error_string", None) if isinstance(code, int) else None
+    text = re.sub(r"Error opening <[^>]*>:\s*", "", text or str(exc))
+    text = re.sub(r"^Error\s*(:|\.)?\s*", "", " ".join(text.split()))
+    text = re.sub(r"^in ([^.,]*? file)[.,]\s*", r"in \1: ", text)  # "in WAV file. No" -> "in WAV file: no"
+    text = re.sub(r"(: )([A-Z])(?![A-Z])", lambda m: m[1] + m[2].lower(), text).rstrip(".")
+    if not text or text.startswith("No error defined"):
+        return f"libsndfile failed (error {code})" if code is not None else type(exc).__name__
+    return text[0].lower() + text[1:] if text[1:2].islower() else text
 
 
 def audio_dtype(subtype: str | None, requested: str = "auto") -> str:
@@ -159,12 +232,22 @@ def clip_verdict(report: WriteReport, policy: str = "warn") -> str | None:
     return (f"{report.path}: {report.clipped:,} samples clipped to the {report.subtype} range "
             f"({peak}); --gain {gain:.1f} would avoid it")
 
+def nonfinite_pcm(subtype: str) -> tuple[str, str]:
+    """The error (message, hint) for NaN/Inf bound for integer PCM, which has no code for them
+    (a cast would write whatever the CPU makes of NaN, a full-scale click)."""
+    return (f"the result holds NaN or Inf samples, which {subtype} cannot store; nothing written",
+            ("they came from the input (--allow-nonfinite) or from an overflow: keep them with "
+             "--subtype FLOAT or .npy, or compute with --dtype float64 and a smaller kernel or "
+             "--gain"))
+
+
 def to_pcm(frames: np.ndarray, subtype: str,
            out: np.ndarray | None = None) -> tuple[np.ndarray, int, float]:
     """Round float frames (full scale ±1) to integer PCM, clamping what would clip.
 
     Returns the container array for soundfile, the number of clamped samples and the peak.
     Rounded to nearest ourselves: libsndfile's own float->int conversion does not round.
+    NaN/Inf have no integer code: an ``OutputError`` (``nonfinite_pcm``).
     ``out``: an integer array of the container type and of ``frames``' shape to write into (a
     channel's column of interleaved frames, so that converting also interleaves); it is what
     comes back.
@@ -173,11 +256,12 @@ def to_pcm(frames: np.ndarray, subtype: str,
     peak = 0.0
     low, high = -scale, scale - 1
     maybe_clipped = True
-    if frames.size:  # min and max: no |x| copy (NaN/Inf: as np.max(np.abs(...)) says)
+    if frames.size:  # min and max: no |x| copy
         low_x, high_x = float(frames.min()), float(frames.max())
-        finite = math.isfinite(low_x + high_x)
-        peak = max(-low_x, high_x) if finite else float(np.max(np.abs(frames)))
-        maybe_clipped = not (finite and low <= low_x * scale and high_x * scale <= high)
+        if not math.isfinite(low_x + high_x):
+            raise OutputError(*nonfinite_pcm(subtype))
+        peak = max(-low_x, high_x)
+        maybe_clipped = not (low <= low_x * scale and high_x * scale <= high)
     scaled = frames * scale
     np.rint(scaled, out=scaled)
     clipped = 0

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from convcli.core.kernels import designed_kernel, make_kernel
+from convcli.core.limits import MAX_TAPS
 from convcli.errors import InputError, UsageError
 from convcli.io.npy import load_npy
 from convcli.io.signals import read_bytes
 
-MAX_TAPS = 50_000_000
 #: taps of a window when --size is not given
 DEFAULT_SIZE = 31
 
@@ -37,39 +37,58 @@ def parse_kernel_bytes(data: bytes, name: str) -> np.ndarray:
 
 
 def parse_numbers(data: bytes, name: str, what: str) -> np.ndarray:
-    """The numbers of a .npy or text file (``parse_kernel_bytes``' rules), unchecked."""
+    """The numbers of a .npy or text file (``parse_kernel_bytes``' rules), unchecked; ``what``
+    names the role (kernel, bias) in messages."""
     if not data.strip():
         raise InputError(f"{what} {name} is empty", "give one number per line, or a .npy file")
     if data[:6] == b"\x93NUMPY":
         return load_npy(data, f"{what} {name}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(
-            f"{what} {name} is neither .npy nor text", "give one number per line, or a .npy file"
-        ) from None
-    rows = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
+    return parse_text(data, name, what)
+
+
+#: separators a text kernel may use besides spaces and newlines
+_SEPARATORS = bytes.maketrans(b",;\t\r\f\v", b"      ")
+#: bytes parsing holds per byte of text at most: a copy with the separators replaced, and 8
+#: bytes of float64 for every 2 bytes (the shortest number and its separator)
+TEXT_BYTES_PER_BYTE = 6
+
+
+def parse_text(data: bytes, name: str, what: str = "kernel") -> np.ndarray:
+    """Text numbers as float64, ``[k]`` or ``[C, k]``: parsed by numpy's C reader, never a
+    Python float per number (10 million taps take 80 MB, not gigabytes of lists)."""
+    import io
+    import warnings
+
+    from convcli.plan.memory import check_allocation
+
+    check_allocation(TEXT_BYTES_PER_BYTE * len(data), f"parsing {what} {name}",
+                     f"save the {what} as .npy (numpy.save)")
+    if not data.isascii():
         try:
-            rows.append([float(tok) for tok in re.split(r"[\s,;]+", line) if tok])
-        except ValueError as exc:
-            raise InputError(
-                f"{what} {name}: not a number in line {line[:40]!r} ({exc})",
-                "give one number per line, or numbers separated by spaces or commas",
-            ) from None
-    if not rows:
-        raise InputError(f"{what} {name} has no numbers", "give one number per line")
-    if all(len(r) == 1 for r in rows) or len(rows) == 1:
-        return np.array([v for r in rows for v in r])
-    if len({len(r) for r in rows}) != 1:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{what} {name} is neither .npy nor text",
+                             "give one number per line, or a .npy file") from None
+    if b"," in data or b";" in data:  # numpy's reader splits on one kind of separator
+        data = data.translate(_SEPARATORS)
+    try:
+        with warnings.catch_warnings():  # "input contained no data": said below, in words
+            warnings.simplefilter("ignore")
+            rows = np.loadtxt(io.BytesIO(data), dtype=np.float64, ndmin=2, comments="#",
+                              encoding="utf-8")
+    except ValueError as exc:
+        text = str(exc)
+        if "number of columns changed" in text:
+            raise InputError(f"{what} {name}: rows have different lengths ({text.split(';')[0]})",
+                             "a 2-D text kernel needs one row of k numbers per channel") from None
+        token = re.search(r"string (.*?) to float", text)
         raise InputError(
-            f"{what} {name}: rows have different lengths {sorted({len(r) for r in rows})}",
-            "a 2-D text kernel needs one row of k numbers per channel",
-        )
-    return np.array(rows)
+            f"{what} {name}: not a number: {token[1][:40] if token else text[:60]}",
+            "give one number per line, or numbers separated by spaces or commas",
+        ) from None
+    if rows.size == 0:
+        raise InputError(f"{what} {name} has no numbers", "give one number per line")
+    return rows.reshape(-1) if 1 in rows.shape else rows
 
 
 def read_bias(source: str) -> np.ndarray:
@@ -106,7 +125,8 @@ def check_kernel_array(array: np.ndarray, name: str) -> np.ndarray:
             "a kernel is (k,), (C, k) or (O, C/G, k) with k ≥ 1",
         )
     if array.shape[-1] > MAX_TAPS:
-        raise InputError(f"kernel {name} has {array.shape[-1]:,} taps (at most {MAX_TAPS:,})")
+        raise InputError(f"kernel {name} has {array.shape[-1]:,} taps (at most {MAX_TAPS:,})",
+                         "split the filter into stages, or design it with fewer taps")
     array = array.astype(np.float64)
     bad = np.argwhere(~np.isfinite(array))
     if len(bad):
@@ -117,6 +137,18 @@ def check_kernel_array(array: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
+
+
+#: float64 arrays a window holds while it is built and normalized: bytes a tap
+WINDOW_BYTES_PER_TAP = 5 * 8
+
+
+def reserve_taps(nbytes: int, taps: int) -> None:
+    """The memory check before a window or a design of ``taps`` taps is computed."""
+    from convcli.plan.memory import check_allocation
+
+    check_allocation(nbytes, f"a kernel of {taps:,} taps", "use fewer taps (--size), or a "
+                     "wider --transition")
 
 
 @dataclass(frozen=True)
@@ -146,8 +178,11 @@ class KernelRequest:
         if self.design is not None:
             return designed_kernel(self.design, rate, window_spec=self.window, size=self.size,
                                    periodic=self.periodic, normalization=self.normalize,
-                                   has_file=self.path is not None or self.values is not None)
+                                   has_file=self.path is not None or self.values is not None,
+                                   reserve=reserve_taps)
         kernel = read_kernel(self.path) if self.path is not None else None
+        if kernel is None and self.values is None:
+            reserve_taps(WINDOW_BYTES_PER_TAP * self.taps, self.taps)
         if self.values is not None:
             if kernel is not None:
                 raise UsageError("a kernel file and kernel values both given", "use one of them")

@@ -8,7 +8,7 @@ atomic output (``convcli.io.atomic``).
 from __future__ import annotations
 
 import io
-import math
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,12 +17,14 @@ from typing import BinaryIO
 
 import numpy as np
 
+from convcli.core import limits
 from convcli.errors import InputError, OutputError, UsageError
 from convcli.io.formats import (
     PCM,
     SOUNDFILE_FORMATS,
     WriteReport,
     audio_dtype,
+    check_channels,
     libsndfile_message,
     sniff_format,
     to_pcm,
@@ -51,34 +53,80 @@ class Signal:
 def read_bytes(path: str, stdin: BinaryIO | None = None, what: str = "input") -> bytes:
     """All bytes of ``path`` (``-`` = stdin), with a clear error for missing/empty inputs.
 
-    ``what`` names the role in messages ("input", "kernel").
+    ``what`` names the role in messages ("input", "kernel"). A device (``/dev/zero``,
+    ``/dev/tty``) and a terminal on stdin are refused: neither ends. Pipes, FIFOs and stdin
+    are read in chunks, refused once they outgrow the memory available.
     """
     if path == "-":
+        if stdin is None and _is_terminal(sys.stdin):
+            raise InputError(f"standard input is a terminal, and the {what} was to come from it",
+                             "pipe a file in (convcli ... - < in.wav), or give the file's path")
         try:
-            data = (stdin or sys.stdin.buffer).read()
+            data = read_stream(stdin or sys.stdin.buffer, f"the {what} on standard input")
         except OSError as exc:
-            raise InputError(f"cannot read the {what} from standard input: {exc.strerror or exc}") from None
+            raise InputError(f"cannot read the {what} from standard input: {exc.strerror or exc}",
+                             "check the command that writes into the pipe") from None
         if not data:
             raise InputError(f"standard input is empty (the {what} was to come from it)",
                              "pipe a WAV/FLAC/OGG/NPY stream into convcli, or give a file")
         return data
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"no such {what} file: {path}", "check the path")
-    if p.is_dir():
-        raise InputError(f"{what} {path} is a directory, not a file", "give a file path")
     try:
-        from convcli.plan.memory import check_allocation
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"no such {what} file: {path}", "check the path") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}",
+                         "check the path and its permissions") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{what} {path} is a directory, not a file", "give a file path")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise InputError(f"{what} {path} is a device, not a file (it may never end)",
+                         "give a file, or pipe the data into - (stdin)")
+    try:
+        if stat.S_ISREG(mode):
+            from convcli.plan.memory import check_allocation
 
-        check_allocation(p.stat().st_size, f"reading {what} {path}",
-                         "split the file, or filter it in pieces with --block (streaming)")
-        data = p.read_bytes()
+            check_allocation(p.stat().st_size, f"reading {what} {path}",
+                             "split the file, or filter it in pieces with --block (streaming)")
+            data = p.read_bytes()
+        else:  # a FIFO or a socket: its length is known only at its end
+            with open(p, "rb") as handle:
+                data = read_stream(handle, f"{what} {path}")
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}",
                          "check the file's permissions") from None
     if not data:
         raise InputError(f"{what} {path} is empty (0 bytes)", "check the file was written completely")
     return data
+
+
+#: bytes read from a stream at a time
+STREAM_CHUNK = 16 << 20
+
+
+def read_stream(handle: BinaryIO, what: str) -> bytes:
+    """Everything ``handle`` gives until its end, in ``STREAM_CHUNK`` reads; refused (a
+    ``ResourceError``) once what was read, twice over (it is decoded next), outgrows the
+    memory available."""
+    from convcli.plan.memory import check_allocation
+
+    chunks, total = [], 0
+    while chunk := handle.read(STREAM_CHUNK):
+        chunks.append(chunk)
+        total += len(chunk)
+        check_allocation(2 * total, f"reading {what} ({total:,} bytes so far)",
+                         "give the file's path instead of a pipe (long audio files stream in "
+                         "blocks), or split it")
+    return b"".join(chunks)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
 
 def read_signal(
     path: str,
@@ -103,8 +151,8 @@ def decode_signal(
     dtype: str = "auto",
 ) -> Signal:
     """``read_signal`` for bytes already in memory; ``name`` is used in messages."""
-    if rate is not None and not (rate > 0 and math.isfinite(rate)):
-        raise UsageError(f"--rate must be a positive number of Hz, got {rate:g}")
+    if rate is not None:
+        limits.check("rate", rate)
     fmt = sniff_format(data[:12])
     if fmt is None:
         raise InputError(
@@ -122,16 +170,7 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
 
     from convcli.plan.memory import check_allocation
 
-    if fmt == "wav" and (short := wav_data_shortfall(data)) is not None:
-        declared, present = short
-        raise InputError(
-            f"{name} is truncated: its header announces {declared:,} bytes of samples but only "
-            f"{present:,} are there",
-            "convcli refuses a partial recording; to use what is there, rewrite it first: "
-            "sox in.wav fixed.wav",
-        )
-    if fmt == "wav":  # after the truncation check: only "unknown length" markers are left
-        data = fix_wav_lengths(data)
+    data = checked_audio_bytes(data, name, fmt)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             subtype, rate, declared = f.subtype, f.samplerate, f.frames
@@ -140,23 +179,9 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
                              f"decoding {name}", "split the file, or use --dtype float32")
             frames = f.read(dtype=dtype, always_2d=True)
             log = f.extra_info if fmt == "ogg" else ""
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OverflowError) as exc:
-        raise InputError(
-            f"cannot decode {name} as {fmt.upper()}: {libsndfile_message(exc)}",
-            "the file may be truncated or corrupt; check it with `soxi` or `ffprobe`",
-        ) from None
-    if 0 < frames.shape[0] < declared:
-        what = f"the {fmt.upper()} stream ends after {frames.shape[0]:,} of {declared:,} frames"
-    elif "ended unexpectedly" in log or "lacks an end-of-stream" in log:
-        what = f"the {fmt.upper()} stream ends without its end-of-stream mark"
-    else:
-        what = None
-    if what:
-        raise InputError(f"{name} is truncated: {what}",
-                         "convcli refuses a partial recording; re-encode what is there first "
-                         "if you want it (sox in.ogg fixed.ogg)")
-    if frames.shape[0] == 0:
-        raise InputError(f"{name} has no samples (0 frames)", "check the file was written completely")
+    except AUDIO_ERRORS as exc:
+        raise decode_error(name, fmt, exc) from None
+    check_complete(name, fmt, frames.shape[0], declared, log)
     return Signal(
         data=np.ascontiguousarray(frames.T[None]),
         rate=float(rate),
@@ -166,8 +191,69 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
         name=name,
     )
 
+
+#: what soundfile raises for a file it cannot decode (libsndfile's errors, and its checks
+#: of the values a header gives: a rate beyond int, a frame count numpy cannot allocate)
+AUDIO_ERRORS = (RuntimeError, ValueError, TypeError, OverflowError, MemoryError)
+
+
+def decode_error(name: str, fmt: str, exc: Exception) -> InputError:
+    """The one line for an audio file libsndfile cannot decode."""
+    return InputError(f"cannot decode {name} as {fmt.upper()}: {libsndfile_message(exc)}",
+                      "the file may be truncated or corrupt; check it with `soxi` or `ffprobe`")
+
+
+def checked_audio_bytes(data: bytes, name: str, fmt: str, size: int | None = None) -> bytes:
+    """Refuse a WAV shorter than its header says (``size``: the whole file's, when ``data``
+    is its beginning); return the bytes with a pipe writer's placeholder lengths repaired."""
+    if fmt != "wav":
+        return data
+    if (short := wav_data_shortfall(data, size)) is not None:
+        declared, present = short
+        raise InputError(
+            f"{name} is truncated: its header announces {declared:,} bytes of samples but only "
+            f"{present:,} are there",
+            "convcli refuses a partial recording; to use what is there, rewrite it first: "
+            "sox in.wav fixed.wav",
+        )
+    return fix_wav_lengths(data)  # after the truncation check: only "unknown length" markers
+
+
+def check_complete(name: str, fmt: str, got: int, declared: int, log: str = "") -> None:
+    """Refuse audio whose stream ended before its header's frame count, or an OGG without its
+    end-of-stream mark (``log``: libsndfile's ``extra_info``), or no samples at all."""
+    if 0 < got < declared:
+        what = f"the {fmt.upper()} stream ends after {got:,} of {declared:,} frames"
+    elif "ended unexpectedly" in log or "lacks an end-of-stream" in log:
+        what = f"the {fmt.upper()} stream ends without its end-of-stream mark"
+    else:
+        what = None
+    if what:
+        raise InputError(f"{name} is truncated: {what}",
+                         "convcli refuses a partial recording; re-encode what is there first "
+                         "if you want it (sox in.ogg fixed.ogg)")
+    if got == 0:
+        raise InputError(f"{name} has no samples (0 frames)", "check the file was written completely")
+
+
 def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None, dtype: str) -> Signal:
     array = load_npy(data, name)
+    bct, used = npy_batches(array, name, layout)
+    if dtype == "auto":
+        dtype = "float64" if array.dtype == np.float64 else "float32"
+    return Signal(
+        data=np.ascontiguousarray(bct, dtype=dtype),
+        rate=rate,
+        format="npy",
+        subtype=None,
+        layout=used,
+        name=name,
+    )
+
+
+def npy_batches(array: np.ndarray, name: str, layout: str | None) -> tuple[np.ndarray, str]:
+    """An NPY array as a ``[B, C, T]`` view (nothing copied) and the layout read: ``t``,
+    ``ct``, ``tc`` or ``bct``; what cannot be a signal is refused."""
     if array.dtype.kind not in "biuf":
         raise InputError(
             f"{name} has dtype {array.dtype}; convcli filters real numbers",
@@ -179,37 +265,26 @@ def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None,
     if layout not in (None, "ct", "tc"):
         raise UsageError(f"--layout must be ct or tc, got {layout!r}")
     if array.ndim == 1:
-        bct, used = array[None, None, :], "t"
-    elif array.ndim == 2:
+        return array[None, None, :], "t"
+    if array.ndim == 2:
         if layout == "tc":
-            bct, used = array.T[None], "tc"
-        else:
-            if layout is None and array.shape[0] > array.shape[1] and array.shape[0] > TC_GUESS_MIN:
-                raise InputError(
-                    f"{name} has shape {array.shape}: {array.shape[0]} channels of "
-                    f"{array.shape[1]} samples looks like (time, channels)",
-                    "pass --layout tc to read it as (time, channels), or --layout ct to insist",
-                )
-            bct, used = array[None], "ct"
-    elif array.ndim == 3:
+            return array.T[None], "tc"
+        if layout is None and array.shape[0] > array.shape[1] and array.shape[0] > TC_GUESS_MIN:
+            raise InputError(
+                f"{name} has shape {array.shape}: {array.shape[0]} channels of "
+                f"{array.shape[1]} samples looks like (time, channels)",
+                "pass --layout tc to read it as (time, channels), or --layout ct to insist",
+            )
+        return array[None], "ct"
+    if array.ndim == 3:
         if layout == "tc":
             raise UsageError("--layout tc applies to 2-D NPY only; 3-D is (batch, channels, time)")
-        bct, used = array, "bct"
-    else:
-        raise InputError(
-            f"{name} has {array.ndim} dimensions {array.shape}",
-            "an NPY signal is (time,), (channels, time) or (batch, channels, time)",
-        )
-    if dtype == "auto":
-        dtype = "float64" if array.dtype == np.float64 else "float32"
-    return Signal(
-        data=np.ascontiguousarray(bct, dtype=dtype),
-        rate=rate,
-        format="npy",
-        subtype=None,
-        layout=used,
-        name=name,
+        return array, "bct"
+    raise InputError(
+        f"{name} has {array.ndim} dimensions {array.shape}",
+        "an NPY signal is (time,), (channels, time) or (batch, channels, time)",
     )
+
 
 def find_nonfinite(data: np.ndarray) -> tuple[int, int, int] | None:
     """(batch, channel, sample) of the first NaN/Inf in ``data[B, C, T]``, or None.
@@ -260,6 +335,7 @@ def encode(
     import soundfile as sf
 
     batch, channels, _ = data.shape
+    check_channels(out_format, channels, "the output")
     if batch != 1:
         raise OutputError(
             f"{out_format.upper()} holds one signal, but the result is a batch of {batch}",
@@ -285,9 +361,10 @@ def encode(
         buffer = io.BytesIO()
         try:
             sf.write(buffer, frames, int(rate), subtype=subtype, format=major)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise OutputError(f"cannot encode {channels}-channel {major}/{subtype}: "
-                              f"{libsndfile_message(exc)}") from None
+        except AUDIO_ERRORS as exc:
+            raise OutputError(f"cannot encode {channels}-channel {major}/{subtype} at "
+                              f"{rate:g} Hz: {libsndfile_message(exc)}; nothing written",
+                              "choose another --subtype or format (.npy holds anything)") from None
         handle.write(buffer.getbuffer())
 
     return write, report

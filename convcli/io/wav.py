@@ -63,16 +63,18 @@ def _looks_like_chunk(data: bytes, pos: int) -> bool:
 #: a WAV ``data`` size meaning "unknown length" (streaming writers put these before they know)
 _UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF)
 
-def wav_data_shortfall(data: bytes) -> tuple[int, int] | None:
+def wav_data_shortfall(data: bytes, size: int | None = None) -> tuple[int, int] | None:
     """``(declared, present)`` bytes of the ``data`` chunk when the file holds fewer than its
     header says (a truncated WAV), else None. Streams that do not know their length
     (size 0 or 0xFFFFFFFF, or ≥ 0x7FFFF000 as some pipe writers use) are not truncated.
+    ``size`` is the whole file's length when ``data`` is only its beginning.
 
     >>> import struct
     >>> head = b"RIFF" + struct.pack("<I", 0) + b"WAVE" + b"data" + struct.pack("<I", 8)
     >>> wav_data_shortfall(head + bytes(8)), wav_data_shortfall(head + bytes(3))
     (None, (8, 3))
     """
+    total = size
     if len(data) < 12 or data[:4] not in (b"RIFF", b"RF64") or data[8:12] != b"WAVE":
         return None
     ds64_data_size = None
@@ -86,7 +88,34 @@ def wav_data_shortfall(data: bytes) -> tuple[int, int] | None:
                 size = ds64_data_size
             elif size in _UNKNOWN_WAV_SIZES or size >= 0x7FFFF000:
                 return None
-            present = len(data) - offset - 8
+            present = (len(data) if total is None else total) - offset - 8
             return (size, present) if present < size else None
         offset += 8 + size + (size & 1)
     return None
+
+
+def wav_length_unknown(head: bytes, size: int) -> bool:
+    """Whether a WAV's ``data`` chunk size is a pipe writer's placeholder, so that only the
+    bytes present say how long it is: 0, 0xFFFFFFFF without a ds64 chunk, or more than the
+    file of ``size`` bytes holds (as ``fix_wav_lengths`` repairs them). ``head`` is the
+    file's beginning.
+
+    >>> import struct
+    >>> head = b"RIFF" + struct.pack("<I", 0) + b"WAVE" + b"data" + struct.pack("<I", 0)
+    >>> wav_length_unknown(head, 1000), wav_length_unknown(head[:-4] + struct.pack("<I", 8), 28)
+    (True, False)
+    """
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return False
+    ds64 = False
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk, length = head[offset : offset + 4], int.from_bytes(head[offset + 4 : offset + 8],
+                                                                  "little")
+        ds64 = ds64 or chunk == b"ds64"
+        if chunk == b"data":
+            if length == 0xFFFFFFFF:
+                return not ds64
+            return length == 0 or offset + 8 + length > size
+        offset += 8 + length + (length & 1)
+    return False

@@ -158,7 +158,7 @@ def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str
     (resolved) the computation is checked against ``device_free``, the bytes free there.
     Call it after reading, before computing.
     """
-    from convcli.core.kernels import depthwise, to_weight
+    from convcli.core.kernels import depthwise, weight_shape
     from convcli.plan.selection import choose_method, engine_for
 
     on_gpu = str(device).startswith("cuda")
@@ -169,13 +169,14 @@ def check_filter_memory(arrays: list, coefficients, spec, method: str, hint: str
     k = coefficients.shape[-1]
     for ((channels, length), itemsize), batches in shapes.items():
         batch = sum(batches)
-        weight, groups = to_weight(coefficients, channels, spec.groups)
-        out_channels = weight.shape[0]
+        (out_channels, per_group, _), groups = weight_shape(coefficients.shape, channels,
+                                                            spec.groups)
         run_spec = spec if groups == spec.groups else replace(spec, groups=groups)
-        engine = engine_for(device, depthwise(out_channels, weight.shape[1], groups))
+        engine = engine_for(device, depthwise(out_channels, per_group, groups))
         chosen = choose_method(length, k, run_spec, method, batch=batch, channels=channels,
                                out_channels=out_channels, engine=engine, device=device).method
         run = conv_bytes(batch, channels, length, out_channels, k, spec, chosen, itemsize)
+        run += out_channels * per_group * k * (8 + itemsize)  # the weight: float64, then cast
         out_items = batch * out_channels * spec.output_length(length, k)
         copy = batch * channels * length * itemsize if len(batches) > 1 else 0
         encoding = 2 * out_items * 8

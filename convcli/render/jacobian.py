@@ -9,6 +9,19 @@ from typing import Any
 CORNER = (12, 24)
 
 
+def picture(result, array, output: str) -> None:
+    """``jacobian -o J.png``: the block computed, its axes and colour bar named, its rows and
+    columns numbered as in J, titled with the part of J it is."""
+    from convcli.render.plots import plot_matrix
+
+    (r0, r1), (c0, c1) = result.rows, result.cols
+    full_rows, full_cols = result.full_shape
+    of = "∂y/∂x" if result.wrt == "input" else "∂y/∂w"
+    block = "" if (r1 - r0, c1 - c0) == (full_rows, full_cols) else f"[{r0}:{r1}, {c0}:{c1}] of "
+    plot_matrix(array, output, wrt=result.wrt, origin=(r0, c0),
+                title=f"J = {of}: {block}{full_rows:,} × {full_cols:,}")
+
+
 @dataclass
 class JacobianReport:
     """A ``autodiff.jacobian.JacobianResult`` with what the command knows around it."""
@@ -48,7 +61,7 @@ class JacobianReport:
         how = (f"autograd ({details['autograd']}) in {details['autograd_seconds']:.3f} s"
                if result.method == "autograd" else
                f"closed form in {details['closed_seconds']:.3f} s")
-        lines = [escape(head), *map(escape, jacobian_formula(spec, k, result.wrt))]
+        lines = [escape(head), *map(escape, jacobian_formula(spec, k, result.wrt, self.taps))]
         if pair.bias is not None:
             lines.append(escape(f"bias {float(pair.bias[0]):g} adds a constant to every y[i]: "
                                 "J does not depend on it"))
@@ -61,6 +74,11 @@ class JacobianReport:
                          f"{c.max_abs_diff:.3g} {'≤' if c.ok else '>'} tolerance {c.tolerance:.3g}: "
                          f"{'[green]ok[/green]' if c.ok else '[red]MISMATCH[/red]'}")
         return lines
+
+    @property
+    def taps(self):
+        """The taps of the channel pair's input row (on the host: k numbers)."""
+        return self.pair.weight[0, self.pair.local].detach().cpu()
 
     @property
     def banded(self) -> bool:
@@ -99,7 +117,7 @@ class JacobianReport:
             "method": result.method,
             "autograd": result.details.get("autograd"),
             "engine": {"method": self.engine.method, "reason": self.engine.reason},
-            "formula": jacobian_formula(pair.spec, k, result.wrt),
+            "formula": jacobian_formula(pair.spec, k, result.wrt, self.taps),
             "check": None if result.check is None else {
                 "ok": result.check.ok, "max_abs_diff": result.check.max_abs_diff,
                 "tolerance": result.check.tolerance, "autograd": result.check.autograd},

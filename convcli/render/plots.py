@@ -100,16 +100,33 @@ def plot_window(w, rate: float | None, path: str, *, title: str | None = None,
     _save(fig, Canvas, path)
 
 
-def plot_matrix(J, path: str, *, title: str | None = None) -> None:
-    """Write a PNG heatmap of the matrix ``J [rows, cols]`` with a colour bar.
+#: the axes and the colour bar of a Jacobian's picture: (x label, y label, value) per --wrt
+JACOBIAN_LABELS = {
+    "input": ("j: input sample x[j]", "i: output sample y[i]", "J[i, j] = ∂y[i]/∂x[j]"),
+    "kernel": ("j: tap w[j]", "i: output sample y[i]", "J[i, j] = ∂y[i]/∂w[j]"),
+}
 
-    Rows run down the y axis (``i``), columns along the x axis (``j``), as the matrix is
-    printed. The colour scale is symmetric about 0 (blue negative, red positive), so zeros
-    are white and a banded Jacobian shows its band.
+
+def plot_matrix(J, path: str, *, title: str | None = None, wrt: str | None = None,
+                origin: tuple[int, int] = (0, 0)) -> None:
+    """Write a PNG heatmap of the matrix ``J [rows, cols]`` with a colour bar
+    (``matrix_figure``).
 
     Shape: ``J [I, J] -> PNG of MATRIX_SIZE pixels at path`` (``-`` = stdout).
     """
     _check_png(path)
+    fig, canvas = matrix_figure(J, title=title, wrt=wrt, origin=origin)
+    _save(fig, canvas, path)
+
+
+def matrix_figure(J, *, title: str | None = None, wrt: str | None = None,
+                  origin: tuple[int, int] = (0, 0)):
+    """``(Figure, canvas type)`` of the heatmap of ``J``: rows down the y axis (``i``),
+    columns along the x axis (``j``), as the matrix is printed, numbered from ``origin``
+    (the first row and column of a ``--rows``/``--cols`` block). The colour scale is
+    symmetric about 0 (blue negative, red positive), so zeros are white and a banded
+    Jacobian shows its band; ``wrt`` (input | kernel) names the axes and the colour bar's
+    quantity (``JACOBIAN_LABELS``)."""
     J = np.asarray(J, dtype=np.float64)
     if J.ndim != 2 or J.size == 0:
         raise UsageError(f"plot_matrix draws a non-empty 2-D matrix, got shape {J.shape}")
@@ -120,11 +137,13 @@ def plot_matrix(J, path: str, *, title: str | None = None) -> None:
     fig = Figure(figsize=(MATRIX_SIZE[0] / DPI, MATRIX_SIZE[1] / DPI), dpi=DPI,
                  layout="constrained")
     ax = fig.subplots()
+    r0, c0 = origin
     image = ax.imshow(J, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
                       interpolation="nearest" if max(J.shape) <= 512 else "antialiased",
-                      extent=(-0.5, J.shape[1] - 0.5, J.shape[0] - 0.5, -0.5))
-    ax.set_xlabel("j")
-    ax.set_ylabel("i")
+                      extent=(c0 - 0.5, c0 + J.shape[1] - 0.5, r0 + J.shape[0] - 0.5, r0 - 0.5))
+    xlabel, ylabel, value = JACOBIAN_LABELS.get(wrt, ("j", "i", "value"))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title or f"{J.shape[0]} × {J.shape[1]}")
-    fig.colorbar(image, ax=ax)
-    _save(fig, Canvas, path)
+    fig.colorbar(image, ax=ax, label=value)
+    return fig, Canvas

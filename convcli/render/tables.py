@@ -148,3 +148,54 @@ def render_response(measured) -> str:
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value}" for label, value in rows]
     return "\n".join(lines + [f"note: {n}" for n in measured.notes]) + "\n"
+
+
+def render_windows(rows: list[dict]) -> str:
+    """``window --list``: one window a line, ``core.windows.catalog``'s rows."""
+    width = max(len(row["usage"]) for row in rows) + 2
+    lines = []
+    for row in rows:
+        if row["param"] is None:
+            about = "no parameter"
+        elif row["required"]:
+            about = f"{row['param']} required"
+        else:
+            about = f"{row['param']}, default {row['default']:g}"
+        also = f"; also {', '.join(row['aliases'])}" if row["aliases"] else ""
+        lines.append(f"{row['usage']:<{width}}{about} (scipy: {row['scipy']}){also}\n")
+    return "".join(lines)
+
+
+def render_system(facts: dict) -> str:
+    """``convcli doctor``: ``engines.system.facts()`` as labelled lines."""
+    from convcli.plan.memory import human_bytes
+
+    packages = facts["packages"]
+    lines = [(f"convcli {facts['convcli']} on Python {facts['python']['version']} "
+             f"({facts['python']['executable']}), {facts['platform']}"),
+             f"cpu: {facts['cpu']['model']} ({facts['cpu']['cores']} cores)",
+             "packages: " + ", ".join(f"{name} {version or '(not installed)'}"
+                                      for name, version in packages.items()),
+             f"libsndfile: {facts['libsndfile'] or 'not found'}"]
+    for engine in facts["engines"]:
+        blas = "".join(f"; BLAS {lib['api']} {lib['version']}, {lib['threads']} threads"
+                       for lib in engine.get("blas", []))
+        lines.append(f"engine {engine['name']} {engine['version'] or '(not installed)'}: runs "
+                     f"{engine['runs']}{blas}")
+    cuda = facts["cuda"]
+    lines.append(f"cuda: {cuda['note']}")
+    for device in cuda["devices"]:
+        lines.append(f"  {device['device']}: {device['name']} (compute capability "
+                     f"{device['capability']}), {human_bytes(device['free'])} free of "
+                     f"{human_bytes(device['total'])}")
+    room = facts["memory"]["available"]
+    limit = facts["memory"]["limit"]
+    lines.append(f"memory available: {'unknown' if room is None else human_bytes(room)}"
+                 + (f" ({facts['memory']['limit_env']}={limit})" if limit else ""))
+    calibration = facts["calibration"]
+    lines.append(f"calibration ({calibration['env']}): {calibration['setting']}"
+                 + (f", {calibration['where']}" if calibration["where"] else ""))
+    for row in calibration["devices"]:
+        rates = ", ".join(f"{engine} {source}" for engine, source in row["rates"].items())
+        lines.append(f"  {row['device']}: {rates}")
+    return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
     python benchmarks/bench.py            # the full run (several minutes on 2 cores)
     python benchmarks/bench.py --quick    # a small version, seconds
     python benchmarks/bench.py --process  # also whole-process rows vs SoX (10-minute WAV)
+    python benchmarks/bench.py --pipe --no-engine  # cat long.wav | convcli filter - -o - vs SoX
     python benchmarks/bench.py --device cuda  # the torch engine on a GPU vs cuDNN and CuPy
 
 On the CPU the headline rows "convcli auto / direct / fft" time the numpy engine
@@ -394,8 +395,8 @@ def make_wav(path: Path, seconds: float) -> None:
 def run_process(args) -> list[dict]:
     import soundfile as sf
 
-    workdir = Path(tempfile.gettempdir()) / "convcli_bench"
-    workdir.mkdir(exist_ok=True)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     py = sys.executable
     rows = []
@@ -449,6 +450,100 @@ def run_process(args) -> list[dict]:
     return rows
 
 
+# --- the pipe rows: stdin to stdout, as a shell pipeline runs it ------------------------------
+def run_piped(cmd: list[str], wav: Path, out: Path,
+              env: dict | None = None) -> tuple[float, float, float, int]:
+    """``cat WAV | CMD > (this process) > OUT``: wall seconds, seconds to CMD's first output
+    byte, CMD's peak RSS (MB, ``/usr/bin/time``) and its exit status. The pipeline starts
+    when ``cat`` does; this process reads CMD's output as it comes and writes it to ``out``."""
+    with tempfile.NamedTemporaryFile("r") as report, open(out, "wb") as sink:
+        t0 = time.perf_counter()
+        cat = subprocess.Popen(["cat", str(wav)], stdout=subprocess.PIPE)
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", report.name, *cmd],
+                                stdin=cat.stdout, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+        cat.stdout.close()  # the filter holds the only read end: cat sees EPIPE if it stops
+        first = math.nan
+        while chunk := proc.stdout.read1(1 << 20):
+            if math.isnan(first):
+                first = time.perf_counter() - t0
+            sink.write(chunk)
+        err = proc.stderr.read()
+        proc.wait()
+        cat.wait()
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            sys.stderr.write(err.decode(errors="replace"))
+        lines = [line for line in report.read().split() if line.strip().isdigit()]
+    return wall, first, (int(lines[-1]) / 1024 if lines else math.nan), proc.returncode
+
+
+def max_lsb(a: Path, b: Path) -> tuple[int, bool]:
+    """The largest difference between two 16-bit WAVs (read in pieces), and equal lengths."""
+    import soundfile as sf
+
+    worst = 0
+    with sf.SoundFile(a) as fa, sf.SoundFile(b) as fb:
+        same = fa.frames == fb.frames
+        while len(x := fa.read(1 << 20, dtype="int16")):
+            y = fb.read(len(x), dtype="int16")
+            m = min(len(x), len(y))
+            worst = max(worst, int(np.abs(x[:m].astype(np.int32) - y[:m]).max(initial=0)))
+    return worst, same
+
+
+def run_pipe(args) -> list[dict]:
+    """The pipe rows: a 1-hour stereo 16-bit WAV (1 minute with ``--quick``) through
+    ``cat long.wav | convcli filter - -o - | ...`` and through the SoX pipe that does the same
+    (``sox -D -t wav - -t wav - fir coeffs.txt``: SoX without its dither, as the equality
+    check needs and a little faster than with it), for 31 and 48 000 taps: wall time, time to
+    the first output byte and the filter's peak RSS, medians of ``--process-repeat`` runs."""
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    seconds = 60 if args.quick else 3600
+    wav = workdir / f"long{seconds}.wav"
+    import soundfile as sf
+
+    if not wav.exists() or sf.info(str(wav)).frames != seconds * RATE:
+        make_wav(wav, seconds)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    sox = shutil.which("sox")
+    rows = []
+    print(f"\npipes: {seconds} s stereo 16-bit 48 kHz through cat | FILTER | (read here)")
+    for taps in (31, 48_000):
+        coeffs = hann(taps) if taps < 8000 else reverb(taps) * 0.05
+        txt, npy_path = workdir / f"coeffs{taps}.txt", workdir / f"coeffs{taps}.npy"
+        np.savetxt(txt, coeffs, fmt="%.10g")
+        np.save(npy_path, coeffs)
+        kernel = ["--size", "31"] if taps == 31 else ["--kernel", str(npy_path)]
+        commands = {"convcli": [sys.executable, "-m", "convcli", "filter", "-", "-o", "-",
+                                *kernel, "-q"]}
+        if sox:
+            commands["sox"] = [sox, "-D", "-t", "wav", "-", "-t", "wav", "-", "fir", str(txt)]
+        runs: dict = {name: [] for name in commands}
+        for _ in range(args.process_repeat):
+            for name, cmd in commands.items():  # in turns: the machine's load hits both
+                runs[name].append(run_piped(cmd, wav, workdir / f"pipe_{name}.wav", env))
+        row = {"what": f"pipe, {seconds} s, {taps} taps"}
+        for name, results in runs.items():
+            walls, firsts, rss, codes = zip(*results)
+            row.update({f"{name}_s": statistics.median(walls),
+                        f"{name}_first_byte_s": statistics.median(firsts),
+                        f"{name}_rss_mb": max(rss), f"{name}_ok": not any(codes)})
+        if sox:
+            row["max_lsb_vs_sox"], row["length_equal"] = max_lsb(workdir / "pipe_convcli.wav",
+                                                                 workdir / "pipe_sox.wav")
+        rows.append(row)
+        text = " | ".join(f"{name} {row[f'{name}_s']:6.2f} s, first byte "
+                          f"{row[f'{name}_first_byte_s']:.2f} s, {row[f'{name}_rss_mb']:4.0f} MB"
+                          for name in commands)
+        extra = (f" | {row['convcli_s'] / row['sox_s']:.2f}x SoX, max diff "
+                 f"{row['max_lsb_vs_sox']} LSB" if sox else "")
+        print(f"{row['what']:26s} {text}{extra}")
+        sys.stdout.flush()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small workloads, seconds in all")
@@ -460,6 +555,11 @@ def main() -> None:
     parser.add_argument("--hour", action="store_true", help="add the 1-hour WAV to --process")
     parser.add_argument("--process-repeat", type=int, default=3)
     parser.add_argument("--no-engine", action="store_true", help="only the whole-process rows")
+    parser.add_argument("--pipe", action="store_true",
+                        help="the pipe rows: a 1-hour WAV (1 min with --quick) through "
+                        "cat | convcli filter - -o - and the SoX pipe")
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "convcli_bench"),
+                        help="where the long WAVs and outputs go")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: the torch engine on a GPU")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
@@ -485,6 +585,8 @@ def main() -> None:
         result["engine"] = run_engine(args)
     if args.process:
         result["process"] = run_process(args)
+    if args.pipe:
+        result["pipe"] = run_pipe(args)
     Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     print(f"\nwrote {args.json}")
 

@@ -19,7 +19,6 @@ the one ``--json`` schema of ``convcli filter``. Nothing here prints: progress g
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import time
@@ -32,46 +31,52 @@ import numpy as np
 
 from convcli.core import limits
 from convcli.core.kernels import bias_for, check_representable, depthwise, to_weight, weight_shape
-from convcli.core.levels import apply_level, check_level_options, dbfs_text
+from convcli.core.levels import apply_level, check_level_options, dbfs_text, peak_gain_db
 from convcli.core.response import design_weakness
 from convcli.core.spec import ConvSpec
 from convcli.errors import InputError, OutputError, UsageError
-from convcli.io.atomic import atomic_output, atomic_outputs, check_output_path, keep_existing
+from convcli.io.atomic import atomic_outputs, atomic_stream, check_output_path, keep_existing
 from convcli.io.formats import (
+    EXTENSIONS,
+    FORMATS,
     PCM,
-    SOUNDFILE_FORMATS,
     WriteReport,
-    audio_dtype,
     check_channels,
     choose_subtype,
     clip_verdict,
     format_from_path,
-    libsndfile_message,
+    writable,
 )
 from convcli.io.kernelfile import KernelRequest
-from convcli.io.signals import Signal, check_finite, encode, read_bytes, read_signal
-from convcli.plan.geometry import edge_extent
+from convcli.io.signals import Signal, check_finite, encode, read_signal
 from convcli.plan.memory import check_allocation, check_filter_memory, reuse_freed_memory
 from convcli.plan.ratecache import rates_source
-from convcli.plan.selection import describe_run, engine_for, tap_choice
+from convcli.plan.selection import describe_run, engine_for
 
 #: single audio inputs with more samples than this (all channels) stream by default (64 MB f32)
 STREAM_SAMPLES = 1 << 24
+#: a short file whose whole-signal filter the cost model prices above this many seconds streams
+#: (one engine call shows no progress; a stream shows its rate and the time left)
+WHOLE_SECONDS = 1.0
 #: default block, in frames (about 11 s at 48 kHz)
 DEFAULT_BLOCK = 1 << 19
+#: the most standard input is read in one block (about 5.5 s at 48 kHz); a block is what has
+#: arrived (``io.pipes.StreamReader.read_ready``), so a slow producer is not waited for, and
+#: the output comes in pieces of ``engines.driver.STREAM_PIECE`` frames (2.7 s at 48 kHz)
+PIPE_BLOCK = 1 << 18
 #: copies of a block a stream holds at once, counted in float64 (read ahead, decoded rows,
 #: the padded buffer, the output, its PCM frames, the one being written)
 BLOCK_COPIES = 6
 #: what ``--block`` and the memory check suggest when a whole-signal run would not fit
 STREAM_HINT = "filter it in pieces with --block (streaming), or use fewer inputs at once"
 
-#: ``progress(total, description)``: a context manager yielding ``tick(advance=1, *,
-#: description=None, total=None)`` (``render.progress.progress`` has this shape)
+#: ``progress(total, description, unit=None)``: a context manager yielding ``tick(advance=1,
+#: *, description=None, total=None)`` (``render.progress.progress`` has this shape)
 Progress = Callable[..., contextlib.AbstractContextManager]
 
 
 @contextlib.contextmanager
-def no_progress(total: float | None = None, description: str = "") -> Iterator[Callable]:
+def no_progress(total: float | None = None, description: str = "", **kwargs) -> Iterator[Callable]:
     """A ``Progress`` that shows nothing."""
     yield lambda *args, **kwargs: None
 
@@ -169,10 +174,33 @@ def same_file(a: str, b: str) -> bool:
 
 
 def default_output(path: str, out_format: str | None) -> str:
-    """``in.wav`` -> ``in.filtered.wav`` beside it (``--format`` picks the extension)."""
+    """``in.wav`` -> ``in.filtered.wav`` beside it (``--format`` picks the extension); an input
+    whose format convcli cannot write (``unwritable_input``) gets ``in.filtered.wav``."""
     p = Path(path)
     suffix = f".{out_format}" if out_format else p.suffix
+    if not out_format and unwritable_input(path) is not None:
+        suffix = ".wav"
     return str(p.with_name(f"{p.stem}.filtered{suffix}"))
+
+
+def unwritable_input(path: str) -> str | None:
+    """Why an output in ``path``'s own format could not be written (its extension names no
+    format convcli writes, or libsndfile cannot write that format at its rate and channel
+    count, e.g. Opus at 44.1 kHz), or None when it can (or the input cannot be read at all:
+    the reader says why)."""
+    from convcli.io.blocks import probe
+
+    fmt = format_from_path(path)
+    if fmt in ("npy", "wav") or path == "-":  # always written
+        return None
+    facts = probe(path)
+    if facts is None:
+        return None
+    if fmt is None:
+        return f"convcli does not write {Path(path).suffix or 'files without an extension'}"
+    reason = writable(fmt, choose_subtype(fmt, source_format=facts.format), facts.rate,
+                      facts.channels)
+    return None if reason is None else f"libsndfile cannot write it here: {reason}"
 
 
 def plan_outputs(inputs: list[str], output: str | None, out_dir: str | None,
@@ -214,15 +242,17 @@ def plan_outputs(inputs: list[str], output: str | None, out_dir: str | None,
 
 
 def output_format(out: str, requested: str | None, input_format: str) -> str:
-    """``--format``, else stdout takes the input's format, else the output name's extension."""
+    """``--format``, else stdout takes the input's format (WAV where convcli cannot write
+    that), else the output name's extension."""
     if requested:
         return requested
     if out == "-":
-        return input_format
+        return input_format if input_format in FORMATS else "wav"
     found = format_from_path(out)
     if found is None:
         raise UsageError(f"cannot tell the output format from {out!r}",
-                         "use a .wav/.flac/.ogg/.npy name or pass --format")
+                         f"use a name ending in one of .{', .'.join(sorted(EXTENSIONS))}, or "
+                         "pass --format")
     return found
 
 
@@ -248,8 +278,10 @@ def full_scale(subtype: str | None) -> float:
     return 1.0
 
 
-def design_rate(request, signals: list[Signal]) -> float:
-    """The one sample rate a design is made for; refuses NPY without --rate and mixed rates."""
+def design_rate(request, signals: list) -> float:
+    """The one sample rate a design is made for; refuses NPY without --rate and mixed rates.
+
+    ``signals``: what was read (``Signal``s or ``BlockSource``s: a ``name`` and a ``rate``)."""
     from convcli.core.fir import format_cutoffs
 
     flag = f"--{request.band} {format_cutoffs(request.cutoffs)}"
@@ -268,63 +300,62 @@ def design_rate(request, signals: list[Signal]) -> float:
 
 
 # --- stream or whole ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AudioInfo:
-    """What a stream needs to know of an audio file before reading it."""
-
-    format: str
-    frames: int
-    channels: int
-    rate: int
-
-
-def audio_info(path: str) -> AudioInfo | None:
-    """The facts of an audio file, or None for NPY, stdin or what soundfile cannot open."""
-    from convcli.io.blocks import audio_info as facts
-
-    if path != "-" and not os.path.isfile(path):  # a FIFO or a device cannot seek to its end
-        return None
-    found = facts(path)
-    return None if found is None else AudioInfo(*found)
-
-
-def stream_block(job: FilterJob) -> int | None:
+def stream_block(job: FilterJob, coefficients: np.ndarray | None = None) -> int | None:
     """Stream (and with which block of frames) or filter whole: the one decision ``filter`` asks.
 
-    Streams a single WAV/FLAC/OGG file when ``--block`` is given or when it holds more than
-    ``STREAM_SAMPLES`` samples; NPY, stdin and several inputs are filtered whole (``--block``
-    with them is a usage error, so the flag never silently does nothing). A FIR design and
-    ``--normalize-output`` need the whole signal first.
+    One input streams whenever it can be streamed, which is always: standard input (in
+    blocks of ``PIPE_BLOCK``), a file with ``--block``, a file whose header says it holds more
+    than ``STREAM_SAMPLES`` samples (any format, NPY too: ``io.blocks.probe``). FIR designs
+    (the rate is in the header) and ``--normalize-output`` (a first pass measures the peak)
+    stream too; a pipe cannot be read twice, so ``--normalize-output`` on stdin is refused.
+    Short files are filtered whole (faster: one engine call) unless the cost model prices
+    that call above ``WHOLE_SECONDS`` (``coefficients`` given: streamed, it shows progress),
+    and several inputs are the whole path's (``--block`` with them is a usage error, so the flag never silently does
+    nothing).
     """
     block = job.block
     if block is not None:
         limits.check("block", block)
-    if block is not None and (job.kernel.design is not None or job.normalize_output is not None):
-        raise UsageError("--block streams a fixed kernel; FIR design and --normalize-output "
-                         "need the whole signal first", "drop --block (or use --gain)")
-    if job.kernel.design is not None or job.normalize_output is not None:
-        return None
     if len(job.inputs) != 1:
         if block is not None:
-            raise UsageError("--block streams one input file; several inputs are filtered whole")
+            raise UsageError("--block streams one input; several inputs are filtered whole")
         return None
-    info = audio_info(job.inputs[0])
-    if info is None:
-        if block is not None:
-            raise UsageError("--block streams WAV/FLAC/OGG files; NPY and stdin are filtered whole",
-                             "drop --block, or convert the input to WAV")
-        return None
-    out = job.outputs[0]
-    if (job.out_format or (info.format if out == "-" else format_from_path(out))) == "npy":
-        if block is not None:
-            raise UsageError("--block writes WAV/FLAC/OGG; NPY output is written whole")
-        return None
+    path = job.inputs[0]
+    if path == "-":
+        if job.normalize_output is not None:
+            raise UsageError("--normalize-output measures the result before it writes it, and "
+                             "standard input can be read only once",
+                             "use --gain DB, or save the input to a file first")
+        return block or PIPE_BLOCK
     if block is not None:
-        check_allocation(BLOCK_COPIES * 8 * min(block, max(info.frames, 1)) * info.channels,
-                         f"--block {block:,} (frames of {info.channels} channels, in flight)",
-                         f"use a smaller --block (the default is {DEFAULT_BLOCK:,})")
         return block
-    return DEFAULT_BLOCK if info.frames * info.channels > STREAM_SAMPLES else None
+    from convcli.io.blocks import probe
+
+    facts = probe(path, job.layout)
+    if facts is None:  # not readable: the whole path says why
+        return None
+    if facts.frames * facts.channels * facts.batch > STREAM_SAMPLES:
+        return DEFAULT_BLOCK
+    if coefficients is not None and predicted_seconds(job, facts, coefficients) > WHOLE_SECONDS:
+        return DEFAULT_BLOCK  # one long engine call: streamed, it shows how far it has got
+    return None
+
+
+def predicted_seconds(job: FilterJob, facts, coefficients: np.ndarray) -> float:
+    """What the cost model says filtering a file of these ``facts`` whole takes on the CPU
+    (``plan.selection.choose_method``'s estimate of the method that would run)."""
+    from convcli.plan.selection import choose_method
+
+    weight, groups = to_weight(coefficients, facts.channels, job.spec.groups)
+    spec = job.spec if groups == job.spec.groups else replace(job.spec, groups=groups)
+    if facts.frames < 1 or spec.stride1_length(facts.frames, weight.shape[-1]) < 1:
+        return 0.0  # the whole path refuses it
+    choice = choose_method(facts.frames, weight.shape[-1], spec, job.method, batch=facts.batch,
+                           channels=facts.channels, out_channels=weight.shape[0],
+                           engine=engine_for("cpu", depthwise(weight.shape[0], weight.shape[1],
+                                                              groups)))
+    direct = [seconds for name, seconds in choice.estimates.items() if name != "fft"]
+    return choice.estimates.get("fft", 0.0) if choice.method == "fft" else max(direct, default=0.0)
 
 
 def run_filter(job: FilterJob, progress: Progress = no_progress) -> FilterResult:
@@ -341,10 +372,17 @@ def run_filter(job: FilterJob, progress: Progress = no_progress) -> FilterResult
 def _run_filter(job: FilterJob, progress: Progress) -> FilterResult:
     check_level_options(job.gain, job.normalize_output)
     coefficients = None if job.kernel.design is not None else job.kernel.load()[0]
-    block = stream_block(job)
+    block = stream_block(job, coefficients)
     if block is not None:
-        return run_streamed(job, coefficients, block, progress)
-    return run_whole(job, coefficients, progress)
+        result = run_streamed(job, coefficients, block, progress)
+    else:
+        result = run_whole(job, coefficients, progress)
+    source, out = job.inputs[0], job.outputs[0]
+    if (len(job.inputs) == 1 and job.out_format is None and out.endswith(".filtered.wav")
+            and Path(source).suffix.lower() not in (".wav", ".wave")
+            and (why := unwritable_input(source)) is not None):
+        result.notes.append(f"{source}: {why}, so the result is WAV")
+    return result
 
 
 # --- whole signals -------------------------------------------------------------------------------
@@ -447,11 +485,17 @@ def read_inputs(job: FilterJob, progress: Progress,
             raise OutputError(f"{out_format.upper()} holds one signal, but {signal.name} is a "
                               f"batch of {signal.shape[0]}; nothing computed",
                               "write .npy for batched results")
-        # more channels than the format holds: refused now, not after filtering them all
-        out_channels = signal.shape[1] if coefficients is None else weight_shape(  # (a design
-            coefficients.shape, signal.shape[1], job.spec.groups)[0][0]  # keeps the channels)
-        check_channels(out_format, out_channels, "stdout" if out == "-" else out)
+        check_output_channels(job, coefficients, signal.shape[1], out_format, out)
     return signals
+
+
+def check_output_channels(job: FilterJob, coefficients: np.ndarray | None, channels: int,
+                          out_format: str, out: str) -> None:
+    """More output channels than the format holds: refused now, not after filtering them all
+    (a design keeps the input's channels)."""
+    out_channels = channels if coefficients is None else weight_shape(
+        coefficients.shape, channels, job.spec.groups)[0][0]
+    check_channels(out_format, out_channels, "stdout" if out == "-" else out)
 
 
 def run_whole(job: FilterJob, coefficients: np.ndarray | None, progress: Progress) -> FilterResult:
@@ -472,9 +516,10 @@ def run_whole(job: FilterJob, coefficients: np.ndarray | None, progress: Progres
     check_filter_memory([s.data for s in signals], coefficients, job.spec, job.method, STREAM_HINT,
                         device=device, device_free=free_bytes(device))
     started = time.perf_counter()
-    with progress(None, f"filtering {len(signals)} signal{'s' * (len(signals) > 1)}"):
+    with progress(1, f"filtering {len(signals)} signal{'s' * (len(signals) > 1)}") as tick:
         results, run = filter_arrays([s.data for s in signals], coefficients, job.spec,
                                      method=job.method, device=device, bias=job.bias)
+        tick()
     elapsed = time.perf_counter() - started
     clock = time.perf_counter()
     files = write_outputs(job, signals, results, progress, notes, warnings)
@@ -548,45 +593,101 @@ def file_result(name: str, out: str, wrote: WriteReport, shape_in: list, shape_o
 
 
 # --- streams -------------------------------------------------------------------------------------
-def run_streamed(job: FilterJob, coefficients: np.ndarray, block: int,
+def run_streamed(job: FilterJob, coefficients: np.ndarray | None, block: int,
                  progress: Progress) -> FilterResult:
-    """``filter`` for one audio file streamed in blocks of ``block`` frames (bounded memory)."""
+    """``filter`` for one input streamed in blocks of ``block`` frames (bounded memory)."""
+    from convcli.io.blocks import open_source
+
     path, out = job.inputs[0], job.outputs[0]
-    info = audio_info(path)
-    assert info is not None
-    warnings: list[str] = []
-    out_format = output_format(out, job.out_format, info.format)
-    out_rate = output_rate(float(info.rate), job.spec.stride, out_format, warnings)
-    with progress(info.frames, "filtering") as tick, atomic_output(out) as handle:
-        frames = [0]
+    seekable = job.spec.padding == "circular" or job.normalize_output is not None
+    with open_source(path, layout=job.layout, rate=job.rate, dtype=job.dtype or "auto",
+                     seekable=seekable) as source:
+        design = None
+        warnings: list[str] = []
+        notes: list[str] = []
+        if coefficients is None:  # a design needs only the header's rate
+            coefficients, design = job.kernel.load(design_rate(job.kernel.design, [source]))
+            if (weakness := design_weakness(design)) is not None:
+                warnings.append(weakness)
+        out_format = output_format(out, job.out_format, source.format)
+        if out_format != "npy" and source.rate is None:
+            raise UsageError(f"{out_format.upper()} output needs a sample rate and "
+                             f"{source.name} is NPY", "pass --rate HZ")
+        check_output_channels(job, coefficients, source.channels, out_format, out)
+        frames = block if source.frames is None else min(block, max(source.frames, 1))
+        check_allocation(BLOCK_COPIES * 8 * frames * source.channels * source.batch,
+                         f"--block {block:,} (frames of {source.channels} channels, in flight)",
+                         f"use a smaller --block (the default is {DEFAULT_BLOCK:,})")
+        out_rate = output_rate(source.rate, job.spec.stride, out_format, warnings)
+        gain = job.gain
+        if job.normalize_output is not None:
+            gain = _normalizing_gain(job, source, coefficients, block, out, out_format, notes,
+                                     warnings, progress)
+        with progress(source.frames, f"filtering {Path(source.name).name}",
+                      unit="frames") as tick:
+            done = [0]
 
-        def on_block(done: int, total: int) -> None:
-            tick(done - frames[0])
-            frames[0] = done
+            def on_block(frames: int) -> None:
+                tick(frames - done[0])
+                done[0] = frames
 
-        stream = stream_file(path, handle, coefficients=coefficients, spec=job.spec,
-                             out_format=out_format, subtype=job.subtype, block=block,
-                             method=job.method, device=job.device, dtype=job.dtype,
-                             out_rate=out_rate, gain_db=job.gain,
-                             allow_nonfinite=job.allow_nonfinite, on_block=on_block,
-                             bias=job.bias)
-        stream.wrote.path = out
-        warning = clip_verdict(stream.wrote, job.clip)  # --clip error: the temporary file goes
+            stream = stream_source(source, out, coefficients=coefficients, spec=job.spec,
+                                   out_format=out_format, subtype=job.subtype, block=block,
+                                   method=job.method, device=job.device, out_rate=out_rate,
+                                   gain_db=gain, allow_nonfinite=job.allow_nonfinite,
+                                   clip=job.clip, on_block=on_block, bias=job.bias)
+    wrote = stream.wrote
+    warning = clip_verdict(wrote, "warn" if job.clip == "error" else job.clip)
     if warning:
         warnings.append(warning)
-    wrote = stream.wrote
-    file = file_result("stdin" if path == "-" else path, out, wrote, [1, info.channels, info.frames],
-                       list(stream.shape_out), out_rate, job.gain or 0.0)
+    file = file_result(source.name, out, wrote, list(stream.shape_in), list(stream.shape_out),
+                       out_rate, gain or 0.0)
     return FilterResult(
-        kernel=job.kernel.summary(coefficients), spec=job.spec.summary(coefficients.shape[-1]),
-        run=stream.run, seconds=stream.seconds, timings=stream.timings, clip=job.clip,
-        files=[file], label=job.kernel.label(coefficients), warnings=warnings,
+        kernel=job.kernel.summary(coefficients, design),
+        spec=job.spec.summary(coefficients.shape[-1]), run=stream.run, seconds=stream.seconds,
+        timings=stream.timings, clip=job.clip, files=[file],
+        label=job.kernel.label(coefficients, design), notes=notes, warnings=warnings,
         bias=bias_summary(job.bias))
+
+
+def _normalizing_gain(job: FilterJob, source, coefficients: np.ndarray, block: int, out: str,
+                      out_format: str, notes: list[str], warnings: list[str],
+                      progress: Progress) -> float | None:
+    """``--normalize-output`` on a stream: a first pass filters the whole input and measures
+    the result's peak; the gain that brings it to the level asked for (``core.levels``)."""
+    from convcli import streaming
+    from convcli.engines.devices import resolve_device
+
+    with progress(source.frames, "measuring the peak", unit="frames") as tick:
+        done = [0]
+
+        def on_block(frames: int) -> None:
+            tick(frames - done[0])
+            done[0] = frames
+
+        blocks = source.blocks(block)
+        started = streaming.start(source, blocks, coefficients, job.spec, method=job.method,
+                                  device=resolve_device(job.device),
+                                  allow_nonfinite=job.allow_nonfinite, block=block,
+                                  bias=job.bias)
+        with started.engine.no_grad():
+            peak = streaming.pump(started, blocks, None, name=source.name,
+                                  allow_nonfinite=job.allow_nonfinite, on_block=on_block).peak_out
+    source.rewind()
+    chosen = choose_subtype(out_format, job.subtype, source_format=source.format,
+                            source_subtype=source.subtype)
+    gain = peak_gain_db(peak, job.normalize_output, full_scale(chosen))
+    if gain is None:
+        warnings.append(f"{out}: the result is silent; --normalize-output left it as it is")
+        return None
+    notes.append(f"{out}: gain {gain:+.2f} dB, peak "
+                 f"{dbfs_text(peak * 10.0 ** (gain / 20.0))}")
+    return gain
 
 
 @dataclass
 class StreamResult:
-    """What ``stream_file`` did: the write report, the run description and the output shape."""
+    """What ``stream_file`` did: the write report, the run description and the shapes."""
 
     wrote: WriteReport
     run: dict
@@ -594,179 +695,99 @@ class StreamResult:
     seconds: float
     timings: dict
     blocks: int = 0
-
-
-class _BlockSource:
-    """An open audio file read in blocks: its facts, its ends (for the pads) and its rows."""
-
-    def __init__(self, path: str, dtype: str | None):
-        import soundfile as sf
-
-        source = io.BytesIO(read_bytes(path)) if path == "-" else path
-        self.name = "stdin" if path == "-" else path
-        try:
-            self.file = sf.SoundFile(source)
-        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-            raise InputError(f"cannot decode {self.name}: {libsndfile_message(exc)}",
-                             "the file may be truncated or corrupt; check it with `soxi`") from None
-        self.n, self.channels, self.rate = self.file.frames, self.file.channels, self.file.samplerate
-        if self.n <= 0:
-            self.file.close()
-            raise InputError(f"{self.name} has no samples (0 frames)",
-                             "check the file was written completely")
-        self.dtype = audio_dtype(self.file.subtype, dtype or "auto")
-
-    def ends(self, h: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first and last ``h`` frames as ``[1, C, h]`` rows (then back to the start)."""
-        from convcli.io.blocks import frames_to_rows
-
-        head = self.file.read(h, dtype=self.dtype, always_2d=True)
-        self.file.seek(self.n - h)
-        tail = self.file.read(h, dtype=self.dtype, always_2d=True)
-        self.file.seek(0)
-        return frames_to_rows(head), frames_to_rows(tail)
-
-
-def open_streamer(job: FilterJob, coefficients: np.ndarray, head: np.ndarray, tail: np.ndarray,
-                  n: int):
-    """The engine and a ``Streamer`` for a signal of ``n`` frames with these ends."""
-    from convcli.engines.devices import resolve_device
-
-    device = resolve_device(job.device)
-    engine, weight_np, spec = prepare(coefficients, head.shape[1], job.spec, device)
-    check_representable(weight_np, head.dtype)
-    weight = engine.asarray(weight_np.astype(head.dtype), device)
-    head_x, tail_x = engine.asarray(head, device), engine.asarray(tail, device)
-    k = weight_np.shape[-1]
-    choice = engine.choose_method(n, k, spec, job.method, channels=head.shape[1],
-                                  out_channels=weight_np.shape[0], dtype=head.dtype,
-                                  device=device, x=head_x if job.method == "auto" else None)
-    if job.allow_nonfinite:  # blocks may hold NaN/Inf: the algorithm that multiplies the taps
-        choice = tap_choice(choice, engine.name, "--allow-nonfinite")
-    bias = bias_array(engine, job.bias, weight_np.shape[0], head.dtype, device)
-    streamer = engine.streamer(weight, spec, n, head_x, tail_x, choice, bias)
-    gain = float(np.abs(weight_np).sum((1, 2)).max())
-    return engine, streamer, device, gain
+    shape_in: tuple[int, int, int] = (1, 0, 0)
 
 
 def stream_file(path: str, out, *, coefficients: np.ndarray, spec: ConvSpec, out_format: str,
                 subtype: str | None = None, block: int = DEFAULT_BLOCK, method: str = "auto",
                 device: str = "auto", dtype: str | None = None, out_rate: float | None = None,
                 gain_db: float | None = None, allow_nonfinite: bool = False,
-                on_block: Callable[[int, int], None] | None = None,
+                layout: str | None = None, rate: float | None = None, clip: str = "warn",
+                on_block: Callable[[int], None] | None = None,
                 bias: np.ndarray | None = None) -> StreamResult:
-    """Filter audio file ``path`` into the open binary ``out`` block by block.
+    """Filter the input ``path`` (a file of any format ``filter`` reads, or ``-``) into ``out``
+    (a path, ``-``, or an open binary file) block by block.
 
-    Shape: the file's ``[1, C, N]`` -> ``[1, O, spec.output_length(N, k)]``; memory holds one
-    block of ``block`` frames, the kernel span and the engine's chunk, never the file. The
-    pads come from the file's ends, read first with a seek; integer PCM is rounded and
-    clipped block by block with the same ``to_pcm`` as the whole path (rounding is per sample,
-    so blocks change nothing). ``subtype`` None is the input's (where the format has it);
-    ``out_rate`` None the input's rate; ``gain_db`` scales the output before it is rounded;
-    ``bias`` is ``FilterJob``'s. ``on_block(done, total)`` follows each block (progress).
+    Shape: the input's ``[B, C, N]`` -> ``[B, O, spec.output_length(N, k)]``; memory holds a
+    few blocks of ``block`` frames, the kernel span and the engine's chunk, never the signal
+    (``convcli.streaming``). Integer PCM is rounded and clipped block by block with the same
+    ``to_pcm`` as the whole path (rounding is per sample, so blocks change nothing).
+    ``subtype`` None is the input's (where the format has it); ``out_rate`` None the input's
+    rate; ``gain_db`` scales the output before it is rounded; ``rate``/``layout`` are NPY's;
+    ``bias`` is ``FilterJob``'s. ``on_block(frames done)`` follows each block (progress).
     """
-    import soundfile as sf
+    from convcli.io.blocks import open_source
 
-    started = time.perf_counter()
-    job = FilterJob([path], [out if isinstance(out, str) else "-"], spec=spec, subtype=subtype,
-                    method=method, device=device, dtype=dtype, gain=gain_db,
-                    allow_nonfinite=allow_nonfinite, bias=bias)
-    source = _BlockSource(path, dtype)
-    with source.file:
-        head, tail = source.ends(edge_extent(source.n, job.spec, coefficients.shape[-1]))
-        subtype = choose_subtype(out_format, job.subtype, source_format=source.file.format.lower(),
-                                 source_subtype=source.file.subtype)
-        engine, streamer, device, gain = open_streamer(job, coefficients, head, tail, source.n)
-        out_channels = streamer.plan.out_channels
-        check_channels(out_format, out_channels, "the output")  # libsndfile may crash instead
+    with open_source(path, layout=layout, rate=rate, dtype=dtype or "auto",
+                     seekable=spec.padding == "circular") as source:
+        return stream_source(source, out, coefficients=coefficients, spec=spec,
+                             out_format=out_format, subtype=subtype, block=block, method=method,
+                             device=device, out_rate=out_rate, gain_db=gain_db,
+                             allow_nonfinite=allow_nonfinite, clip=clip, on_block=on_block,
+                             bias=bias)
+
+
+def stream_source(source, out, *, coefficients: np.ndarray, spec: ConvSpec, out_format: str,
+                  subtype: str | None, block: int, method: str, device: str,
+                  out_rate: float | None, gain_db: float | None, allow_nonfinite: bool,
+                  clip: str = "warn", on_block=None,
+                  bias: np.ndarray | None = None) -> StreamResult:
+    """``stream_file`` for a ``BlockSource`` already open (see there)."""
+    from convcli import streaming
+    from convcli.engines.devices import resolve_device
+    from convcli.io.atomic import StreamTarget
+    from convcli.io.sinks import flows_to_pipe, open_sink
+
+    started_at = time.perf_counter()
+    device = resolve_device(device)
+    blocks = source.blocks(block)
+    started = streaming.start(source, blocks, coefficients, spec, method=method, device=device,
+                              allow_nonfinite=allow_nonfinite, block=block, bias=bias)
+    engine, streamer = started.engine, started.streamer
+    source.alloc = lambda shape, dtype: engine.host_buffer(shape, dtype, device)
+    subtype = choose_subtype(out_format, subtype, source_format=source.format,
+                             source_subtype=source.subtype)
+    k = coefficients.shape[-1]
+    frames_out = None if source.frames is None else spec.output_length(source.frames, k)
+    name = out if isinstance(out, str) else getattr(out, "name", "<output>")
+    if isinstance(out, str):
+        spool = out == "-" and (clip == "error" or not flows_to_pipe(
+            out_format, subtype, frames_out is not None, _stdout_fd()))
+        target_context = atomic_stream(out, spool=spool)
+    else:
+        target_context = contextlib.nullcontext(StreamTarget(out, out.seekable()))
+    with target_context as target:
+        sink = open_sink(target, out_format=out_format, subtype=subtype,
+                         rate=out_rate or source.rate, batch=source.batch,
+                         channels=started.out_channels, frames=frames_out, layout=source.layout,
+                         mask=source.channel_mask if started.out_channels == source.channels
+                         else None, dtype=str(started.first.dtype),
+                         name="stdout" if name == "-" else str(name))
         try:
-            sink = sf.SoundFile(out, "w", samplerate=int(out_rate or source.rate),
-                                channels=out_channels, subtype=subtype,
-                                format=SOUNDFILE_FORMATS[out_format])
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise OutputError(f"cannot encode {out_channels}-channel "
-                              f"{SOUNDFILE_FORMATS[out_format]}/{subtype}: {exc}") from None
-        wrote = WriteReport(path="", format=out_format, subtype=subtype)
-        with sink, engine.no_grad():
-            blocks, written, peak_in, spent = _pump(job, source, engine, streamer, sink, wrote,
-                                                    block, on_block)
-    run = describe_run(streamer.choice, engine=engine.name, device=device, dtype=source.dtype,
-                       peak=peak_in, gain=gain)
-    run["streamed"] = {"block": block, "blocks": blocks}
-    seconds = time.perf_counter() - started
-    return StreamResult(wrote=wrote, run=run, shape_out=(1, out_channels, written),
-                        seconds=seconds, timings=spent, blocks=blocks)
+            with engine.no_grad():
+                pumped = streaming.pump(started, blocks, sink.write, name=source.name,
+                                        gain_db=gain_db, allow_nonfinite=allow_nonfinite,
+                                        on_block=on_block)
+        except BaseException:
+            sink.abandon()
+            raise
+        sink.close()
+        sink.report.path = "stdout" if name == "-" else str(name)
+        clip_verdict(sink.report, clip)  # --clip error: the output goes, nothing is written
+    run = describe_run(streamer.choice, engine=engine.name, device=device,
+                       dtype=str(started.first.dtype), peak=pumped.peak_in, gain=started.gain)
+    run["streamed"] = {"block": block, "blocks": pumped.blocks}
+    return StreamResult(wrote=sink.report, run=run,
+                        shape_out=(source.batch, started.out_channels, pumped.written),
+                        seconds=time.perf_counter() - started_at, timings=pumped.spent,
+                        blocks=pumped.blocks,
+                        shape_in=(source.batch, source.channels, pumped.frames))
 
 
-def _pump(job: FilterJob, source: _BlockSource, engine, streamer, sink, wrote: WriteReport,
-          block: int, on_block) -> tuple[int, int, float, dict]:
-    """Blocks in, outputs out: a reader and a writer thread beside the filter, so a block is
-    read and decoded, and the one before it rounded and written, while the one between them
-    is filtered. Returns (blocks, frames written, the input's peak, seconds each of the three
-    spent: they overlap)."""
-    from concurrent.futures import ThreadPoolExecutor
+def _stdout_fd() -> int | None:
+    import sys
 
-    from convcli.engines.numpy_backend import extremes
-    from convcli.io.blocks import check_block_finite, read_ahead, read_rows, rows_to_pcm
-
-    spent = {"read": 0.0, "compute": 0.0, "write": 0.0}
-    written = [0]
-    scale = 10.0 ** (job.gain / 20.0) if job.gain else None
-
-    def timed_rows():
-        rows_of = read_rows(source.file, block, source.dtype)
-        while True:
-            clock = time.perf_counter()
-            rows = next(rows_of, None)
-            spent["read"] += time.perf_counter() - clock
-            if rows is None:
-                return
-            yield rows
-
-    def write(y) -> None:
-        clock = time.perf_counter()
-        if y.shape[-1]:
-            rows = engine.to_numpy(y if scale is None else y * scale)[0]
-            if wrote.subtype in PCM:
-                frames, clipped, peak = rows_to_pcm(rows, wrote.subtype)
-                wrote.clipped += clipped
-            else:
-                frames = np.ascontiguousarray(rows.T)
-                peak = float(np.max(np.abs(frames)))
-            wrote.peak = max(wrote.peak, peak)
-            sink.write(frames)
-            written[0] += frames.shape[0]
-        spent["write"] += time.perf_counter() - clock
-
-    done = blocks = 0
-    peak_in = 0.0
-    with ThreadPoolExecutor(1, thread_name_prefix="convcli-write") as writer, \
-            ThreadPoolExecutor(1, thread_name_prefix="convcli-read") as reader:
-        pending = None
-
-        def emit(y) -> None:  # after the previous block (one in flight); its error surfaces here
-            nonlocal pending
-            if pending is not None:
-                pending.result()
-            pending = writer.submit(write, y)
-
-        for rows in read_ahead(timed_rows(), reader):
-            clock = time.perf_counter()
-            if rows.size:  # one min/max pass: the peak, and a NaN/Inf shows in it
-                low, high = extremes(rows)
-                if not math.isfinite(low + high):
-                    if not job.allow_nonfinite:
-                        check_block_finite(rows, done, source.name)
-                    low, high = 0.0, float(np.max(np.abs(rows)))
-                peak_in = max(peak_in, -low, high)
-            y = streamer.push(engine.asarray(rows, engine.device_of(streamer.buffer)))
-            spent["compute"] += time.perf_counter() - clock
-            emit(y)
-            done += rows.shape[-1]
-            blocks += 1
-            if on_block is not None:
-                on_block(done, source.n)
-        emit(streamer.finish())
-        if pending is not None:
-            pending.result()
-    return blocks, written[0], peak_in, spent
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -8,6 +8,7 @@ TF32 default is off (float32 means float32), and the CLI's ``--device cuda`` / `
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -141,6 +142,41 @@ def test_cli_jacobian_and_grad_check_on_cuda(cli_fast, tmp_path, wrt):
         assert proc.returncode == 0, proc.stderr
         grads[device] = np.load(out)
     np.testing.assert_allclose(grads["cuda"], grads["cpu"], rtol=1e-9, atol=1e-12)
+
+
+def test_stream_blocks_pinned_copied_asynchronously_and_back():
+    """The torch engine's host side of a stream on a GPU: blocks read into pinned memory go to
+    the device without a synchronous copy, outputs come back through pinned memory."""
+    from convcli.engines.torch_backend import ENGINE
+
+    rows = ENGINE.host_buffer((1, 2, 1000), "float32", "cuda")
+    rows[...] = np.arange(2000, dtype=np.float32).reshape(1, 2, 1000)
+    assert ENGINE._pinned[rows.ctypes.data].is_pinned()
+    x = ENGINE.upload(rows, "cuda")
+    assert x.is_cuda and rows.ctypes.data not in ENGINE._pinned
+    back = ENGINE.host(ENGINE.download(x * 2))
+    np.testing.assert_array_equal(back, rows * 2)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect", "circular"])
+def test_cli_stdin_to_stdout_on_cuda_equals_the_cpu(cli_fast, tmp_path, padding):
+    """A pipe of unknown length (a placeholder header) streamed on the GPU."""
+    rng = np.random.default_rng(11)
+    np.save(tmp_path / "k.npy", rng.standard_normal(4001) / 60)
+    buffer = io.BytesIO()
+    sf.write(buffer, rng.standard_normal((150_000, 2)) * 0.1, 48_000, "FLOAT", format="WAV")
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"data")
+    data[at + 4 : at + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    common = ["-", "-o", "-", "--kernel", str(tmp_path / "k.npy"), "--padding", padding,
+              "--mode", "full", "--block", "20000", "-q"]
+    gpu = cli_fast("filter", *common, "--device", "cuda", input=bytes(data), check=True).stdout
+    cpu = cli_fast("filter", *common, "--device", "cpu", "--dtype", "float64",
+                   input=bytes(data), check=True).stdout
+    a = sf.read(io.BytesIO(gpu))[0]
+    b = sf.read(io.BytesIO(cpu))[0]
+    assert a.shape == b.shape == (154_000, 2)
+    assert np.abs(a - b).max() < 1e-5
 
 
 @pytest.mark.parametrize("method", ["direct", "fft"])

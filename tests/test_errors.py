@@ -35,6 +35,13 @@ class Payload:
         return (open, ("PWNED", "w"))
 
 
+def truncated_flac() -> bytes:
+    """chord.wav as FLAC, cut in half."""
+    flac = io.BytesIO()
+    sf.write(flac, sf.read(SAMPLES / "chord.wav")[0], 44100, format="FLAC")
+    return flac.getvalue()[: len(flac.getvalue()) // 2]
+
+
 def make_inputs(root: Path) -> None:
     """Good samples and every kind of bad file, in ``root``."""
     rng = np.random.default_rng(6)
@@ -46,9 +53,7 @@ def make_inputs(root: Path) -> None:
     (root / "garbage.wav").write_bytes(rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
     (root / "trunc_header.wav").write_bytes(chord[:30])
     (root / "trunc_data.wav").write_bytes(chord[:20000])
-    flac = io.BytesIO()
-    sf.write(flac, sf.read(SAMPLES / "chord.wav")[0], 44100, format="FLAC")
-    (root / "trunc.flac").write_bytes(flac.getvalue()[: len(flac.getvalue()) // 2])
+    (root / "trunc.flac").write_bytes(truncated_flac())
     (root / "trunc.npy").write_bytes((SAMPLES / "tc.npy").read_bytes()[:1000])
     np.save(root / "complex.npy", np.ones(100, complex))
     np.save(root / "object.npy", np.array([Payload(), 1.0], dtype=object), allow_pickle=True)
@@ -123,6 +128,12 @@ CASES = [
     Case("memory", F + ["chord.wav"], 1, "needs about", env={"CONVCLI_MEMORY_LIMIT": "1M"}),
     Case("disk-full", F + ["chord.wav", "-o", "tiny/out.wav"], 1, "No space left",
          needs="tiny", real=True),
+    Case("disk-full-streamed-wav", F + ["chord.wav", "--block", "4096", "-o", "tiny/out.wav"],
+         1, "No space left", needs="tiny", real=True),
+    Case("disk-full-streamed-flac", F + ["chord.wav", "--block", "4096", "-o", "tiny/o.flac"],
+         1, "No space left", needs="tiny", real=True),
+    Case("disk-full-streamed-stdin", F + ["-", "-o", "tiny/out.wav"], 1, "No space left",
+         stdin=(SAMPLES / "chord.wav").read_bytes(), needs="tiny", real=True),
     # (these fail before torch is imported)
     Case("missing-file", F + ["missing.wav"], 1, "no such input file", real=True),
     Case("empty-file", F + ["empty.wav"], 1, "empty"),
@@ -131,6 +142,15 @@ CASES = [
     Case("truncated-header", F + ["trunc_header.wav"], 1, "cannot decode"),
     Case("truncated-data-wav", F + ["trunc_data.wav"], 1, "truncated"),
     Case("truncated-flac", F + ["trunc.flac"], 1, "FLAC"),
+    Case("truncated-flac-blocks", F + ["trunc.flac", "--block", "4096"], 1,
+         "of its 88,200 frames"),
+    Case("truncated-wav-stdin", F + ["-", "-o", "o.wav"], 1, "truncated",
+         stdin=(SAMPLES / "chord.wav").read_bytes()[:20000]),
+    Case("truncated-flac-stdin", F + ["-", "-o", "o.wav"], 1, "truncated",
+         stdin=truncated_flac()),
+    Case("rate-with-audio", F + ["chord.wav", "--rate", "8000"], 2, "keeps its own"),
+    Case("normalize-output-stdin", F + ["-", "--normalize-output", "-o", "o.wav"], 2,
+         "read only once", stdin=(SAMPLES / "chord.wav").read_bytes()),
     Case("truncated-npy", F + ["trunc.npy"], 1, "truncated"),
     Case("complex-npy", F + ["complex.npy"], 1, "complex128"),
     Case("object-npy-pickle", F + ["object.npy"], 1, "never unpickles", real=True),

@@ -40,6 +40,10 @@ def test_whole_and_streamed_filter_report_the_same_keys(cli_fast, tmp_path):
             assert all(isinstance(v, float) and v >= 0 for v in run["timings"].values())
             assert set(run["kernel"]) == {"source", "taps", "shape"}
         assert whole["kernel"] == streamed["kernel"] and whole["spec"] == streamed["spec"]
+        piped = cli_fast("filter", "-", "-o", "-", "--block", "3000", "--json", *options,
+                         input=wav.read_bytes(), check=True)
+        from_stdin = json.loads(piped.stderr)  # stdout carries the data
+        assert keys(from_stdin) == keys(streamed) and from_stdin["files"][0]["input"] == "stdin"
 
 
 def test_every_command_that_convolves_reports_kernel_and_pads(cli_fast, tmp_path):

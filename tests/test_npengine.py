@@ -324,15 +324,16 @@ def test_streamed_fft_runs_whole_frames_and_equals_the_reference():
     """Blocks longer than four frames' outputs: the stream runs whole frames, in fours."""
     rng = np.random.default_rng(13)
     spec = ConvSpec(mode="same", padding="reflect", groups=2)
-    n, k = 20_000, 300
+    n, k = 300_000, 300
     x, w = rng.standard_normal((1, 2, n)), rng.standard_normal((2, 1, k))
     choice = MethodChoice("fft", "", "overlap-save", 1024)
     h = edge_extent(n, spec, k)
     streamer = npengine.streamer(w, spec, n, x[..., :h], x[..., n - h :], choice)
     granule = streamer.plan.granule  # whole frames, in fours (the FFT's SIMD lanes)
     assert granule % (1024 - k + 1) == 0 and granule < 3000
-    outputs = [streamer.push(x[..., i : i + 3000]) for i in range(0, n, 3000)]
-    assert all(y.shape[-1] % granule == 0 for y in outputs[:-1])
+    assert streamer.piece % granule == 0  # pieces of the stream: whole granules
+    outputs = [streamer.push(x[..., i : i + 30_000]) for i in range(0, n, 30_000)]
+    assert all(y.shape[-1] % streamer.piece == 0 for y in outputs[:-1])
     assert sum(y.shape[-1] for y in outputs) > n // 2  # most outputs came before the end
     outputs.append(streamer.finish())
     np.testing.assert_allclose(np.concatenate(outputs, -1), reference(x, w, spec), atol=1e-10)

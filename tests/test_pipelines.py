@@ -62,15 +62,16 @@ def pipelines(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipes")
     for name in ("chord.wav", "speech.wav", "batch.npy"):
         shutil.copy(SAMPLES / name, work / name)
-    win = "--window kaiser:6 --size 21"
+    win = "--window kaiser:6 --size 21 --method direct"
     script = f"""
 set -u
 # 1. SoX -> convcli -> SoX. The raw leg makes SoX write a WAV header of unknown length
 #    (it cannot seek back in a pipe), which convcli must read to the end of the stream.
 sox chord.wav -t raw - | sox -t raw -r 44100 -e signed -b 16 -c 2 - -t wav - 2> sox_in.err \\
     | convcli filter - -o - {win} 2> p1.err | sox -t wav - p1.wav 2> sox_out.err &
-# 2. the same filter on the file, with the window's coefficients piped in as the kernel
-( convcli window kaiser:6 --size 21 | convcli filter chord.wav --kernel - -o k1.wav ) 2> k1.err &
+# 2. the same filter on the file (streamed in the blocks stdin is read in: the same sums),
+#    with the window's coefficients piped in as the kernel
+( convcli window kaiser:6 --size 21 | convcli filter chord.wav --kernel - --method direct --block 65536 -o k1.wav ) 2> k1.err &
 # 4. NPY through stdin/stdout, JSON summary on stderr since stdout carries the data
 convcli filter - --format npy -o - --json < batch.npy > y.npy 2> y.json &
 # 5. a closed pipe: the reader takes 100 bytes and leaves

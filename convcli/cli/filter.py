@@ -107,7 +107,8 @@ def command(
     clip: ClipOpt = "warn",
     block: Annotated[int | None, number_option("--block", metavar="FRAMES", rich_help_panel=RUN,
                      help="Stream the input in blocks of this many frames (bounded memory). "
-                     "Default: long WAV/FLAC/OGG inputs stream in blocks of 524288.")] = None,
+                     "Default: stdin streams in blocks of up to 262144, long files in blocks of "
+                     "524288.")] = None,
     no_clobber: NoClobberOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,

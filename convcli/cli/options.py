@@ -72,7 +72,8 @@ Method = Literal["auto", "direct", "fft"]
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["float32", "float64"]
 Normalization = Literal["sum", "peak", "none"]
-Format = Literal["wav", "flac", "ogg", "npy"]
+# every audio format convcli writes (io.formats.AUDIO_FORMATS), and NPY
+Format = Literal["wav", "flac", "ogg", "opus", "mp3", "aiff", "au", "caf", "w64", "rf64", "npy"]
 Layout = Literal["ct", "tc"]
 Clip = Literal["warn", "error", "clamp"]
 
@@ -153,7 +154,7 @@ DtypeOpt = Annotated[
 ]
 RateOpt = Annotated[
     float | None, number_option("--rate", metavar="HZ", rich_help_panel=IO,
-                                help="Sample rate (Hz) of NPY input.")
+                                help="Sample rate (Hz) of NPY input (audio keeps its own).")
 ]
 LayoutOpt = Annotated[
     Layout | None, choice_option("--layout", Layout, rich_help_panel=IO,

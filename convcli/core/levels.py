@@ -78,6 +78,19 @@ def apply_level(
     return out, LevelChange(20.0 * math.log10(factor), peak, peak * factor)
 
 
+def peak_gain_db(peak: float, peak_dbfs: float, full_scale: float = 1.0) -> float | None:
+    """The gain in dB that brings a result whose peak |sample| is ``peak`` to ``peak_dbfs``
+    dBFS (``apply_level``'s, for a result measured in a pass of its own: a stream); None for
+    a silent or non-finite result, which is left as it is.
+
+    >>> round(peak_gain_db(0.5, 0.0), 2), peak_gain_db(0.0, -1.0)
+    (6.02, None)
+    """
+    if peak == 0 or not math.isfinite(peak):
+        return None
+    return 20.0 * math.log10(10.0 ** (peak_dbfs / 20.0) * full_scale / peak)
+
+
 def levels(x: np.ndarray) -> dict[str, Any]:
     """Peak, RMS and DC of ``x[C, T]``, overall and per channel (finite samples only).
 

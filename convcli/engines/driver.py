@@ -28,6 +28,7 @@ from convcli.plan.geometry import (
     chunk_outputs,
     edge_extent,
     edge_indices,
+    left_edge_indices,
     output_regions,
     padded_slice,
 )
@@ -277,10 +278,32 @@ class Engine:
             parts.append(self.run_plan(plan, seg, None if out is None else out[..., m0:m1]))
         return out if out is not None else self.concat(parts)
 
-    def streamer(self, weight: Any, spec: ConvSpec, n: int, head: Any, tail: Any,
-                 method: str | MethodChoice = "auto", bias: Any | None = None) -> Streamer:
-        """A ``Streamer`` for a signal of ``n`` samples whose ends are ``head`` and ``tail``."""
+    def streamer(self, weight: Any, spec: ConvSpec, n: int | None = None, head: Any = None,
+                 tail: Any = None, method: str | MethodChoice = "auto",
+                 bias: Any | None = None) -> Streamer:
+        """A ``Streamer`` for a signal of ``n`` samples (None: known at its end) whose ends are
+        ``head`` and ``tail`` (None: held back from the blocks as they pass)."""
         return Streamer(self, weight, spec, n, head, tail, method, bias)
+
+    # --- streams: host blocks in, host blocks out --------------------------------------------
+    def host_buffer(self, shape: tuple, dtype: str, device: str) -> Any:
+        """Host memory (numpy) for a block a stream reads next, on its way to ``device``
+        (pinned on a GPU, so that its copy runs asynchronously)."""
+        import numpy as np  # numpy only: the driver never imports torch
+
+        return np.empty(shape, dtype)
+
+    def upload(self, rows: Any, device: str) -> Any:
+        """A host block ``[B, C, t]`` as this backend's array on ``device`` (its copy started)."""
+        return self.asarray(rows, device)
+
+    def download(self, y: Any) -> Any:
+        """Start copying a stream's output to the host; ``host(handle)`` waits for it."""
+        return y
+
+    def host(self, handle: Any) -> Any:
+        """The output ``download`` started, as a numpy array on the host."""
+        return self.to_numpy(handle)
 
 
 def _size(x: Any) -> int:
@@ -293,32 +316,72 @@ def check_bias(weight: Any, bias: Any | None) -> None:
         raise ValueError(f"bias {tuple(bias.shape)} does not fit {weight.shape[0]} output channels")
 
 
-class Streamer:
-    """Convolve a signal of known length ``n`` that arrives in blocks (overlap-save state).
+#: the length a stream of unknown length is priced at when its method is chosen (an hour of
+#: 48 kHz: long enough that the per-call costs of a method do not decide)
+NOMINAL_LENGTH = 48_000 * 3600
+#: a stream runs its outputs in pieces of this many (a whole number of the plan's granules),
+#: counted from its first output: the pieces, and so the sums, are the same whatever blocks
+#: the signal came in (a pipe read as its bytes arrive gives what the file streamed gives)
+STREAM_PIECE = 1 << 17
 
-    Needs the signal's ends first (``head = x[..., :h]``, ``tail = x[..., n−h:]``, with
-    ``h = edge_extent(n, spec, k)``) for the pads; then ``push`` blocks in order and
-    ``finish``. The concatenation of what they return equals ``engine.conv1d(x, weight,
-    spec)``. Memory: the block, the kernel span and the plan's chunk.
+
+class Streamer:
+    """Convolve a signal that arrives in blocks (overlap-save state carried between them).
+
+    The signal's length ``n`` may be known (a file, an honest header) or not (``n`` None: a
+    pipe whose length shows only at its end). The pads come from the signal's ends: given
+    first (``head = x[..., :h]``, ``tail = x[..., n−h:]``, ``h = edge_extent(n, spec, k)``),
+    or held back from the blocks as they pass, which needs no seeking: the first
+    ``max(pads) + 1`` samples wait until the left pad (reflect reads them, replicate the first)
+    can be made; the last ``max(pads) + 1`` are kept until the end for the right pad. Zero
+    padding holds nothing back. Circular padding, whose left pad is the signal's tail, needs
+    ``n`` and ``tail`` first (``ValueError`` without them).
+
+    ``push`` blocks in order, then ``finish``: what they return, joined, equals
+    ``engine.conv1d(x, weight, spec)``. Memory: the block, the kernel span, the plan's chunk.
+    For an unknown length the spec is checked at ``finish`` (``spec.check``: a kernel longer
+    than a ``valid`` signal is found only then). ``method``: a ``MethodChoice``, or a name to
+    choose by (which needs ``head``).
 
     Shape: blocks ``[B, C, t]`` -> outputs ``[B, O, t_out]`` (any ``t``, also shorter than K);
     ``bias [O]`` is added to each.
     """
 
-    def __init__(self, engine: Engine, weight: Any, spec: ConvSpec, n: int, head: Any,
-                 tail: Any, method: str | MethodChoice = "auto", bias: Any | None = None):
+    def __init__(self, engine: Engine, weight: Any, spec: ConvSpec, n: int | None = None,
+                 head: Any = None, tail: Any = None, method: str | MethodChoice = "auto",
+                 bias: Any | None = None):
         out_channels, _per_group, k = weight.shape
-        batch, channels, _ = head.shape
-        spec.check(n, k)
+        if n is not None:
+            spec.check(n, k)
         check_bias(weight, bias)
-        self.engine, self.spec, self.bias = engine, spec, bias
-        self.choice = method if isinstance(method, MethodChoice) else engine.choose_method(
-            n, k, spec, method, batch=batch, channels=channels, out_channels=out_channels,
-            dtype=head.dtype, device=engine.device_of(head))
-        self.plan = engine.make_plan(weight, spec, self.choice, head.dtype)
-        self.left, self.right = engine.edge_pads(head, tail, n, spec, k)
-        self.n, self.n_out = n, spec.output_length(n, k)
-        self.buffer = self.left  # the padded signal from global position self.start on
+        self.bias = bias
+        if spec.padding == "circular" and (n is None or tail is None):
+            raise ValueError("circular padding reads the signal's tail first: give n and tail")
+        self.engine, self.spec, self.k, self.n = engine, spec, k, n
+        self.n_out = None if n is None else spec.output_length(n, k)
+        reach = max(spec.pads(k)) + 1  # samples at each end the pads are made of
+        self.reach = reach if n is None else min(reach, n)
+        self.need = 0 if spec.padding == "zeros" else self.reach  # held back before any output
+        if isinstance(method, MethodChoice):
+            self.choice = method
+        elif head is None:
+            raise ValueError("choosing a method needs the signal's head; or pass a MethodChoice")
+        else:
+            self.choice = engine.choose_method(
+                n or NOMINAL_LENGTH, k, spec, method, batch=head.shape[0],
+                channels=head.shape[1], out_channels=out_channels, dtype=head.dtype,
+                device=engine.device_of(head))
+        self.plan = engine.make_plan(weight, spec, self.choice,
+                                     (weight if head is None else head).dtype)
+        granule = self.plan.granule
+        self.piece = max(1, -(-STREAM_PIECE // granule)) * granule
+        self.head, self.tail = head, tail
+        # hold the last samples back for the right pad (zeros need none)
+        self.keep_tail = tail is None and spec.padding != "zeros"
+        self.held: list = []  # blocks that arrived before the left pad could be made
+        self.waiting: list = []  # blocks after the buffer, not yet a whole piece
+        self.waiting_length = 0
+        self.buffer: Any = None  # the padded signal from global position self.start on
         self.start = 0
         self.done = 0  # outputs emitted
         self.received = 0  # samples of x pushed
@@ -326,32 +389,101 @@ class Streamer:
     def push(self, block: Any) -> Any:
         """The outputs that ``block`` completes (possibly none)."""
         self.received += block.shape[-1]
-        if self.received > self.n:
+        if self.n is not None and self.received > self.n:
             raise ValueError(f"pushed {self.received} samples into a stream of {self.n}")
-        parts = [self.buffer, block] + ([self.right] if self.received == self.n else [])
-        self.buffer = self.engine.concat(parts)
-        return self._drain()
+        if self.keep_tail:
+            self._keep(block)
+        if self.buffer is None:
+            self.held.append(block)
+            if self.received < self.need and self.received != self.n:
+                return self.engine.zeros(block, (block.shape[0], self.plan.out_channels, 0))
+            block = self._begin()
+        # blocks wait in a list until they complete a piece, then are joined once: joining
+        # each block onto the buffer would copy the buffer again for every block
+        self.waiting.append(block)
+        self.waiting_length += block.shape[-1]
+        end = self.start + self.buffer.shape[-1] + self.waiting_length
+        plan = self.plan
+        if end < plan.stride * (self.done + self.piece - 1) + plan.span:
+            return self.engine.zeros(block, (block.shape[0], plan.out_channels, 0))
+        self._join()
+        return self._drain(final=False)
+
+    def _join(self, *more: Any) -> None:
+        self.buffer = self.engine.concat([self.buffer, *self.waiting, *more])
+        self.waiting, self.waiting_length = [], 0
 
     def finish(self) -> Any:
-        """The last outputs; every sample must have been pushed."""
-        if self.received != self.n:
+        """The last outputs; every sample must have been pushed (of ``n``, if it was given)."""
+        if self.n is None:
+            self.spec.check(self.received, self.k)
+            self.n, self.n_out = self.received, self.spec.output_length(self.received, self.k)
+            self.reach = min(self.reach, self.n)
+        elif self.received != self.n:
             raise ValueError(f"the stream ended after {self.received} of {self.n} samples")
-        y = self._drain()
+        if self.buffer is None:  # shorter than the samples held back: the whole signal is here
+            x = self._begin()
+            self.buffer = self.engine.concat([self.buffer, x, self._right_pad()])
+        else:
+            self._join(self._right_pad())
+        y = self._drain(final=True)
         assert self.done == self.n_out
         return y
 
-    def _drain(self) -> Any:
+    def _keep(self, block: Any) -> None:
+        """The last ``reach`` samples of x so far (a small copy, never a view of a block)."""
+        if block.shape[-1] >= self.reach:
+            self.tail = self.engine.concat([block[..., block.shape[-1] - self.reach :]])
+        elif self.tail is None:
+            self.tail = self.engine.concat([block])
+        else:
+            joined = self.engine.concat([self.tail, block])
+            self.tail = joined[..., max(0, joined.shape[-1] - self.reach) :]
+
+    def _begin(self) -> Any:
+        """Make the left pad from the held-back head; returns the samples held back."""
+        x = self.held[0] if len(self.held) == 1 else self.engine.concat(self.held)
+        self.held = []
+        if self.head is None:
+            self.head = x[..., : self.reach]
+        left = self.spec.pads(self.k)[0]
+        if self.spec.padding == "circular":
+            self.buffer = self.engine.edge_pads(self.head, self.tail, self.n, self.spec, self.k)[0]
+        elif (index := left_edge_indices(self.spec, self.k)) is None:
+            self.buffer = self.engine.zeros(x, (*x.shape[:2], left))
+        else:
+            self.buffer = self.engine.take(self.head, index)
+        return x
+
+    def _right_pad(self) -> Any:
+        head = self.head if self.head.shape[-1] <= self.n else self.head[..., : self.n]
+        tail = head if self.tail is None else self.tail[..., max(0, self.tail.shape[-1] - self.reach) :]
+        return self.engine.edge_pads(head, tail, self.n, self.spec, self.k)[1]
+
+    def _drain(self, final: bool) -> Any:
+        """Run the outputs the buffer holds, in whole pieces of ``self.piece`` counted from the
+        first output, and at the ``final`` call (the right pad in) the rest: the same pieces
+        whatever the blocks, and whether or not the length was known first."""
         plan = self.plan
         s, span = plan.stride, plan.span
         end = self.start + self.buffer.shape[-1]
-        ready = 0 if end < span else min(self.n_out, (end - span) // s + 1)
-        if ready < self.n_out:  # more to come: whole granules now, the rest with the next block
-            ready = self.done + (ready - self.done) // plan.granule * plan.granule
+        ready = 0 if end < span else (end - span) // s + 1
+        if self.n_out is not None:
+            ready = min(ready, self.n_out)
+        if not final:  # more to come: whole pieces now, the rest with the next block
+            ready = max(self.done, ready // self.piece * self.piece)
         batch = self.buffer.shape[0]
         if ready > self.done:
-            seg = self.buffer[..., s * self.done - self.start : s * (ready - 1) + span - self.start]
-            out = self.engine.output(seg, (batch, plan.out_channels, ready - self.done), seg)
-            y = self.engine.add_bias(self.engine.run_plan(plan, seg, out), self.bias)
+            out = self.engine.output(self.buffer, (batch, plan.out_channels, ready - self.done),
+                                     self.buffer)
+            parts = []
+            for m0 in range(self.done, ready, self.piece):
+                m1 = min(ready, m0 + self.piece)
+                seg = self.buffer[..., s * m0 - self.start : s * (m1 - 1) + span - self.start]
+                into = None if out is None else out[..., m0 - self.done : m1 - self.done]
+                parts.append(self.engine.run_plan(plan, seg, into))
+            y = self.engine.add_bias(out if out is not None else self.engine.concat(parts),
+                                     self.bias)
             self.done = ready
         else:
             y = self.engine.zeros(self.buffer, (batch, plan.out_channels, 0))

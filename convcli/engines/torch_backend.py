@@ -266,6 +266,9 @@ class TorchEngine(Engine):
 
     name = "torch"
 
+    def __init__(self) -> None:
+        self._pinned: dict[int, torch.Tensor] = {}  # host_buffer's arrays -> their tensors
+
     def asarray(self, array, device="cpu"):
         return torch.from_numpy(array).to(device)
 
@@ -308,6 +311,44 @@ class TorchEngine(Engine):
 
     def make_plan(self, weight, spec, choice, dtype):
         return make_plan(weight, spec, choice)
+
+    # A stream on a GPU: each block is read straight into pinned host memory and copied to the
+    # device asynchronously (the copy queues behind the previous block's kernels on the
+    # current stream, so nothing waits for it); the overlap between blocks stays on the device
+    # (``Streamer.buffer``); each output block is copied into pinned memory asynchronously and
+    # an event marks its end, which only the writer thread waits for. torch's caching host
+    # allocator keeps a pinned block from reuse until the copies recorded on it are done.
+    def host_buffer(self, shape, dtype, device):
+        if not str(device).startswith("cuda"):
+            return super().host_buffer(shape, dtype, device)
+        pinned = torch.empty(shape, dtype=DTYPES[str(dtype)], pin_memory=True)
+        array = pinned.numpy()  # shares the pinned memory (and keeps the tensor alive)
+        self._pinned[array.ctypes.data] = pinned
+        return array
+
+    def upload(self, rows, device):
+        if not str(device).startswith("cuda"):
+            return torch.from_numpy(rows)
+        pinned = self._pinned.pop(rows.ctypes.data, None)
+        if pinned is None or tuple(pinned.shape) != rows.shape:
+            return torch.from_numpy(rows).to(device)  # pageable memory: a synchronous copy
+        return pinned.to(device, non_blocking=True)
+
+    def download(self, y):
+        if not y.is_cuda:
+            return y.detach()
+        host = torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
+        host.copy_(y.detach(), non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+
+    def host(self, handle):
+        if isinstance(handle, tuple):
+            host, done = handle
+            done.synchronize()  # this block's copy only, not the kernels queued after it
+            return host.numpy()
+        return handle.numpy()
 
     def run_plan(self, plan, seg, out):
         return run_chunks(plan, seg, out)

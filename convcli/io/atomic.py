@@ -269,23 +269,100 @@ def atomic_outputs(paths: list[str]) -> Iterator[list[BinaryIO]]:
             if file is not None:
                 file.discard()
 
-def write_stdout(data: bytes) -> None:
-    """Write to stdout; a closed pipe (``| head``) is the reader's choice, not an error."""
-    try:
-        # os.write, not sys.stdout.buffer.write: when the reader goes away mid-write, the
-        # buffered writer returns a short count instead of raising, and the loss goes unseen.
+class Stdout:
+    """Standard output as a binary file that writes through at once (a stream's sink): each
+    ``write`` goes out whole with ``os.write``, so the reader gets each block as it is made;
+    a reader that has gone (``| head``) raises ``BrokenPipeError`` (``cli.main`` ends quietly).
+    ``fd`` is the descriptor, or None where stdout has none (a captured stdout in tests)."""
+
+    def __init__(self) -> None:
         sys.stdout.flush()
         try:
-            fd = sys.stdout.fileno()
-        except (AttributeError, OSError, ValueError):  # a captured stdout (tests) has no fd
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-            return
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    except BrokenPipeError:
-        # stop Python from complaining again when it flushes stdout at exit
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise
+            self.fd: int | None = sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        try:
+            if self.fd is None:
+                sys.stdout.buffer.write(view)
+                sys.stdout.buffer.flush()
+                return size
+            # os.write, not sys.stdout.buffer.write: when the reader goes away mid-write, the
+            # buffered writer returns a short count instead of raising, and the loss goes unseen
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except BrokenPipeError:
+            # stop Python from complaining again when it flushes stdout at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise
+        return size
+
+    def flush(self) -> None:
+        pass
+
+    def reader_gone(self) -> bool:
+        """The pipe's reader has closed it (poll says POLLERR): a failed write was EPIPE."""
+        if self.fd is None:
+            return False
+        import select
+
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+
+
+def write_stdout(data: bytes) -> None:
+    """Write to stdout; a closed pipe (``| head``) is the reader's choice, not an error."""
+    Stdout().write(data)
+
+
+class StreamTarget:
+    """Where a stream writes: ``handle`` (a binary file), whether it can seek back (to fix a
+    header at the end), and the descriptor of a pipe libsndfile may write itself (``fd``)."""
+
+    def __init__(self, handle, seekable: bool, fd: int | None = None) -> None:
+        self.handle, self.seekable, self.fd = handle, seekable, fd
+
+
+@contextlib.contextmanager
+def atomic_stream(path: str, *, spool: bool = False) -> Iterator[StreamTarget]:
+    """An output written block by block, complete or absent like ``atomic_output``.
+
+    A file: an ``AtomicFile`` (renamed into place when the block ends without error, removed
+    on any failure or signal). ``-``: standard output written through as the blocks come (a
+    reader has them at once; after an error it has what came before it), or, with ``spool``,
+    a temporary file copied to stdout at the end (for an output whose header needs its length
+    and cannot be written to a pipe before it is known: nothing reaches stdout on an error).
+    OSErrors (ENOSPC...) become ``OutputError``.
+    """
+    if path == "-" and not spool:
+        out = Stdout()
+        yield StreamTarget(out, False, out.fd)
+        return
+    if path == "-":
+        with tempfile.TemporaryFile(prefix="convcli-out-") as temporary:
+            try:
+                yield StreamTarget(temporary, True)
+            except OSError as exc:
+                raise _write_failure("a temporary file for stdout", exc) from None
+            temporary.seek(0)
+            out = Stdout()
+            while chunk := temporary.read(1 << 20):
+                out.write(chunk)
+        return
+    file = AtomicFile(path)
+    try:
+        try:
+            yield StreamTarget(file.handle, True)
+        except OSError as exc:
+            raise _write_failure(path, exc) from None
+        file.commit()
+    finally:
+        file.discard()

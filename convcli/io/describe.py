@@ -105,7 +105,7 @@ def _describe_npy(source: str | bytes, head: bytes, size: int, name: str, layout
                          f"({expected:,} bytes) but only {size - offset:,} bytes follow",
                          "the file was cut short; save it again")
     guessed = (layout is None and len(shape) == 2 and shape[0] > shape[1]
-               and shape[0] > signals.TC_GUESS_MIN)
+               and shape[0] > npy.TC_GUESS_MIN)
     if isinstance(source, str):
         try:
             array = np.load(source, mmap_mode="r", allow_pickle=False)

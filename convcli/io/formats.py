@@ -1,7 +1,12 @@
 """Formats: what a file is (sniffed by content), what an output is written as, and integer PCM.
 
-- ``sniff_format``: the format of bytes (RIFF/RF64 WAV, FLAC, OGG, NPY) from their first bytes;
-  ``format_from_path``: the format an output name asks for.
+- ``sniff``: the format of bytes, by content: NPY by its magic, everything else by asking
+  libsndfile (``soundfile``), so every format the installed libsndfile reads is read
+  (``soundfile.available_formats()``: WAV, FLAC, OGG, MP3, AIFF, CAF, W64, ...);
+  ``sniff_format`` is the magic-bytes shortcut for the formats convcli reads itself.
+- ``AUDIO_FORMATS`` / ``format_from_path`` / ``writable``: the formats an output can be
+  written as, the one an output name asks for, and whether libsndfile can write it with a
+  given rate and channel count (``tone.opus`` at 44.1 kHz cannot be Opus).
 - ``audio_dtype`` and ``choose_subtype``: the one rule for the precision audio is read in and
   the subtype an output is written with, for whole files and streams alike.
 - ``to_pcm``: floats to integer PCM, rounded to nearest and clamped, with ``WriteReport`` and
@@ -10,6 +15,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -19,10 +25,22 @@ import numpy as np
 
 from convcli.errors import OutputError, UsageError
 
-FORMATS = ("wav", "flac", "ogg", "npy")
+#: audio formats an output can be: our name -> (libsndfile's major format, the subtype the
+#: name implies or None for the input's/the format's default)
+AUDIO_FORMATS = {
+    "wav": ("WAV", None), "flac": ("FLAC", None), "ogg": ("OGG", None),
+    "opus": ("OGG", "OPUS"), "mp3": ("MP3", None), "aiff": ("AIFF", None), "au": ("AU", None),
+    "caf": ("CAF", None), "w64": ("W64", None), "rf64": ("RF64", None),
+}
+FORMATS = (*AUDIO_FORMATS, "npy")
 
 #: our format name -> soundfile's major format
-SOUNDFILE_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
+SOUNDFILE_FORMATS = {name: major for name, (major, _) in AUDIO_FORMATS.items()}
+
+#: output name extensions -> format
+EXTENSIONS = {"wav": "wav", "wave": "wav", "flac": "flac", "ogg": "ogg", "oga": "ogg",
+              "opus": "opus", "mp3": "mp3", "aif": "aiff", "aiff": "aiff", "aifc": "aiff",
+              "au": "au", "snd": "au", "caf": "caf", "w64": "w64", "rf64": "rf64", "npy": "npy"}
 
 #: integer PCM subtypes: full-scale value and the container dtype soundfile is given
 #: (libsndfile keeps the top bits of the container, so 24-bit goes in int32 << 8, 8-bit in int16 << 8)
@@ -50,7 +68,8 @@ def check_channels(out_format: str, channels: int, name: str) -> None:
 
 
 def sniff_format(head: bytes) -> str | None:
-    """Format from magic bytes: RIFF/RF64 -> wav, fLaC -> flac, OggS -> ogg, \\x93NUMPY -> npy."""
+    """Format from magic bytes, for the formats convcli parses itself or routes by name:
+    RIFF/RF64 -> wav, fLaC -> flac, OggS -> ogg, \\x93NUMPY -> npy; None: ask ``sniff``."""
     if head[:4] in (b"RIFF", b"RF64", b"RIFX") and head[8:12] == b"WAVE" or head[:4] == b"RF64":
         return "wav"
     if head[:4] == b"fLaC":
@@ -61,11 +80,58 @@ def sniff_format(head: bytes) -> str | None:
         return "npy"
     return None
 
+
+def format_name(major: str, subtype: str | None = None) -> str:
+    """convcli's name for a libsndfile format: ``WAV``/``WAVEX`` -> wav, ``OGG``/``OPUS`` ->
+    opus, else the major format in lower case (aiff, mp3, caf, ...)."""
+    if major in ("WAV", "WAVEX"):
+        return "wav"
+    if major == "OGG" and subtype == "OPUS":
+        return "opus"
+    return major.lower()
+
+
+def sniff(data: bytes) -> str | None:
+    """The format of a file's bytes (or of its first bytes), by content: ``npy``, or the name
+    (``format_name``) of what libsndfile recognises; None when neither does.
+
+    >>> sniff(b"\\x93NUMPY\\x01\\x00"), sniff(b"hello world!")
+    ('npy', None)
+    """
+    if data[:6] == b"\x93NUMPY":
+        return "npy"
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OverflowError,
+            MemoryError):
+        return sniff_format(data[:12])
+    return format_name(info.format, info.subtype)
+
+
 def format_from_path(path: str) -> str | None:
-    """``x.WAV`` -> ``wav``; None when the extension is not one convcli writes."""
-    ext = Path(path).suffix.lower().lstrip(".")
-    ext = {"oga": "ogg", "wave": "wav"}.get(ext, ext)
-    return ext if ext in FORMATS else None
+    """``x.WAV`` -> ``wav``, ``x.aif`` -> ``aiff``; None when the extension is not one convcli
+    writes."""
+    return EXTENSIONS.get(Path(path).suffix.lower().lstrip("."))
+
+
+def writable(out_format: str, subtype: str | None, rate: float | None,
+             channels: int) -> str | None:
+    """None when libsndfile writes ``out_format`` with this subtype, rate and channel count,
+    else its reason (e.g. Opus only at 8, 12, 16, 24 or 48 kHz). WAV and NPY always are."""
+    if out_format in ("npy", "wav") or rate is None:
+        return None
+    import soundfile as sf
+
+    major, implied = AUDIO_FORMATS[out_format]
+    try:
+        with sf.SoundFile(io.BytesIO(), "w", int(rate), channels, subtype or implied,
+                          format=major):
+            pass
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        return libsndfile_message(exc)
+    return None
 
 
 #: libsndfile's error codes (``sf_error_number``) whose own words do not say what happened to
@@ -163,13 +229,15 @@ def choose_subtype(out_format: str, requested: str | None = None, *,
         return None
     import soundfile as sf
 
-    major = SOUNDFILE_FORMATS[out_format]
+    major, implied = AUDIO_FORMATS[out_format]
     if requested:
         requested = requested.upper()
         if not sf.check_format(major, requested):
             allowed = ", ".join(sf.available_subtypes(major))
             raise UsageError(f"--subtype {requested} is not available for {major}", f"use one of {allowed}")
         return requested
+    if implied:
+        return implied
     if source_subtype and sf.check_format(major, source_subtype):
         return source_subtype
     if out_format == "wav" and source_format in (None, "npy"):

@@ -7,6 +7,7 @@ atomic output (``convcli.io.atomic``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import stat
 import sys
@@ -25,15 +26,17 @@ from convcli.io.formats import (
     WriteReport,
     audio_dtype,
     check_channels,
+    format_name,
     libsndfile_message,
-    sniff_format,
+    sniff,
     to_pcm,
 )
-from convcli.io.npy import load_npy, to_file_layout
-from convcli.io.wav import fix_wav_lengths, wav_data_shortfall
+from convcli.io.npy import check_npy, load_npy, signal_layout, to_file_layout
+from convcli.io.wav import CODECS, fix_wav_lengths, header_bytes, read_header, wav_data_shortfall
 
-#: a 2-D NPY this much longer along axis 0 is almost surely (time, channels)
-TC_GUESS_MIN = 16
+#: libsndfile's frame count for "not known" (SF_COUNT_MAX), or anything past it
+UNKNOWN_FRAMES = 1 << 40
+
 
 @dataclass
 class Signal:
@@ -45,6 +48,7 @@ class Signal:
     subtype: str | None = None  # soundfile subtype of audio input (PCM_16, FLOAT, ...)
     layout: str = "ct"  # NPY layout read: "t", "ct", "tc" or "bct"
     name: str = "<signal>"
+    channel_mask: int | None = None  # a WAVE_FORMAT_EXTENSIBLE input's speaker mask
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -153,17 +157,24 @@ def decode_signal(
     """``read_signal`` for bytes already in memory; ``name`` is used in messages."""
     if rate is not None:
         limits.check("rate", rate)
-    fmt = sniff_format(data[:12])
+    fmt = sniff(data)
     if fmt is None:
         raise InputError(
-            f"{name} is not a WAV, FLAC, OGG or NPY file (unrecognised first bytes {data[:4]!r})",
+            f"{name} is not a WAV, FLAC, OGG, MP3, AIFF or other file libsndfile reads, nor NPY "
+            f"(unrecognised first bytes {data[:4]!r})",
             "convert it with sox or ffmpeg first",
         )
     if fmt == "npy":
         return _read_npy(data, name, layout=layout, rate=rate, dtype=dtype)
     if layout is not None:
         raise UsageError("--layout applies to NPY input only")
-    return _read_audio(data, name, fmt, dtype=dtype)
+    signal = _read_audio(data, name, fmt, dtype=dtype)
+    if rate is not None:
+        raise UsageError(f"--rate gives NPY input its sample rate; {name} is {fmt.upper()} at "
+                         f"{signal.rate:g} Hz and keeps its own",
+                         "drop --rate (to change the rate, resample first: "
+                         "sox in.wav -r 16000 out.wav)")
+    return signal
 
 def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
     import soundfile as sf
@@ -171,14 +182,27 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
     from convcli.plan.memory import check_allocation
 
     data = checked_audio_bytes(data, name, fmt)
+    mask = None
+    if fmt == "wav":  # a WAVE_FORMAT_EXTENSIBLE input's speaker mask, kept for the output
+        with contextlib.suppress(InputError):
+            mask = read_header(io.BytesIO(data).read, name).format.channel_mask
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
+            fmt = format_name(f.format, f.subtype)
             subtype, rate, declared = f.subtype, f.samplerate, f.frames
             dtype = audio_dtype(subtype, dtype)
-            check_allocation(max(declared, 0) * f.channels * np.dtype(dtype).itemsize,
-                             f"decoding {name}", "split the file, or use --dtype float32")
-            frames = f.read(dtype=dtype, always_2d=True)
-            log = f.extra_info if fmt == "ogg" else ""
+            if not 0 <= declared < UNKNOWN_FRAMES or not f.seekable():
+                # a length not in the header (a pipe's FLAC, OGG) or no seeking (GSM 6.10):
+                # read to the end in pieces, priced by the bytes (at most 16× as samples)
+                check_allocation(16 * len(data) * np.dtype(dtype).itemsize // 2,
+                                 f"decoding {name}", "split the file, or use --dtype float32")
+                frames = _read_to_end(f, dtype)
+                declared = frames.shape[0]
+            else:
+                check_allocation(declared * f.channels * np.dtype(dtype).itemsize,
+                                 f"decoding {name}", "split the file, or use --dtype float32")
+                frames = f.read(dtype=dtype, always_2d=True)
+            log = f.extra_info if fmt in ("ogg", "opus") else ""
     except AUDIO_ERRORS as exc:
         raise decode_error(name, fmt, exc) from None
     check_complete(name, fmt, frames.shape[0], declared, log)
@@ -189,6 +213,7 @@ def _read_audio(data: bytes, name: str, fmt: str, *, dtype: str) -> Signal:
         subtype=subtype,
         layout="ct",
         name=name,
+        channel_mask=mask,
     )
 
 
@@ -236,6 +261,14 @@ def check_complete(name: str, fmt: str, got: int, declared: int, log: str = "") 
         raise InputError(f"{name} has no samples (0 frames)", "check the file was written completely")
 
 
+def _read_to_end(f, dtype: str) -> np.ndarray:
+    """Every frame of an open ``soundfile.SoundFile`` whose length is not known, ``[T, C]``."""
+    pieces = []
+    while (piece := f.read(1 << 20, dtype=dtype, always_2d=True)).shape[0]:
+        pieces.append(piece)
+    return np.concatenate(pieces) if pieces else np.zeros((0, f.channels), dtype)
+
+
 def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None, dtype: str) -> Signal:
     array = load_npy(data, name)
     bct, used = npy_batches(array, name, layout)
@@ -253,37 +286,13 @@ def _read_npy(data: bytes, name: str, *, layout: str | None, rate: float | None,
 
 def npy_batches(array: np.ndarray, name: str, layout: str | None) -> tuple[np.ndarray, str]:
     """An NPY array as a ``[B, C, T]`` view (nothing copied) and the layout read: ``t``,
-    ``ct``, ``tc`` or ``bct``; what cannot be a signal is refused."""
-    if array.dtype.kind not in "biuf":
-        raise InputError(
-            f"{name} has dtype {array.dtype}; convcli filters real numbers",
-            "save a real float array (for complex data, filter .real and .imag separately)",
-        )
-    if array.size == 0 and not (array.ndim == 3 and array.shape[1] and array.shape[2]):
-        # (0, C, T) is a batch of no signals, whose output is (0, O, T_out) as in torch
-        raise InputError(f"{name} is an empty array {array.shape}", "a signal needs at least one sample")
-    if layout not in (None, "ct", "tc"):
-        raise UsageError(f"--layout must be ct or tc, got {layout!r}")
-    if array.ndim == 1:
-        return array[None, None, :], "t"
-    if array.ndim == 2:
-        if layout == "tc":
-            return array.T[None], "tc"
-        if layout is None and array.shape[0] > array.shape[1] and array.shape[0] > TC_GUESS_MIN:
-            raise InputError(
-                f"{name} has shape {array.shape}: {array.shape[0]} channels of "
-                f"{array.shape[1]} samples looks like (time, channels)",
-                "pass --layout tc to read it as (time, channels), or --layout ct to insist",
-            )
-        return array[None], "ct"
-    if array.ndim == 3:
-        if layout == "tc":
-            raise UsageError("--layout tc applies to 2-D NPY only; 3-D is (batch, channels, time)")
-        return array, "bct"
-    raise InputError(
-        f"{name} has {array.ndim} dimensions {array.shape}",
-        "an NPY signal is (time,), (channels, time) or (batch, channels, time)",
-    )
+    ``ct``, ``tc`` or ``bct``; what cannot be a signal is refused (``npy.check_npy``,
+    ``npy.signal_layout``)."""
+    check_npy(array.shape, array.dtype, name)
+    used = signal_layout(array.shape, layout, name)
+    views = {"t": lambda a: a[None, None, :], "ct": lambda a: a[None], "tc": lambda a: a.T[None],
+             "bct": lambda a: a}
+    return views[used](array), used
 
 
 def find_nonfinite(data: np.ndarray) -> tuple[int, int, int] | None:
@@ -326,15 +335,21 @@ def encode(
     rate: float | None,
     subtype: str | None,
     layout: str = "ct",
+    channel_mask: int | None = None,
 ) -> tuple[Callable[[BinaryIO], None], WriteReport]:
-    """Prepare ``data[B, C, T]`` for writing: returns a writer and its report (clipping)."""
+    """Prepare ``data[B, C, T]`` for writing: returns a writer and its report (clipping).
+
+    WAV of the PCM and float subtypes is written by convcli (``wav.header_bytes``: exact
+    lengths, WAVE_FORMAT_EXTENSIBLE with ``channel_mask`` past 2 channels or 16 bits); other
+    formats and subtypes by libsndfile.
+    """
     report = WriteReport(path="", format=out_format, subtype=subtype)
     if out_format == "npy":
         array = to_file_layout(data, layout)
         return (lambda handle: np.save(_Chunks(handle), array, allow_pickle=False)), report
     import soundfile as sf
 
-    batch, channels, _ = data.shape
+    batch, channels, frame_count = data.shape
     check_channels(out_format, channels, "the output")
     if batch != 1:
         raise OutputError(
@@ -348,6 +363,13 @@ def encode(
         )
     if rate != int(rate) or rate <= 0:
         raise UsageError(f"{out_format.upper()} needs a whole positive sample rate, got {rate:g}")
+    if out_format == "wav" and subtype in CODECS:
+        from convcli.io.wav import encode_samples
+
+        raw, report.clipped, report.peak = encode_samples(data[0], subtype)
+        head = header_bytes(channels, int(rate), subtype, frame_count, channel_mask)
+        pad = b"\0" if len(raw) & 1 else b""
+        return (lambda handle: [handle.write(head), handle.write(raw), handle.write(pad)]), report
     frames = np.ascontiguousarray(data[0].T)
     if subtype in PCM:
         frames, report.clipped, report.peak = to_pcm(frames, subtype)

@@ -53,6 +53,24 @@ def edge_indices(n: int, h: int, tail_length: int, spec: ConvSpec,
     return index(range(left)), index(range(left + n, left + n + right))
 
 
+def left_edge_indices(spec: ConvSpec, k: int) -> list[int] | None:
+    """Where each sample of the left pad comes from, as indices into the signal's first
+    ``left + 1`` samples; None for zero padding. Reflect and replicate read only the
+    signal's start whatever its length (a stream of unknown length can pad its left end);
+    circular padding reads its tail (``edge_indices``, which needs the length).
+
+    >>> left_edge_indices(ConvSpec(mode="full", padding="reflect"), 3)
+    [2, 1]
+    """
+    if spec.padding == "zeros":
+        return None
+    if spec.padding == "circular":
+        raise ValueError("circular padding's left pad is the signal's tail: use edge_indices")
+    left = spec.pads(k)[0]
+    # the length only matters past the signal's end: any n > left gives the same indices
+    return [spec.source(m, left + 1, k) for m in range(left)]  # type: ignore[misc]
+
+
 def output_regions(n_out: int, left: int, length: int, span: int,
                    stride: int) -> list[tuple[int, int]]:
     """Outputs ``[0, m_a)`` read the left pad, ``[m_a, m_b)`` only the signal, the rest the right pad.

@@ -43,11 +43,11 @@ class Reporter:
             self.console.print(f"[yellow]warning:[/yellow] {message}")
 
     def progress(self, total: float | None = None, description: str = "", *,
-                 delay: float = PROGRESS_DELAY):
+                 delay: float = PROGRESS_DELAY, unit: str | None = None):
         """A progress bar on stderr for this command (none with --quiet or --json); it shows
         once the command has run ``delay`` seconds, counted from the Reporter's creation."""
         return progress(total, description, enabled=not (self.quiet or self.json_mode),
-                        delay=delay, console=self._console, since=self._started)
+                        delay=delay, console=self._console, since=self._started, unit=unit)
 
     def finish(self, stream: TextIO | None = None) -> None:
         if not self.json_mode:

@@ -8,7 +8,9 @@ from typing import Any
 
 def render_info(d: dict[str, Any]) -> str:
     """The human text of ``convcli info`` for one file (plain text: it is stdout data)."""
-    kind = d["format"].upper() + (f" {d['subtype']}" if d.get("subtype") else "")
+    subtype = d.get("subtype")
+    kind = d["format"].upper() + (f" {subtype}" if subtype and subtype != d["format"].upper()
+                                  else "")
     if d.get("dtype"):
         kind += f" {d['dtype']}"
         if d.get("layout"):

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from convcli.about import __version__
-from convcli.cli import calibrate, doctor, explain, grad, info, jacobian, window
+from convcli.cli import calibrate, corpus, doctor, explain, grad, info, jacobian, window
 from convcli.cli import filter as filter_
 from convcli.cli.help import Command, Group, epilog
 from convcli.errors import ConvcliError, Interrupted
@@ -32,7 +32,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-COMMANDS = {"filter": filter_, "window": window, "info": info, "explain": explain,
+COMMANDS = {"filter": filter_, "corpus": corpus, "window": window, "info": info, "explain": explain,
             "jacobian": jacobian, "grad": grad, "calibrate": calibrate, "doctor": doctor}
 for _name, _module in COMMANDS.items():
     app.command(_name, cls=Command, epilog=epilog(_module.EXAMPLES))(_module.command)

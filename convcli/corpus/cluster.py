@@ -1,0 +1,81 @@
+"""Batches as Dask distributed tasks: on a cluster (``--scheduler tcp://HOST:8786``) or a
+``LocalCluster`` started here (``--workers N``, one single-threaded worker process each).
+
+The settings (kernels included) go to every worker once (``scatter``); each batch is one task
+(``batch.worker_batch``), and results come back as tasks finish (``as_completed``) to the
+client, which alone writes the report. A worker lost mid-run has its unfinished tasks redone
+elsewhere by the scheduler; a redo writes nothing that the lost worker had already put in
+place this run (``Settings.since``), and an output is whole or absent either way, so nothing is
+written twice or lost. ``distributed`` is imported only here, only when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from convcli.corpus.batch import Settings, Task, describe, result, worker_batch
+from convcli.errors import ConvcliError, UsageError
+
+INSTALL_HINT = "pip install 'convcli[dask]'"
+
+
+def import_distributed():
+    """``distributed``, or one clear error naming the extra to install."""
+    try:
+        import distributed
+    except ImportError:
+        raise ConvcliError("--scheduler and --workers run on Dask distributed, which is not "
+                           "installed", INSTALL_HINT) from None
+    return distributed
+
+
+@contextlib.contextmanager
+def client_for(scheduler: str | None, workers: int | None):
+    """A client of the scheduler at ``scheduler``, or of a ``LocalCluster`` of ``workers``."""
+    distributed = import_distributed()
+    if scheduler is not None and workers is not None:
+        raise UsageError("--scheduler and --workers both given",
+                         "--workers starts a cluster here; --scheduler uses one that runs")
+    import logging
+
+    if scheduler is not None:
+        try:
+            client = distributed.Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise ConvcliError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
+                               "start one with `dask scheduler`, or check the address") from None
+        with client:
+            yield client
+        return
+    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+    with cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def run_dask(settings: Settings, batches: list[list[Task]], on_results: Callable[[list[dict]],
+             None], *, scheduler: str | None = None, workers: int | None = None) -> None:
+    """Every batch as a task of the cluster; ``on_results(lines)`` as each one finishes. A
+    batch the cluster gave up on (its workers died again and again) fails as a whole."""
+    distributed = import_distributed()
+    settings = replace(settings, since=time.time())
+    with client_for(scheduler, workers) as client:
+        shared = client.scatter(settings, broadcast=True, hash=False)
+        futures = {client.submit(worker_batch, shared, tasks, pure=False,
+                                 key=f"convcli-batch-{i}-{time.time_ns():x}"): tasks
+                   for i, tasks in enumerate(batches)}
+        try:
+            for future in distributed.as_completed(futures):
+                try:
+                    lines = future.result()
+                except Exception as exc:  # noqa: BLE001 (the task failed: KilledWorker, lost data)
+                    why = f"the Dask task failed: {describe(exc)}"
+                    lines = [result(t, settings.bank, "failed", why) for t in futures[future]]
+                on_results(lines)
+                future.release()
+        except BaseException:
+            client.cancel(list(futures))
+            raise

@@ -1,0 +1,101 @@
+"""A corpus as tasks and batches, and the batches run in this process on threads.
+
+Reading, decoding, encoding and writing release the GIL for most of their time (system
+calls, numpy), so ``BATCH_THREADS`` batches in flight keep the cores busy: one computes
+while another reads or writes. Every batch is one ``batch.run_batch``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from convcli.corpus import batch as batches_
+from convcli.corpus.batch import Settings, Task
+from convcli.corpus.inputs import Item, output_name
+from convcli.corpus.kernels import KernelBank, pick
+
+#: a batch holds at most this many files and bytes of input (about 8 M samples of 16 bits)
+BATCH_FILES = 256
+BATCH_BYTES = 16 << 20
+#: batches run side by side, and threads for reads and writes
+BATCH_THREADS = 2
+IO_THREADS = 4
+
+
+def make_tasks(items: list[Item], bank: KernelBank, how: str, seed: int, out_dir: str,
+               out_format: str | None) -> list[Task]:
+    """One task per output: a kernel (``kernels.pick``) and a path under ``out_dir``; the
+    kernel's name is in the output's name when every file gets every kernel."""
+    tasks = []
+    for place, item in enumerate(items):
+        try:
+            size = os.stat(item.path).st_size
+        except OSError:
+            size = 0  # missing: it fails alone, when read
+        for k in pick(how, len(bank), item.rel, place, seed):
+            named = bank.names[k] if how == "all" and len(bank) > 1 else None
+            tasks.append(Task(item.path, os.path.join(out_dir, output_name(item.rel, out_format,
+                                                                           named)), k, size))
+    return tasks
+
+
+def split_existing(tasks: list[Task]) -> tuple[list[Task], list[Task]]:
+    """``--skip-existing``: (tasks to run, tasks whose output is there already)."""
+    run, there = [], []
+    for task in tasks:
+        (there if os.path.exists(task.output) else run).append(task)
+    return run, there
+
+
+def make_batches(tasks: list[Task], max_files: int = BATCH_FILES,
+                 max_bytes: int = BATCH_BYTES) -> list[list[Task]]:
+    """Consecutive tasks in batches of at most ``max_files`` files and ``max_bytes`` of
+    input (a larger file is a batch of its own).
+
+    >>> [len(b) for b in make_batches([Task("i", "o", 0, 10)] * 5, 2, 100)]
+    [2, 2, 1]
+    """
+    out: list[list[Task]] = []
+    size = 0
+    for task in tasks:
+        if not out or len(out[-1]) >= max_files or size + task.size > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(task)
+        size += task.size
+    return out
+
+
+def run_local(settings: Settings, batches: Iterable[list[Task]],
+              on_results: Callable[[list[dict]], None], threads: int = BATCH_THREADS) -> None:
+    """Every batch on ``threads`` threads, a few in flight; ``on_results(lines)`` in this
+    thread as each batch ends. An exception here (SIGTERM) stops the batches in flight from
+    writing more and waits for them, so no temporary file is left."""
+    from convcli.engines import blas
+
+    pending = iter(batches)
+    with blas.single_threaded(), ThreadPoolExecutor(IO_THREADS, "convcli-io") as io_pool, \
+            ThreadPoolExecutor(threads, "convcli-batch") as pool:
+        running: set = set()
+        try:
+            while True:
+                while len(running) < threads + 1:  # one queued: no thread waits for this one
+                    tasks = next(pending, None)
+                    if tasks is None:
+                        break
+                    running.add(pool.submit(batches_.run_batch, settings, tasks, io_pool))
+                if not running:
+                    return
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    on_results(future.result())
+        except BaseException:
+            batches_.STOP.set()
+            for future in running:
+                future.cancel()
+            wait(running)
+            raise
+        finally:
+            batches_.STOP.clear()

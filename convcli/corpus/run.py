@@ -1,0 +1,110 @@
+"""``CorpusJob -> Tally``: a corpus listed, shared out, planned and run, results reported.
+
+The order of the work: every input found and each output named and checked before anything
+computes (an output that would replace an input is refused then); ``--shard`` takes its share
+of the sorted list; ``--skip-existing`` leaves the outputs already there (a line ``skipped``);
+the rest runs in batches here (``local``) or on Dask (``cluster``), and every result is a line
+of the report as it arrives.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from convcli import pipeline
+from convcli.core.levels import check_level_options
+from convcli.corpus import inputs as inputs_
+from convcli.corpus.batch import Settings, result
+from convcli.corpus.kernels import load_bank
+from convcli.corpus.local import make_batches, make_tasks, run_local, split_existing
+from convcli.corpus.report import ReportFile, Tally
+from convcli.errors import UsageError
+
+#: a Dask task takes at least this share of the corpus' bytes, so each worker gets a few
+TASKS_PER_WORKER = 4
+DASK_BATCH_FILES = 2048
+DASK_BATCH_BYTES = 256 << 20
+
+
+@dataclass
+class CorpusJob:
+    """What ``convcli corpus`` was asked: the sources, where to, how to choose kernels, where to
+    run. ``filter`` holds the kernel request and every conv, level and format option."""
+
+    args: list[str]
+    out_dir: str
+    filter: pipeline.FilterJob
+    recursive: bool = False
+    files_from: str | None = None
+    manifest: str | None = None
+    path_key: str = inputs_.NEMO_KEY
+    report: str | None = None
+    skip_existing: bool = False
+    shard: str | None = None
+    pick: str = "random"
+    seed: int = 0
+    scheduler: str | None = None
+    workers: int | None = None
+    environ: dict = field(default_factory=lambda: dict(os.environ))
+
+
+def plan(job: CorpusJob):
+    """``(settings, tasks to run, tasks skipped, shard)`` decided before any work."""
+    if not job.args and job.files_from is None and job.manifest is None:
+        raise UsageError("no inputs", "give files, directories or globs, --files-from LIST or "
+                         "--manifest JSONL")
+    if not job.out_dir:
+        raise UsageError("--out-dir is empty ('')", "give the directory the outputs go to")
+    check_level_options(job.filter.gain, job.filter.normalize_output)
+    shard = inputs_.parse_shard(job.shard, job.environ)
+    if job.workers is not None or job.scheduler is not None:
+        from convcli.corpus.cluster import import_distributed
+
+        import_distributed()  # refused now, not after listing the corpus
+    items = inputs_.collect(job.args, recursive=job.recursive, files_from=job.files_from,
+                            manifest=job.manifest, path_key=job.path_key, exclude=job.out_dir)
+    bank = load_bank(job.filter.kernel)
+    tasks = make_tasks(items, bank, job.pick, job.seed, job.out_dir, job.filter.out_format)
+    mine = {item.path for item in inputs_.take_shard(items, *shard)}
+    tasks = [task for task in tasks if task.input in mine] if shard[1] > 1 else tasks
+    inputs_.check_outputs([item.path for item in items], [(t.input, t.output) for t in tasks])
+    todo, there = split_existing(tasks) if job.skip_existing else (tasks, [])
+    return Settings(job.filter, bank), todo, there, shard
+
+
+def run_corpus(job: CorpusJob, progress: pipeline.Progress = pipeline.no_progress,
+               on_failure: Callable[[dict], None] | None = None) -> Tally:
+    """Run the corpus; ``progress`` is ``pipeline.Progress`` (counted in files),
+    ``on_failure(line)`` hears each failed file as it is known."""
+    settings, todo, there, _ = plan(job)
+    tally = Tally()
+    report = ReportFile(job.report)
+    try:
+        skipped = [result(task, settings.bank, "skipped") for task in there]
+        for line in skipped:
+            tally.add(line)
+        report.write(skipped)
+        with progress(len(todo), "filtering", unit="files") as tick:
+            def on_results(lines: list[dict]) -> None:
+                report.write(lines)
+                for line in lines:
+                    tally.add(line)
+                    if line["status"] == "failed" and on_failure is not None:
+                        on_failure(line)
+                tick(len(lines))
+
+            if job.workers is None and job.scheduler is None:
+                run_local(settings, make_batches(todo), on_results)
+            else:
+                from convcli.corpus.cluster import run_dask
+
+                share = sum(t.size for t in todo) // max(TASKS_PER_WORKER * (job.workers or 2), 1)
+                batches = make_batches(todo, DASK_BATCH_FILES,
+                                       max(min(share, DASK_BATCH_BYTES), 1 << 20))
+                run_dask(settings, batches, on_results, scheduler=job.scheduler,
+                         workers=job.workers)
+    finally:
+        report.close()
+    return tally

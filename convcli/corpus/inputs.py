@@ -62,14 +62,14 @@ def collect(args: list[str], *, recursive: bool = False, files_from: str | None 
         loose += read_list(files_from)
     items += rooted(loose, None)
     if manifest is not None:
-        items += rooted(*read_manifest(manifest, path_key))
+        items += rooted(read_manifest(manifest, path_key), None)
     return unique(items)
 
 
 def walk(root: str, recursive: bool, skip: str | None) -> list[Item]:
     found: list[Item] = []
     for folder, dirs, files in os.walk(root):
-        if skip is not None and os.path.realpath(folder) == skip:
+        if skip is not None and folder != root and os.path.realpath(folder) == skip:
             dirs[:] = []
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
@@ -102,9 +102,9 @@ def read_list(source: str) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def read_manifest(source: str, key: str) -> tuple[list[str], str | None]:
+def read_manifest(source: str, key: str) -> list[str]:
     """A JSONL manifest's paths (``key``), relative ones resolved against its directory, as
-    NeMo does. Returns the paths and the directory."""
+    NeMo does."""
     text = read_text(source, "--manifest")
     base = None if source == "-" else os.path.dirname(source) or "."
     paths = []
@@ -121,7 +121,7 @@ def read_manifest(source: str, key: str) -> tuple[list[str], str | None]:
                              "name the key that holds the path with --path-key")
         path = record[key]
         paths.append(path if os.path.isabs(path) or base is None else os.path.join(base, path))
-    return paths, base
+    return paths
 
 
 def read_text(source: str, flag: str) -> str:
@@ -157,22 +157,27 @@ def parse_shard(text: str | None, environ=os.environ) -> tuple[int, int]:
     """``I/N`` (0 ≤ I < N) -> ``(I, N)``; without one, a Slurm array's task (its id counted
     from ``SLURM_ARRAY_TASK_MIN``, of ``SLURM_ARRAY_TASK_COUNT``), else ``(0, 1)``."""
     if text is None:
-        count = environ.get("SLURM_ARRAY_TASK_COUNT")
-        task = environ.get("SLURM_ARRAY_TASK_ID")
+        count, task = environ.get("SLURM_ARRAY_TASK_COUNT"), environ.get("SLURM_ARRAY_TASK_ID")
         if not count or task is None:
             return 0, 1
-        try:
-            return _checked_shard(int(task) - int(environ.get("SLURM_ARRAY_TASK_MIN", 0)),
-                                  int(count), f"SLURM_ARRAY_TASK_ID={task}")
-        except ValueError:
-            raise UsageError(f"SLURM_ARRAY_TASK_ID={task!r}/SLURM_ARRAY_TASK_COUNT={count!r} "
-                             "are not whole numbers", "pass --shard I/N") from None
+        what = f"SLURM_ARRAY_TASK_ID={task}"
+        numbers = _whole(task, environ.get("SLURM_ARRAY_TASK_MIN", "0"), count)
+        if numbers is None:
+            raise UsageError(f"{what}, SLURM_ARRAY_TASK_COUNT={count} are not whole numbers",
+                             "pass --shard I/N")
+        return _checked_shard(numbers[0] - numbers[1], numbers[2], what)
     index, _, count = text.partition("/")
+    numbers = _whole(index, count)
+    if numbers is None:
+        raise UsageError(f"--shard {text!r} is not I/N", "e.g. --shard 0/4 (shards 0 to 3 of 4)")
+    return _checked_shard(*numbers, f"--shard {text}")
+
+
+def _whole(*texts: str) -> list[int] | None:
     try:
-        return _checked_shard(int(index), int(count), f"--shard {text}")
+        return [int(t) for t in texts]
     except ValueError:
-        raise UsageError(f"--shard {text!r} is not I/N", "e.g. --shard 0/4 (shards 0 to 3 of 4)"
-                         ) from None
+        return None
 
 
 def _checked_shard(index: int, count: int, what: str) -> tuple[int, int]:

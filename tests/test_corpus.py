@@ -312,3 +312,18 @@ def test_the_help_is_fast_and_does_not_import_dask():
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert b"--skip-existing" in proc.stdout and os.linesep.encode() in proc.stdout
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_U8", "FLOAT"])
+def test_outputs_are_byte_for_byte_those_of_filter(tmp_path, subtype):
+    """The corpus's own WAV reader and encoder give what ``convcli filter`` writes."""
+    src = tmp_path / "in" / "x.wav"
+    src.parent.mkdir()
+    x = np.random.default_rng(2).uniform(-0.9, 0.9, (5000, 2))
+    sf.write(src, x, 44100, subtype=subtype)
+    for extra in ([], ["--gain", "-1"]):  # the corpus's encoder, and encode_output's
+        assert run_inprocess("filter", str(src), "-o", str(tmp_path / "f.wav"),
+                             *extra).returncode == 0
+        code, err = corpus(tmp_path / "in", "--out-dir", tmp_path / "c", *extra, "-q")
+        assert code == 0, err
+        assert (tmp_path / "c" / "x.wav").read_bytes() == (tmp_path / "f.wav").read_bytes()

@@ -22,10 +22,17 @@ import numpy as np
 
 from convcli import pipeline
 from convcli.corpus.kernels import KernelBank
-from convcli.errors import ConvcliError
-from convcli.io.formats import PCM, audio_dtype
+from convcli.errors import ConvcliError, InputError
+from convcli.io.formats import (
+    EXTENSIONS,
+    PCM,
+    WriteReport,
+    audio_dtype,
+    choose_subtype,
+    clip_verdict,
+)
 from convcli.io.signals import Signal, check_finite, decode_signal
-from convcli.io.wav import decode_samples, read_header
+from convcli.io.wav import CODECS, decode_samples, encode_samples, header_bytes, read_header
 
 #: a file larger than this streams through ``pipeline.run_streamed`` on its own (bounded memory)
 STREAM_BYTES = 2 * pipeline.STREAM_SAMPLES
@@ -106,12 +113,12 @@ def _run(settings: Settings, tasks: list[Task], pool: ThreadPoolExecutor) -> lis
         else:
             whole.append(i)
     reads = list(pool.map(lambda i: timed(read_one, tasks[i].input, job), whole))
-    signals: dict[int, tuple[Signal, float]] = {}
-    for i, (signal, spent) in zip(whole, reads):
-        if isinstance(signal, BaseException):
-            results[i] = result(tasks[i], bank, "failed", describe(signal), seconds=spent)
+    signals: dict[int, tuple[Read, float]] = {}
+    for i, (read, spent) in zip(whole, reads):
+        if isinstance(read, BaseException):
+            results[i] = result(tasks[i], bank, "failed", describe(read), seconds=spent)
         else:
-            signals[i] = (signal, spent)
+            signals[i] = (read, spent)
     outputs = filter_all(settings, tasks, signals)
     written = pool.map(lambda i: write_one(settings, tasks[i], signals[i], outputs[i]), signals)
     for i, line in zip(signals, written):
@@ -129,45 +136,66 @@ def timed(function, *args):
     return value, time.perf_counter() - started
 
 
-def read_one(path: str, job: pipeline.FilterJob) -> Signal:
-    """A file read whole. Plain PCM and float WAV (most corpora) is decoded here from its
-    bytes (``io.wav``: libsndfile's numbers, without opening it); anything else by
+@dataclass
+class Read:
+    """A file read: its ``Signal`` and, for integer PCM WAV, its sample bytes, decoded only
+    when its batch is laid out (straight into the batch: no copy of its own). ``shape``
+    ``[B, C, T]`` and ``dtype`` are the samples' either way."""
+
+    signal: Signal
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    raw: memoryview | None = None
+
+    def place(self, out: np.ndarray) -> None:
+        """The samples into ``out`` ``[B, C, T]``; the signal's data becomes that view."""
+        if self.raw is not None:
+            decode_samples(self.raw, self.signal.subtype, self.shape[1], str(self.dtype), out=out)
+            self.raw = None
+        else:
+            out[...] = self.signal.data
+        self.signal.data = out
+
+
+def read_one(path: str, job: pipeline.FilterJob) -> Read:
+    """A file read whole. Plain PCM and float WAV (most corpora) is decoded by ``io.wav``
+    from its bytes (libsndfile's numbers, without opening it); anything else by
     ``io.signals``. NaN/Inf refused unless allowed (integer PCM holds none)."""
     with open(path, "rb") as f:
         data = f.read()
-    signal = None
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE" and job.layout is None and job.rate is None:
-        signal = _plain_wav(data, path, job.dtype)
-    if signal is None:
-        signal = decode_signal(data, path, layout=job.layout, rate=job.rate,
-                               dtype=job.dtype or "auto")
-    if not job.allow_nonfinite and signal.subtype not in PCM:
+        read = _plain_wav(data, path, job.dtype)
+        if read is not None:
+            return read
+    signal = decode_signal(data, path, layout=job.layout, rate=job.rate,
+                           dtype=job.dtype or "auto")
+    if not job.allow_nonfinite:
         check_finite(signal)
-    return signal
+    return Read(signal, signal.data.shape, signal.data.dtype)
 
 
-def _plain_wav(data: bytes, path: str, dtype: str | None) -> Signal | None:
+def _plain_wav(data: bytes, path: str, dtype: str | None) -> Read | None:
     try:
         header = read_header(io.BytesIO(data).read, path)
     except ConvcliError:
         return None  # io.signals says what is wrong with it
     fmt, start = header.format, header.data_offset
-    if (fmt.subtype is None or header.data_bytes is None or header.data_bytes == 0
+    if (fmt.subtype not in PCM or header.data_bytes is None or header.data_bytes == 0
             or start + header.data_bytes > len(data)):
-        return None
-    kind = audio_dtype(fmt.subtype, dtype or "auto")
-    rows = decode_samples(memoryview(data)[start : start + header.data_bytes], fmt.subtype,
-                          fmt.channels, kind)
-    return Signal(rows, float(fmt.rate), "wav", fmt.subtype, "ct", path, fmt.channel_mask)
+        return None  # float WAV too: it is checked for NaN/Inf as it is decoded
+    kind = np.dtype(audio_dtype(fmt.subtype, dtype or "auto"))
+    signal = Signal(None, float(fmt.rate), "wav", fmt.subtype, "ct", path,  # type: ignore[arg-type]
+                    fmt.channel_mask)
+    return Read(signal, (1, fmt.channels, header.frames), kind,
+                memoryview(data)[start : start + header.frames * fmt.block_align])
 
 
 def filter_all(settings: Settings, tasks: list[Task], signals: dict) -> dict:
     """Each signal's result (or the exception of its engine call), by task index."""
     job, bank = settings.job, settings.bank
     groups: dict[tuple, list[int]] = {}
-    for i, (signal, _) in signals.items():
-        data = signal.data
-        groups.setdefault((tasks[i].kernel, signal.rate, data.shape[1], data.dtype.str),
+    for i, (read, _) in signals.items():
+        groups.setdefault((tasks[i].kernel, read.signal.rate, read.shape[1], read.dtype.str),
                           []).append(i)
     outputs: dict = {}
     for (kernel, rate, _, _), members in groups.items():
@@ -176,7 +204,7 @@ def filter_all(settings: Settings, tasks: list[Task], signals: dict) -> dict:
         except ConvcliError as exc:
             outputs.update({i: exc for i in members})
             continue
-        for bucket in buckets(members, lambda i: signals[i][0].data.shape[-1],
+        for bucket in buckets(members, lambda i: signals[i][0].shape[-1],
                               job.spec.padding == "zeros"):
             outputs.update(filter_bucket(job, coefficients, [signals[i][0] for i in bucket],
                                          bucket))
@@ -206,44 +234,94 @@ def buckets(members: list[int], length, pad: bool) -> list[list[int]]:
     return out
 
 
-def filter_bucket(job: pipeline.FilterJob, coefficients: np.ndarray, signals: list[Signal],
+def filter_bucket(job: pipeline.FilterJob, coefficients: np.ndarray, reads: list[Read],
                   members: list[int]) -> dict:
-    """One engine call for the bucket; each result cropped to its file's own length."""
-    longest = max(s.data.shape[-1] for s in signals)
-    arrays = [s.data if s.data.shape[-1] == longest else
-              np.pad(s.data, ((0, 0), (0, 0), (0, longest - s.data.shape[-1])))
-              for s in signals]
+    """One engine call for the bucket, its files laid out in one ``[ΣB, C, T]`` array (zeros
+    after the shorter ones); each result cropped to its file's own length."""
+    longest = max(r.shape[-1] for r in reads)
+    batch = np.empty((sum(r.shape[0] for r in reads), reads[0].shape[1], longest),
+                     reads[0].dtype)
+    rows = []
+    at = 0
+    for read in reads:
+        b, _, n = read.shape
+        batch[at : at + b, :, n:] = 0
+        read.place(batch[at : at + b, :, :n])
+        rows.append((at, b))
+        at += b
     started = time.perf_counter()
     try:
-        ys, _ = pipeline.filter_arrays(arrays, coefficients, job.spec, method=job.method,
-                                       device=job.device, bias=job.bias)
+        (ys,), _ = pipeline.filter_arrays([batch], coefficients, job.spec, method=job.method,
+                                          device=job.device, bias=job.bias)
     except (ConvcliError, ValueError, MemoryError) as exc:
         return {i: exc for i in members}
     share = (time.perf_counter() - started) / len(members)
     k = coefficients.shape[-1]
-    return {i: (y[..., : job.spec.output_length(s.data.shape[-1], k)], share)
-            for i, s, y in zip(members, signals, ys)}
+    return {i: (ys[at : at + b, :, : job.spec.output_length(r.shape[-1], k)], share)
+            for i, r, (at, b) in zip(members, reads, rows)}
 
 
-def write_one(settings: Settings, task: Task, read: tuple[Signal, float], output) -> dict:
+def write_one(settings: Settings, task: Task, read: tuple[Read, float], output) -> dict:
     """Encode one result (``pipeline.encode_output``: level, rounding, ``--clip``) and put it
     in place atomically."""
-    signal, spent = read
+    signal, spent, frames = read[0].signal, read[1], read[0].shape[-1]
     bank = settings.bank
     if isinstance(output, BaseException):
-        return result(task, bank, "failed", describe(output), signal.shape[-1], spent)
+        return result(task, bank, "failed", describe(output), frames, spent)
     y, share = output
     started = time.perf_counter()
     if STOP.is_set():
-        return result(task, bank, "failed", "interrupted", signal.shape[-1], spent)
+        return result(task, bank, "failed", "interrupted", frames, spent)
     try:
-        writer, file = pipeline.encode_output(settings.job, signal, task.output, y, [], [])
+        encoded = encode_wav(settings.job, signal, task.output, y)
+        if encoded is None:
+            writer, file = pipeline.encode_output(settings.job, signal, task.output, y, [], [])
+            clipped, peak = file.clipped, file.peak
+        else:
+            writer, clipped, peak = encoded
         write_atomic(task.output, writer, settings.since)
     except Exception as exc:  # noqa: BLE001 (this file's failure: the rest goes on)
-        return result(task, bank, "failed", describe(exc), signal.shape[-1],
+        return result(task, bank, "failed", describe(exc), frames,
                       spent + share + time.perf_counter() - started)
-    return result(task, bank, "done", None, signal.shape[-1],
-                  spent + share + time.perf_counter() - started, file.clipped, file.peak)
+    return result(task, bank, "done", None, frames,
+                  spent + share + time.perf_counter() - started, clipped, peak)
+
+
+_subtypes: dict[tuple, str] = {}
+
+
+def encode_wav(job: pipeline.FilterJob, signal: Signal, out: str, y: np.ndarray):
+    """``pipeline.encode_output`` for the common case, at a fraction of its cost per file: WAV
+    of a subtype convcli encodes, no level change, stride 1. Returns ``(writer, clipped,
+    peak)``, or None for everything else (``encode_output`` then). The same bytes and checks:
+    NaN/Inf bound for PCM (``to_pcm``) or overflowing float, ``--clip`` (``clip_verdict``)."""
+    if job.gain is not None or job.normalize_output is not None or job.spec.stride != 1:
+        return None
+    fmt = job.out_format or EXTENSIONS.get(os.path.splitext(out)[1][1:].lower())
+    if fmt != "wav" or y.shape[0] != 1 or signal.rate is None or not 0 < y.shape[1] <= 2:
+        return None
+    key = (job.subtype, signal.format, signal.subtype)
+    if key not in _subtypes:
+        _subtypes[key] = choose_subtype("wav", job.subtype, source_format=signal.format,
+                                        source_subtype=signal.subtype)
+    subtype = _subtypes[key]
+    if subtype not in CODECS or signal.rate != int(signal.rate):
+        return None
+    raw, clipped, peak = encode_samples(y[0], subtype)
+    if not job.allow_nonfinite and not peak <= np.finfo(y.dtype).max:
+        raise InputError(f"{out}: filtering {signal.name} overflowed: the result holds Inf or "
+                         "NaN samples; nothing written",
+                         "compute with --dtype float64, or lower the kernel's scale or --gain")
+    clip_verdict(WriteReport(out, "wav", subtype, clipped, peak), job.clip)
+    head = header_bytes(y.shape[1], int(signal.rate), subtype, y.shape[-1])  # as encode's
+
+    def writer(handle) -> None:
+        handle.write(head)
+        handle.write(raw)
+        if len(raw) & 1:
+            handle.write(b"\0")
+
+    return writer, clipped, peak
 
 
 #: set when the run stops (SIGTERM, Ctrl-C): a batch in flight writes nothing more

@@ -49,7 +49,8 @@ def report_lines(path: Path) -> list[dict]:
 
 
 def start(*args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "convcli", *map(str, args)], env=cli_env(),
+    return subprocess.Popen([sys.executable, "-m", "convcli", "corpus", *map(str, args)],
+                            env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
@@ -137,8 +138,9 @@ def free_port() -> int:
 def test_a_cluster_started_by_hand_survives_a_killed_worker(tmp_path):
     sources = make_clips(tmp_path / "in", 480)
     single = tmp_path / "single"
+    small = ["--batch-files", "16"]  # 30 batches: both workers busy when one is killed
     assert run_inprocess("corpus", str(tmp_path / "in"), "-r", "--out-dir", str(single),
-                         *SLOW).returncode == 0
+                         *SLOW, *small).returncode == 0
     dask = Path(sys.executable).with_name("dask")
     command = [str(dask)] if dask.exists() else [sys.executable, "-m", "distributed.cli.dask"]
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -151,9 +153,10 @@ def test_a_cluster_started_by_hand_survives_a_killed_worker(tmp_path):
         procs += workers
         report = tmp_path / "r.jsonl"
         run = start(tmp_path / "in", "-r", "--out-dir", tmp_path / "out", "--scheduler", address,
-                    "--report", report, *SLOW)
+                    "--report", report, *SLOW, *small)
         wait_for_lines(report, run, limit=120)
         workers[0].send_signal(signal.SIGKILL)  # mid-run: its batch in flight is redone
+        assert len(report_lines(report)) < len(sources), "the run ended before the kill"
         _, err = run.communicate(timeout=240)
         assert run.returncode == 0, err
         assert workers[0].wait(10) == -signal.SIGKILL

@@ -100,6 +100,9 @@ def command(
     kernel: Annotated[str | None, typer.Option("--kernel", "-k", metavar="PATH|DIR|LIST",
                       rich_help_panel=KERNEL, help="A kernel file, a directory of them, or a "
                       "text file naming one a line.")] = None,
+    batch_files: Annotated[int, number_option("--batch-files", metavar="N",
+                           rich_help_panel=CORPUS, help="Files read and filtered together "
+                           "(equal lengths in one engine call).")] = 256,
     scheduler: Annotated[str | None, typer.Option("--scheduler", metavar="ADDRESS",
                          rich_help_panel=DASK, help="Run on this Dask scheduler "
                          "(tcp://HOST:8786).")] = None,
@@ -157,6 +160,7 @@ def command(
         args=list(inputs or []), out_dir=out_dir, recursive=recursive, files_from=files_from,
         manifest=manifest, path_key=path_key, report=report_path, skip_existing=skip_existing,
         shard=shard, pick=pick, seed=seed, scheduler=scheduler, workers=workers,
+        batch_files=batch_files,
         filter=pipeline.FilterJob(
             inputs=[], outputs=[], spec=spec, kernel=request, out_format=fmt, subtype=subtype,
             layout=layout, rate=rate, method=method, device=device, dtype=dtype, gain=gain,

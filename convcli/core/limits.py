@@ -69,6 +69,8 @@ LIMITS: dict[str, Limit] = {
                    "(the default) is about 11 s at 48 kHz"),
     "length": Limit(1, MAX_COUNT, True, "samples", _COUNT_HINT),
     "seed": Limit(0, 2**64 - 1, True, hint="a seed is a whole number ≥ 0 of at most 64 bits"),
+    "batch-files": Limit(1, 1 << 20, True, "files", "a batch is read whole before it is "
+                         "filtered; 256 (the default) is plenty"),
     "workers": Limit(1, 1024, True, "workers", "one worker process per core is the most that "
                      "helps; a larger cluster is one started by hand (--scheduler)"),
     "rate": Limit(0, MAX_RATE, False, "Hz", "2,147,483,647 Hz is the most a WAV or FLAC "

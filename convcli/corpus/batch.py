@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import mmap
 import os
 import threading
 import time
@@ -36,6 +37,8 @@ from convcli.io.wav import CODECS, decode_samples, encode_samples, header_bytes,
 
 #: a file larger than this streams through ``pipeline.run_streamed`` on its own (bounded memory)
 STREAM_BYTES = 2 * pipeline.STREAM_SAMPLES
+#: a file larger than this is mapped, not read
+MAP_BYTES = 1 << 20
 #: padding to the longest of a bucket wastes at most this share of its samples
 BUCKET_SLACK = 1.25
 #: the most samples one engine call of a batch takes (all files, channels and padding)
@@ -95,12 +98,18 @@ def run_batch(settings: Settings, tasks: list[Task], pool: ThreadPoolExecutor | 
             pool.shutdown()
 
 
-def worker_batch(settings: Settings, tasks: list[Task]) -> list[dict]:
-    """``run_batch`` as a Dask task: BLAS on one thread (the other workers have the cores)."""
+def worker_batch(settings: Settings, parts: list[list[Task]]) -> list[dict]:
+    """A Dask task: batches one after another (each the very batch a local run makes, so
+    every output is the same to the last bit), BLAS on one thread (the other workers have the
+    cores)."""
     from convcli.engines import blas
 
-    with blas.single_threaded():
-        return run_batch(settings, tasks)
+    lines: list[dict] = []
+    with blas.single_threaded(), ThreadPoolExecutor(settings.threads,
+                                                    thread_name_prefix="convcli-io") as pool:
+        for part in parts:
+            lines += run_batch(settings, part, pool)
+    return lines
 
 
 def _run(settings: Settings, tasks: list[Task], pool: ThreadPoolExecutor) -> list[dict]:
@@ -162,21 +171,24 @@ def read_one(path: str, job: pipeline.FilterJob) -> Read:
     from its bytes (libsndfile's numbers, without opening it); anything else by
     ``io.signals``. NaN/Inf refused unless allowed (integer PCM holds none)."""
     with open(path, "rb") as f:
-        data = f.read()
+        if os.fstat(f.fileno()).st_size > MAP_BYTES:  # the page cache's own pages: no copy
+            data: bytes | mmap.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        else:
+            data = f.read()
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE" and job.layout is None and job.rate is None:
         read = _plain_wav(data, path, job.dtype)
         if read is not None:
             return read
-    signal = decode_signal(data, path, layout=job.layout, rate=job.rate,
-                           dtype=job.dtype or "auto")
+    signal = decode_signal(bytes(data) if isinstance(data, mmap.mmap) else data, path,
+                           layout=job.layout, rate=job.rate, dtype=job.dtype or "auto")
     if not job.allow_nonfinite:
         check_finite(signal)
     return Read(signal, signal.data.shape, signal.data.dtype)
 
 
-def _plain_wav(data: bytes, path: str, dtype: str | None) -> Read | None:
-    try:
-        header = read_header(io.BytesIO(data).read, path)
+def _plain_wav(data, path: str, dtype: str | None) -> Read | None:
+    try:  # (a header past its first 64 KiB is io.signals' to read)
+        header = read_header(io.BytesIO(data[: 1 << 16]).read, path)
     except ConvcliError:
         return None  # io.signals says what is wrong with it
     fmt, start = header.format, header.data_offset

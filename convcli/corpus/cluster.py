@@ -56,24 +56,26 @@ def client_for(scheduler: str | None, workers: int | None):
         yield client
 
 
-def run_dask(settings: Settings, batches: list[list[Task]], on_results: Callable[[list[dict]],
-             None], *, scheduler: str | None = None, workers: int | None = None) -> None:
-    """Every batch as a task of the cluster; ``on_results(lines)`` as each one finishes. A
-    batch the cluster gave up on (its workers died again and again) fails as a whole."""
+def run_dask(settings: Settings, groups: list[list[list[Task]]],
+             on_results: Callable[[list[dict]], None], *, scheduler: str | None = None,
+             workers: int | None = None) -> None:
+    """Every group of batches as one task of the cluster; ``on_results(lines)`` as each one
+    finishes. A task the cluster gave up on (its workers died again and again) fails whole."""
     distributed = import_distributed()
     settings = replace(settings, since=time.time())
     with client_for(scheduler, workers) as client:
         shared = client.scatter(settings, broadcast=True, hash=False)
-        futures = {client.submit(worker_batch, shared, tasks, pure=False,
-                                 key=f"convcli-batch-{i}-{time.time_ns():x}"): tasks
-                   for i, tasks in enumerate(batches)}
+        futures = {client.submit(worker_batch, shared, parts, pure=False,
+                                 key=f"convcli-batch-{i}-{time.time_ns():x}"): parts
+                   for i, parts in enumerate(groups)}
         try:
             for future in distributed.as_completed(futures):
                 try:
                     lines = future.result()
                 except Exception as exc:  # noqa: BLE001 (the task failed: KilledWorker, lost data)
                     why = f"the Dask task failed: {describe(exc)}"
-                    lines = [result(t, settings.bank, "failed", why) for t in futures[future]]
+                    lines = [result(t, settings.bank, "failed", why)
+                             for part in futures[future] for t in part]
                 on_results(lines)
                 future.release()
         except BaseException:

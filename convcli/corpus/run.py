@@ -18,14 +18,16 @@ from convcli.core.levels import check_level_options
 from convcli.corpus import inputs as inputs_
 from convcli.corpus.batch import Settings, result
 from convcli.corpus.kernels import load_bank
-from convcli.corpus.local import make_batches, make_tasks, run_local, split_existing
+from convcli.corpus.local import BATCH_FILES, make_batches, make_tasks, run_local, split_existing
 from convcli.corpus.report import ReportFile, Tally
 from convcli.errors import UsageError
 
-#: a Dask task takes at least this share of the corpus' bytes, so each worker gets a few
+#: Dask tasks per worker (a cluster started by hand: per ``ASSUMED_WORKERS``), each a run of
+#: consecutive local batches (a few seconds of work, not a task per file), at most
+#: ``TASK_BATCHES`` of them
 TASKS_PER_WORKER = 4
-DASK_BATCH_FILES = 2048
-DASK_BATCH_BYTES = 256 << 20
+ASSUMED_WORKERS = 8
+TASK_BATCHES = 32
 
 
 @dataclass
@@ -47,6 +49,7 @@ class CorpusJob:
     seed: int = 0
     scheduler: str | None = None
     workers: int | None = None
+    batch_files: int = BATCH_FILES
     environ: dict = field(default_factory=lambda: dict(os.environ))
 
 
@@ -74,6 +77,18 @@ def plan(job: CorpusJob):
     return Settings(job.filter, bank), todo, there, shard
 
 
+def dask_tasks(batches: list, workers: int | None) -> list[list]:
+    """The local batches, consecutive ones grouped into Dask tasks (the batches themselves
+    unchanged: a Dask run computes exactly what a local one does).
+
+    >>> [len(t) for t in dask_tasks(list(range(20)), 2)]
+    [3, 3, 3, 3, 3, 3, 2]
+    """
+    size = -(-len(batches) // (TASKS_PER_WORKER * (workers or ASSUMED_WORKERS)))
+    size = min(max(size, 1), TASK_BATCHES)
+    return [batches[i : i + size] for i in range(0, len(batches), size)]
+
+
 def run_corpus(job: CorpusJob, progress: pipeline.Progress = pipeline.no_progress,
                on_failure: Callable[[dict], None] | None = None) -> Tally:
     """Run the corpus; ``progress`` is ``pipeline.Progress`` (counted in files),
@@ -96,15 +111,13 @@ def run_corpus(job: CorpusJob, progress: pipeline.Progress = pipeline.no_progres
                 tick(len(lines))
 
             if job.workers is None and job.scheduler is None:
-                run_local(settings, make_batches(todo), on_results)
+                run_local(settings, make_batches(todo, job.batch_files), on_results)
             else:
                 from convcli.corpus.cluster import run_dask
 
-                share = sum(t.size for t in todo) // max(TASKS_PER_WORKER * (job.workers or 2), 1)
-                batches = make_batches(todo, DASK_BATCH_FILES,
-                                       max(min(share, DASK_BATCH_BYTES), 1 << 20))
-                run_dask(settings, batches, on_results, scheduler=job.scheduler,
-                         workers=job.workers)
+                run_dask(settings, dask_tasks(make_batches(todo, job.batch_files), job.workers),
+                         on_results,
+                         scheduler=job.scheduler, workers=job.workers)
     finally:
         report.close()
     return tally

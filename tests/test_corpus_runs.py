@@ -6,7 +6,6 @@ single-process run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess

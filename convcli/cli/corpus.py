@@ -57,9 +57,9 @@ SHOWN_FAILURES = 20
 
 #: shown at the end of --help; tests/test_help.py runs each one in a copy of sample_data/
 EXAMPLES = [
-    ("convcli corpus . --out-dir out --window hann --size 31 --report results.jsonl",
-     "every audio/NPY file here, filtered into out/ (the same names), one report line per file"),
-    ("convcli corpus '*.wav' --out-dir out --lowpass 3000 --skip-existing",
+    ("convcli corpus chord.wav speech.wav --out-dir out --report results.jsonl",
+     "filtered into out/ (a directory argument: all its audio/NPY files), one report line each"),
+    ("convcli corpus 'sp*.wav' --out-dir out --lowpass 3000 --skip-existing",
      "a glob; rerun after an interruption: only the missing outputs are made"),
     ("convcli corpus speech.wav chord.wav --out-dir rev --kernel smooth5.txt --shard 0/2",
      "the first of two deterministic shares (a Slurm array sets it from SLURM_ARRAY_TASK_ID)"),
@@ -69,7 +69,7 @@ EXAMPLES = [
 def command(
     ctx: typer.Context,
     inputs: Annotated[list[str] | None, typer.Argument(
-        metavar="[INPUT]...", help="Files, directories (all audio/NPY files in them) or quoted "
+        metavar="INPUT", help="Files, directories (all audio/NPY files in them) or quoted "
         "globs ('data/**/*.wav').", show_default=False)] = None,
     out_dir: Annotated[str | None, typer.Option("--out-dir", "-O", metavar="DIR",
                        rich_help_panel=IO, help="Where the outputs go, mirroring the input "

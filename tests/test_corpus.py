@@ -327,3 +327,16 @@ def test_outputs_are_byte_for_byte_those_of_filter(tmp_path, subtype):
         code, err = corpus(tmp_path / "in", "--out-dir", tmp_path / "c", *extra, "-q")
         assert code == 0, err
         assert (tmp_path / "c" / "x.wav").read_bytes() == (tmp_path / "f.wav").read_bytes()
+
+
+def test_a_fir_design_is_made_for_each_files_rate(tmp_path):
+    for name, rate in (("a.wav", 16000), ("b.wav", 48000)):
+        write_clip(tmp_path / "in" / name, 6000, rate, rate=rate)
+    code, err = corpus(tmp_path / "in", "--out-dir", tmp_path / "out", "--lowpass", "3000",
+                       "--report", tmp_path / "r.jsonl")
+    assert code == 0, err
+    for name in ("a.wav", "b.wav"):
+        assert run_inprocess("filter", str(tmp_path / "in" / name), "--lowpass", "3000", "-o",
+                             str(tmp_path / name)).returncode == 0
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / name).read_bytes()
+    assert {line["kernel"] for line in lines(tmp_path / "r.jsonl")} == {"lowpass 3000 Hz"}

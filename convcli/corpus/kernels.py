@@ -66,8 +66,11 @@ def load_bank(request: KernelRequest) -> KernelBank:
         files = [os.path.join(base, line.strip()) for line in lines
                  if line.strip() and not line.lstrip().startswith("#")]
         return _bank_of(files, request)
-    if request.design is not None:
-        return KernelBank([request.design.describe()], [None], request)
+    if request.design is not None:  # made for each file's rate
+        from convcli.core.fir import format_cutoffs
+
+        name = f"{request.design.band} {format_cutoffs(request.design.cutoffs)} Hz"
+        return KernelBank([name], [None], request)
     coefficients = request.load()[0]
     return KernelBank([request.label(coefficients)], [coefficients], request)
 

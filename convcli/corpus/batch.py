@@ -339,8 +339,6 @@ def encode_wav(job: pipeline.FilterJob, signal: Signal, out: str, y: np.ndarray)
 #: set when the run stops (SIGTERM, Ctrl-C): a batch in flight writes nothing more
 STOP = threading.Event()
 _names = itertools.count()
-_made: set[str] = set()
-_made_lock = threading.Lock()
 
 
 def write_atomic(path: str, writer, since: float | None = None) -> None:
@@ -350,10 +348,6 @@ def write_atomic(path: str, writer, since: float | None = None) -> None:
     a disk flush per file to guard against). ``since``: see ``Settings``."""
     folder, name = os.path.split(path)
     folder = folder or "."
-    if folder not in _made:
-        os.makedirs(folder, exist_ok=True)
-        with _made_lock:
-            _made.add(folder)
     if since is not None:
         try:
             if os.stat(path).st_mtime >= since:
@@ -362,7 +356,12 @@ def write_atomic(path: str, writer, since: float | None = None) -> None:
             pass
     tmp = os.path.join(folder, f".{name}.{os.getpid():x}-{next(_names):x}.part")
     try:
-        with open(tmp, "wb") as handle:
+        try:
+            handle = open(tmp, "wb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:  # its folder is new (a stat per file would cost more)
+            os.makedirs(folder, exist_ok=True)
+            handle = open(tmp, "wb")  # noqa: SIM115
+        with handle:
             writer(handle)
         os.replace(tmp, path)
     except BaseException:

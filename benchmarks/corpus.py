@@ -64,6 +64,9 @@ def hann() -> np.ndarray:
 
 
 def timed(function) -> float:
+    """Seconds ``function()`` takes, from a clean start: the last run's writes flushed first
+    (each run writes 1.4 GB, whose write-back would fall on the next one)."""
+    os.sync()
     started = time.perf_counter()
     function()
     return time.perf_counter() - started
@@ -134,8 +137,11 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["sox", "loop", "each", "dask"])
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    load = os.getloadavg()[0]  # before this benchmark adds its own
     corpus = make_corpus(args.scale)
     files = files_of(corpus)
+    for f in files:  # every run reads from the page cache
+        f.read_bytes()
     work = Path(tempfile.mkdtemp(prefix="convcli-corpus-out-"))
     coeffs = work / "hann31.txt"
     coeffs.write_text("\n".join(f"{v:.17g}" for v in hann()) + "\n")
@@ -163,17 +169,17 @@ def main() -> None:
                     checks.append((peer, str(rel), lsb_apart(work / "one" / rel, work / peer / rel)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print_table(rows, len(files), checks)
+    print_table(rows, len(files), checks, load)
     if args.json:
         Path(args.json).write_text(json.dumps({"files": len(files), "rows": rows,
-                                               "checks": checks, "load": os.getloadavg()},
+                                               "checks": checks, "load": load},
                                               indent=2))
 
 
-def print_table(rows, count: int, checks) -> None:
+def print_table(rows, count: int, checks, load: float) -> None:
     base = {name: seconds for name, seconds, _ in rows}
     one = base["convcli corpus (one process)"]
-    print(f"{count} files; load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
+    print(f"{count} files; load average {load:.2f} before the runs, {os.cpu_count()} cores")
     print(f"{'run':48} {'seconds':>9} {'files/s':>9} {'vs one process':>15}  note")
     for name, seconds, note in rows:
         print(f"{name:48} {seconds:9.2f} {count / seconds:9.0f} {seconds / one:14.2f}x  {note}")

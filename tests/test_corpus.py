@@ -340,3 +340,23 @@ def test_a_fir_design_is_made_for_each_files_rate(tmp_path):
                              str(tmp_path / name)).returncode == 0
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / name).read_bytes()
     assert {line["kernel"] for line in lines(tmp_path / "r.jsonl")} == {"lowpass 3000 Hz"}
+
+
+def test_filter_on_a_directory_points_to_corpus(tree):
+    proc = run_inprocess("filter", str(tree), "-o", str(tree / "x.wav"))
+    assert proc.returncode == 1 and b"convcli corpus" in proc.stderr, proc.stderr
+
+
+def test_a_redone_task_does_not_write_an_output_again(tmp_path):
+    """Dask redoes a lost worker's task: what it put in place this run stays as it is."""
+    import time
+
+    from convcli.corpus.files import write_atomic
+
+    out = tmp_path / "o.wav"
+    started = time.time() - 1
+    write_atomic(str(out), lambda h: h.write(b"first"), since=started)
+    write_atomic(str(out), lambda h: h.write(b"again"), since=started)
+    assert out.read_bytes() == b"first"
+    write_atomic(str(out), lambda h: h.write(b"new run"), since=time.time() + 1)
+    assert out.read_bytes() == b"new run" and not list(tmp_path.glob(".*.part"))

@@ -417,7 +417,9 @@ def _open_file(path: str, name: str, layout: str | None, rate: float | None,
     except FileNotFoundError:
         raise InputError(f"no such input file: {path}", "check the path") from None
     except IsADirectoryError:
-        raise InputError(f"input {path} is a directory, not a file", "give a file path") from None
+        raise InputError(f"input {path} is a directory, not a file", "give a file path, or "
+                         f"filter every file in it with `convcli corpus {path} --out-dir OUT`"
+                         ) from None
     except OSError as exc:
         raise InputError(f"cannot read input {path}: {exc.strerror or exc}",
                          "check the file's permissions") from None

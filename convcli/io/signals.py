@@ -83,7 +83,10 @@ def read_bytes(path: str, stdin: BinaryIO | None = None, what: str = "input") ->
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}",
                          "check the path and its permissions") from None
     if stat.S_ISDIR(mode):
-        raise InputError(f"{what} {path} is a directory, not a file", "give a file path")
+        raise InputError(f"{what} {path} is a directory, not a file",
+                         "give a file path" + (f", or filter every file in it with `convcli "
+                                               f"corpus {path} --out-dir OUT`"
+                                               if what == "input" else ""))
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         raise InputError(f"{what} {path} is a device, not a file (it may never end)",
                          "give a file, or pipe the data into - (stdin)")

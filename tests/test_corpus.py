@@ -360,3 +360,13 @@ def test_a_redone_task_does_not_write_an_output_again(tmp_path):
     assert out.read_bytes() == b"first"
     write_atomic(str(out), lambda h: h.write(b"new run"), since=time.time() + 1)
     assert out.read_bytes() == b"new run" and not list(tmp_path.glob(".*.part"))
+
+
+def test_leftover_temporaries_of_this_runs_outputs_are_swept(tree, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".c0.wav.1f-2.part").write_bytes(b"half")  # a process killed mid-write
+    (out / ".other.wav.3-1.part").write_bytes(b"another shard's, in flight")
+    code, err = corpus(tree, "--out-dir", out, "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob(".*")) == [".other.wav.3-1.part"]

@@ -160,3 +160,28 @@ def write_atomic(path: str, writer, since: float | None = None) -> None:
         except OSError:
             pass
         raise
+
+
+def sweep_parts(outputs: list[str]) -> int:
+    """Remove the temporary files of these outputs that a killed process left (a Dask worker
+    lost mid-write): ``.NAME.ID.part`` beside each. Only this run's outputs: another shard
+    writing into the same folder keeps its own. Returns how many were removed."""
+    wanted: dict[str, set[str]] = {}
+    for path in outputs:
+        folder, name = os.path.split(path)
+        wanted.setdefault(folder or ".", set()).add(name)
+    removed = 0
+    for folder, names in wanted.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            if (entry.startswith(".") and entry.endswith(".part")
+                    and entry[1:-5].rsplit(".", 1)[0] in names):
+                try:
+                    os.unlink(os.path.join(folder, entry))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed

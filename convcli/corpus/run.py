@@ -17,6 +17,7 @@ from convcli import pipeline
 from convcli.core.levels import check_level_options
 from convcli.corpus import inputs as inputs_
 from convcli.corpus.batch import Settings, result
+from convcli.corpus.files import sweep_parts
 from convcli.corpus.kernels import load_bank
 from convcli.corpus.local import BATCH_FILES, make_batches, make_tasks, run_local, split_existing
 from convcli.corpus.report import ReportFile, Tally
@@ -120,4 +121,5 @@ def run_corpus(job: CorpusJob, progress: pipeline.Progress = pipeline.no_progres
                          scheduler=job.scheduler, workers=job.workers)
     finally:
         report.close()
+        sweep_parts([task.output for task in todo])
     return tally

@@ -52,6 +52,9 @@ def collect(args: list[str], *, recursive: bool = False, files_from: str | None 
     for arg in args:
         if arg == "":
             raise UsageError("an input path is empty ('')", "give a file, directory or glob")
+        if arg == "-":
+            raise UsageError("corpus reads files, not standard input",
+                             "pass a list of paths on stdin with --files-from -")
         if os.path.isdir(arg):
             items += walk(arg, recursive, skip)
         elif is_glob(arg):

@@ -25,11 +25,12 @@ IO_THREADS = 4
 
 
 def make_tasks(items: list[Item], bank: KernelBank, how: str, seed: int, out_dir: str,
-               out_format: str | None) -> list[Task]:
-    """One task per output: a kernel (``kernels.pick``) and a path under ``out_dir``; the
-    kernel's name is in the output's name when every file gets every kernel."""
+               out_format: str | None, places: list[int] | None = None) -> list[Task]:
+    """One task per output: a kernel (``kernels.pick``; ``places``: each item's place in the
+    whole sorted corpus, default its index) and a path under ``out_dir``; the kernel's name
+    is in the output's name when every file gets every kernel."""
     tasks = []
-    for place, item in enumerate(items):
+    for place, item in zip(range(len(items)) if places is None else places, items):
         try:
             size = os.stat(item.path).st_size
         except OSError:

@@ -59,8 +59,9 @@ def plan(job: CorpusJob):
     if not job.args and job.files_from is None and job.manifest is None:
         raise UsageError("no inputs", "give files, directories or globs, --files-from LIST or "
                          "--manifest JSONL")
-    if not job.out_dir:
-        raise UsageError("--out-dir is empty ('')", "give the directory the outputs go to")
+    if not job.out_dir or job.out_dir == "-":
+        raise UsageError(f"--out-dir {job.out_dir!r} is not a directory",
+                         "give the directory the outputs go to")
     check_level_options(job.filter.gain, job.filter.normalize_output)
     shard = inputs_.parse_shard(job.shard, job.environ)
     if job.workers is not None or job.scheduler is not None:
@@ -70,9 +71,10 @@ def plan(job: CorpusJob):
     items = inputs_.collect(job.args, recursive=job.recursive, files_from=job.files_from,
                             manifest=job.manifest, path_key=job.path_key, exclude=job.out_dir)
     bank = load_bank(job.filter.kernel)
-    tasks = make_tasks(items, bank, job.pick, job.seed, job.out_dir, job.filter.out_format)
-    mine = {item.path for item in inputs_.take_shard(items, *shard)}
-    tasks = [task for task in tasks if task.input in mine] if shard[1] > 1 else tasks
+    places = [i for i, item in enumerate(items) if inputs_.shard_of(item.rel, shard[1]) ==
+              shard[0]] if shard[1] > 1 else list(range(len(items)))
+    tasks = make_tasks([items[i] for i in places], bank, job.pick, job.seed, job.out_dir,
+                       job.filter.out_format, places)  # (--pick cycle counts the whole corpus)
     inputs_.check_outputs([item.path for item in items], [(t.input, t.output) for t in tasks])
     todo, there = split_existing(tasks) if job.skip_existing else (tasks, [])
     return Settings(job.filter, bank), todo, there, shard

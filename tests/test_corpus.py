@@ -370,3 +370,16 @@ def test_leftover_temporaries_of_this_runs_outputs_are_swept(tree, tmp_path):
     code, err = corpus(tree, "--out-dir", out, "-q")
     assert code == 0, err
     assert sorted(p.name for p in out.glob(".*")) == [".other.wav.3-1.part"]
+
+
+def test_pick_cycle_counts_places_in_the_whole_corpus_whatever_the_shard(tree, tmp_path, bank):
+    def kernels(*extra) -> dict:
+        report = tmp_path / "r.jsonl"
+        code, err = corpus(tree, "-r", "--out-dir", tmp_path / "o", "--kernel", bank, "--pick",
+                           "cycle", "--report", report, "-q", *extra)
+        assert code == 0, err
+        return {line["input"]: line["kernel"] for line in lines(report)}
+
+    whole = kernels()
+    assert [whole[k] for k in sorted(whole)][:4] == ["a", "b", "c", "a"]
+    assert {**kernels("--shard", "0/2"), **kernels("--shard", "1/2")} == whole

@@ -175,6 +175,8 @@ def test_usage_errors_are_one_line(tmp_path):
         ((f"{tmp_path}/*.wav", "--out-dir", tmp_path / "o"), 1, "no files match"),
         ((tmp_path, "--out-dir", tmp_path / "o", "--shard", "3/3"), 2, "0..N-1"),
         ((tmp_path, "--out-dir", tmp_path / "o", "--shard", "x"), 2, "is not I/N"),
+        (("-", "--out-dir", tmp_path / "o"), 2, "--files-from -"),
+        ((tmp_path, "--out-dir", "o", "--workers", "2", "--scheduler", "tcp://h:1"), 2, "both"),
     ]:
         got, err = corpus(*args)
         assert got == code and err.startswith("error: ") and words in err, (args, err)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from convcli.corpus.batch import Settings, Task, describe, result, worker_batch
-from convcli.errors import ConvcliError, UsageError
+from convcli.errors import ConvcliError
 
 INSTALL_HINT = "pip install 'convcli[dask]'"
 
@@ -36,9 +36,6 @@ def import_distributed():
 def client_for(scheduler: str | None, workers: int | None):
     """A client of the scheduler at ``scheduler``, or of a ``LocalCluster`` of ``workers``."""
     distributed = import_distributed()
-    if scheduler is not None and workers is not None:
-        raise UsageError("--scheduler and --workers both given",
-                         "--workers starts a cluster here; --scheduler uses one that runs")
     import logging
 
     if scheduler is not None:

@@ -64,6 +64,9 @@ def plan(job: CorpusJob):
                          "give the directory the outputs go to")
     check_level_options(job.filter.gain, job.filter.normalize_output)
     shard = inputs_.parse_shard(job.shard, job.environ)
+    if job.workers is not None and job.scheduler is not None:
+        raise UsageError("--scheduler and --workers both given",
+                         "--workers starts a cluster here; --scheduler uses one that runs")
     if job.workers is not None or job.scheduler is not None:
         from convcli.corpus.cluster import import_distributed
 

@@ -303,8 +303,8 @@ def design_rate(request, signals: list) -> float:
 def stream_block(job: FilterJob, coefficients: np.ndarray | None = None) -> int | None:
     """Stream (and with which block of frames) or filter whole: the one decision ``filter`` asks.
 
-    One input streams whenever it can be streamed, which is always: standard input (in
-    blocks of ``PIPE_BLOCK``), a file with ``--block``, a file whose header says it holds more
+    One input streams whenever it can be streamed, which is always: standard input or a FIFO
+    (in blocks of ``PIPE_BLOCK``), a file with ``--block``, a file whose header says it holds more
     than ``STREAM_SAMPLES`` samples (any format, NPY too: ``io.blocks.probe``). FIR designs
     (the rate is in the header) and ``--normalize-output`` (a first pass measures the peak)
     stream too; a pipe cannot be read twice, so ``--normalize-output`` on stdin is refused.
@@ -320,16 +320,18 @@ def stream_block(job: FilterJob, coefficients: np.ndarray | None = None) -> int 
         if block is not None:
             raise UsageError("--block streams one input; several inputs are filtered whole")
         return None
+    from convcli.io.blocks import is_pipe, probe
+
     path = job.inputs[0]
-    if path == "-":
+    if path == "-" or is_pipe(path):
         if job.normalize_output is not None:
+            where = "standard input" if path == "-" else f"the pipe {path}"
             raise UsageError("--normalize-output measures the result before it writes it, and "
-                             "standard input can be read only once",
+                             f"{where} can be read only once",
                              "use --gain DB, or save the input to a file first")
         return block or PIPE_BLOCK
     if block is not None:
         return block
-    from convcli.io.blocks import probe
 
     facts = probe(path, job.layout)
     if facts is None:  # not readable: the whole path says why

@@ -303,15 +303,15 @@ def design_rate(request, signals: list) -> float:
 def stream_block(job: FilterJob, coefficients: np.ndarray | None = None) -> int | None:
     """Stream (and with which block of frames) or filter whole: the one decision ``filter`` asks.
 
-    One input streams whenever it can be streamed, which is always: standard input (in
-    blocks of ``PIPE_BLOCK``), a file with ``--block``, a file whose header says it holds more
+    One input streams whenever it can be streamed, which is always: standard input or a FIFO
+    (in blocks of ``PIPE_BLOCK``), a file with ``--block``, a file whose header says it holds more
     than ``STREAM_SAMPLES`` samples (any format, NPY too: ``io.blocks.probe``). FIR designs
     (the rate is in the header) and ``--normalize-output`` (a first pass measures the peak)
     stream too; a pipe cannot be read twice, so ``--normalize-output`` on stdin is refused.
     Short files are filtered whole (faster: one engine call) unless the cost model prices
-    that call above ``WHOLE_SECONDS`` (``coefficients`` given: streamed, it shows progress),
-    and several inputs are the whole path's (``--block`` with them is a usage error, so the flag never silently does
-    nothing).
+    that call above ``WHOLE_SECONDS`` (``coefficients`` given: streamed, it shows progress).
+    Several inputs are ``run_several``'s to split (``--block`` with them is a usage error, so
+    the flag never silently does nothing).
     """
     block = job.block
     if block is not None:
@@ -320,16 +320,18 @@ def stream_block(job: FilterJob, coefficients: np.ndarray | None = None) -> int 
         if block is not None:
             raise UsageError("--block streams one input; several inputs are filtered whole")
         return None
+    from convcli.io.blocks import is_pipe, probe
+
     path = job.inputs[0]
-    if path == "-":
+    if path == "-" or is_pipe(path):
         if job.normalize_output is not None:
+            where = "standard input" if path == "-" else f"the pipe {path}"
             raise UsageError("--normalize-output measures the result before it writes it, and "
-                             "standard input can be read only once",
+                             f"{where} can be read only once",
                              "use --gain DB, or save the input to a file first")
         return block or PIPE_BLOCK
     if block is not None:
         return block
-    from convcli.io.blocks import probe
 
     facts = probe(path, job.layout)
     if facts is None:  # not readable: the whole path says why
@@ -375,6 +377,8 @@ def _run_filter(job: FilterJob, progress: Progress) -> FilterResult:
     block = stream_block(job, coefficients)
     if block is not None:
         result = run_streamed(job, coefficients, block, progress)
+    elif len(job.inputs) > 1:
+        result = run_several(job, coefficients, progress)
     else:
         result = run_whole(job, coefficients, progress)
     source, out = job.inputs[0], job.outputs[0]
@@ -383,6 +387,53 @@ def _run_filter(job: FilterJob, progress: Progress) -> FilterResult:
             and (why := unwritable_input(source)) is not None):
         result.notes.append(f"{source}: {why}, so the result is WAV")
     return result
+
+
+# --- several inputs ------------------------------------------------------------------------------
+def run_several(job: FilterJob, coefficients: np.ndarray | None,
+                progress: Progress) -> FilterResult:
+    """Several inputs: each long one (more than ``STREAM_SAMPLES`` by its header) streams on
+    its own, one after another, so memory stays bounded whatever their number and length; the
+    rest are read whole and batched by shape. One result, its files in the inputs' order."""
+    from types import SimpleNamespace
+
+    from convcli.io.blocks import probe
+
+    facts = [probe(path, job.layout) for path in job.inputs]
+    long = [i for i, f in enumerate(facts)
+            if f is not None and f.frames * f.channels * f.batch > STREAM_SAMPLES]
+    if not long:
+        return run_whole(job, coefficients, progress)
+    design, warnings = None, []
+    if coefficients is None:  # one design for all: the headers give the rates
+        heard = [SimpleNamespace(name=path, rate=f.rate)
+                 for path, f in zip(job.inputs, facts) if f is not None]
+        coefficients, design = job.kernel.load(design_rate(job.kernel.design, heard))
+        if (weakness := design_weakness(design)) is not None:
+            warnings.append(weakness)
+    short = [i for i in range(len(job.inputs)) if i not in long]
+    groups = [[i] for i in long] + ([short] if short else [])
+    parts = []
+    for group in groups:
+        part = replace(job, inputs=[job.inputs[i] for i in group],
+                       outputs=[job.outputs[i] for i in group])
+        parts.append(run_streamed(part, coefficients, DEFAULT_BLOCK, progress) if len(group) == 1
+                     and group[0] in long else run_whole(part, coefficients, progress))
+    files: list[Any] = [None] * len(job.inputs)
+    for group, part_result in zip(groups, parts):
+        for i, file in zip(group, part_result.files):
+            files[i] = file
+    first = parts[0]
+    timings: dict = {}
+    for part_result in parts:
+        for key, value in part_result.timings.items():
+            timings[key] = timings.get(key, 0.0) + value
+    return FilterResult(
+        kernel=job.kernel.summary(coefficients, design), spec=first.spec, run=first.run,
+        seconds=sum(p.seconds for p in parts), timings=timings, clip=job.clip, files=files,
+        label=job.kernel.label(coefficients, design),
+        notes=[n for p in parts for n in p.notes],
+        warnings=warnings + [w for p in parts for w in p.warnings], bias=first.bias)
 
 
 # --- whole signals -------------------------------------------------------------------------------

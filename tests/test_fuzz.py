@@ -136,12 +136,6 @@ def test_mutated_audio_is_measured_by_info_or_fails_cleanly(tmp_path, data):
     assert facts["frames"] > 0 and facts["channels"] > 0
 
 
-#: the one failure known today: libsndfile's own error escaping the block reader on a corrupt
-#: FLAC (``Internal psf_fseek() failed``, ``flac decoder lost sync``); the block reader is being
-#: reworked beside this to map it, and then these tests pass without this branch
-BLOCK_READER_PENDING = "libsndfile's error escapes the block reader (its rework maps it)"
-
-
 def _stream(path, block: int):
     from convcli.core.spec import ConvSpec
     from convcli.pipeline import stream_file
@@ -153,8 +147,6 @@ def _stream(path, block: int):
     except ConvcliError as exc:
         assert exc.line() and "\n" not in exc.line()
         return None
-    except sf.LibsndfileError:
-        pytest.xfail(BLOCK_READER_PENDING)
     return result
 
 
@@ -189,8 +181,6 @@ def test_mutated_audio_through_filter_block_is_one_line(tmp_path, data):
         return
     # 2: bytes that are not audio at all are not streamed (--block is then a usage error)
     assert proc.returncode in (1, 2) and len(lines) == 1 and lines[0].startswith("error: ")
-    if "internal error: LibsndfileError" in lines[0]:
-        pytest.xfail(BLOCK_READER_PENDING)
     assert "internal error" not in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wav"]
 

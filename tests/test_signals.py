@@ -50,6 +50,18 @@ def test_pcm_rounds_to_nearest_and_clamps():
     assert ints.ravel().tolist() == [(2**23 - 1) << 8] and clipped == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pcm_32_clamps_full_scale_float32_without_wrapping(dtype):
+    """float32 cannot hold 2**31 - 1: clamped there, it rounded up to 2**31 and the cast
+    wrapped it to -2**31. The reference is float64 numpy arithmetic."""
+    x = np.array([1.0, 1.5, -1.0, -3.0, 0.99999994, 0.5 / 2**31], dtype)
+    ints, clipped, peak = to_pcm(x, "PCM_32")
+    expected = np.clip(np.round(x.astype(np.float64) * 2**31), -(2**31), 2**31 - 1)
+    assert ints.dtype == np.int32
+    assert ints.tolist() == expected.astype(np.int64).tolist()
+    assert ints[0] == 2**31 - 1 and clipped == 3 and peak == 3.0
+
+
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
 def test_pcm_into_a_strided_column(subtype):
     """``out=`` (a channel of interleaved frames) gets what a fresh array would."""

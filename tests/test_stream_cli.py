@@ -365,3 +365,35 @@ def test_a_stream_shows_percentage_rate_and_time_left_on_a_terminal(tmp_path, rn
     drawn = console.file.getvalue()
     assert "k frames" in drawn and "/s" in drawn, drawn
     assert ("%" in drawn and "50.0k frames" in drawn) == (source == "file"), drawn
+
+
+# --- several inputs: the long ones stream one after another --------------------------------
+def test_several_inputs_stream_the_long_ones_and_batch_the_rest(cli_fast, tmp_path, rng,
+                                                                monkeypatch):
+    """``filter a b c --out-dir d``: an input longer than ``STREAM_SAMPLES`` is never read
+    whole (it streams on its own), the short ones are read whole and batched, a design is made
+    once from the headers' rate; every output equals scipy's firwin + convolve."""
+    from convcli import pipeline
+
+    monkeypatch.setattr(pipeline, "STREAM_SAMPLES", 20_000)
+    read_whole = []
+    original = pipeline.read_signal
+    monkeypatch.setattr(pipeline, "read_signal", lambda path, **kw: read_whole.append(
+        Path(path).name) or original(path, **kw))
+    signals = {name: rng.uniform(-0.4, 0.4, (frames, 2))
+               for name, frames in [("a.wav", 5000), ("long.wav", 40_000), ("c.wav", 5000)]}
+    for name, x in signals.items():
+        sf.write(tmp_path / name, x, 8000, subtype="DOUBLE")
+    (tmp_path / "d").mkdir()
+    proc = cli_fast("filter", *(tmp_path / n for n in signals), "--out-dir", tmp_path / "d",
+                    "--lowpass", "1000", "--size", "31", "--subtype", "DOUBLE", "--json",
+                    check=True)
+    summary = json.loads(proc.stdout)
+    assert [Path(f["input"]).name for f in summary["files"]] == list(signals)
+    assert summary["streamed"]["blocks"] >= 1 and summary["kernel"]["taps"] == 31
+    assert sorted(read_whole) == ["a.wav", "c.wav"]
+    taps = sps.firwin(31, 1000, fs=8000, window="hann")
+    for name, x in signals.items():
+        y = sf.read(tmp_path / "d" / name, dtype="float64", always_2d=True)[0]
+        expected = np.stack([np.convolve(c, taps, "same") for c in x.T], axis=1)
+        np.testing.assert_allclose(y, expected, atol=1e-6)

@@ -25,15 +25,23 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
 from convcli.errors import InputError, UsageError
 from convcli.io import npy, pipes, wav
 from convcli.io.formats import PCM, audio_dtype, format_name, libsndfile_message, sniff, to_pcm
-from convcli.io.signals import UNKNOWN_FRAMES, find_nonfinite, nonfinite_error
+from convcli.io.signals import (
+    UNKNOWN_FRAMES,
+    find_nonfinite,
+    nonfinite_error,
+    refuse_terminal_stdin,
+)
 
 #: formats libsndfile reads from a pipe without seeking (checked equal to a file's read in
 #: tests/test_stream_io.py); the rest are spooled
@@ -373,7 +381,7 @@ class Facts:
 def probe(path: str, layout: str | None = None) -> Facts | None:
     """The header's facts of a file, or None where there are none to tell (stdin, a file that
     cannot be read: the reader then says why)."""
-    if path == "-":
+    if path == "-" or is_pipe(path):  # opening a pipe would consume what it sniffs
         return None
     try:
         with open_source(path, layout=layout) as source:
@@ -393,7 +401,14 @@ def open_source(path: str, *, layout: str | None = None, rate: float | None = No
     NPY's sample rate; given with audio (which has its own) it is a ``UsageError``.
     """
     if path == "-":
-        source = _open_stdin(layout, rate, dtype, seekable)
+        refuse_terminal_stdin()
+        source = _open_stream(pipes.stdin_reader(), "stdin", layout, rate, dtype, seekable)
+    elif is_pipe(path):  # a FIFO, bash's <(...): read once, in order, like stdin
+        handle = _open_input(path)
+        source = _open_stream(pipes.StreamReader(None, handle.fileno()), path, layout, rate,
+                              dtype, seekable)
+        # the descriptor lives as long as the source (its readers do not own what they read)
+        weakref.finalize(source, handle.close)
     else:
         source = _open_file(path, path, layout, rate, dtype)
     if source.format != "npy" and (rate is not None or layout is not None):
@@ -410,10 +425,19 @@ def open_source(path: str, *, layout: str | None = None, rate: float | None = No
     return source
 
 
-def _open_file(path: str, name: str, layout: str | None, rate: float | None,
-               dtype: str) -> BlockSource:
+def is_pipe(path: str) -> bool:
+    """``path`` names a FIFO or a socket (``/dev/fd/63`` of bash's ``<(...)`` too): bytes that
+    can be read once, in order, and whose length shows only at their end."""
     try:
-        handle = open(path, "rb")  # noqa: SIM115 (the source owns it)
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _open_input(path: str, buffering: int = 0) -> BinaryIO:
+    try:
+        return open(path, "rb", buffering=buffering)
     except FileNotFoundError:
         raise InputError(f"no such input file: {path}", "check the path") from None
     except IsADirectoryError:
@@ -423,6 +447,11 @@ def _open_file(path: str, name: str, layout: str | None, rate: float | None,
     except OSError as exc:
         raise InputError(f"cannot read input {path}: {exc.strerror or exc}",
                          "check the file's permissions") from None
+
+
+def _open_file(path: str, name: str, layout: str | None, rate: float | None,
+               dtype: str) -> BlockSource:
+    handle = _open_input(path, buffering=-1)
     try:
         head = handle.read(12)
         if not head:
@@ -464,37 +493,40 @@ def _not_audio(name: str, head: bytes) -> InputError:
                       "convert it with sox or ffmpeg first")
 
 
-def _open_stdin(layout: str | None, rate: float | None, dtype: str,
-                seekable: bool) -> BlockSource:
-    reader = pipes.stdin_reader()
+def _open_stream(reader: pipes.StreamReader, name: str, layout: str | None, rate: float | None,
+                 dtype: str, seekable: bool) -> BlockSource:
+    """A source over bytes read in order (standard input, a FIFO), named ``name``."""
     head = reader.peek(12)
     if not head:
-        raise InputError("standard input is empty (the input was to come from it)",
-                         "pipe a WAV/FLAC/OGG/NPY stream into convcli, or give a file")
+        if name == "stdin":
+            raise InputError("standard input is empty (the input was to come from it)",
+                             "pipe a WAV/FLAC/OGG/NPY stream into convcli, or give a file")
+        raise InputError(f"input {name} is a pipe that ended before any byte",
+                         "check the command that writes into it")
     kind = "npy" if head[:6] == b"\x93NUMPY" else None
     if kind == "npy" and not seekable:
         length = npy.header_length(head) or 0
         header = reader.peek(length)
-        shape, fortran, _, _ = npy.header_info(header, "stdin")
-        used = npy.signal_layout(shape, layout, "stdin")
+        shape, fortran, _, _ = npy.header_info(header, name)
+        used = npy.signal_layout(shape, layout, name)
         if npy.time_major(shape, fortran, used):
-            return NpyStream(reader, header, "stdin", layout, rate, dtype)
+            return NpyStream(reader, header, name, layout, rate, dtype)
     elif head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE" and not seekable:
-        header = wav.read_header(_Replay(reader).read, "stdin")
+        header = wav.read_header(_Replay(reader).read, name)
         if header.format.subtype is not None:
             reader.read(header.data_offset)
             align = header.format.block_align
-            return WavSource(lambda n: reader.read_ready(n, align), header, "stdin", dtype)
+            return WavSource(lambda n: reader.read_ready(n, align), header, name, dtype)
     elif not seekable and kind is None:
         found = sniff(reader.peek(1 << 16))
         if found == "flac":
             replay = pipes.ReplayPipe(reader)
-            return SoundFileSource(replay, "stdin", dtype, seekable=False, keep=replay)
+            return SoundFileSource(replay, name, dtype, seekable=False, keep=replay)
         if found in PIPE_MODE:
-            return SoundFileSource(pipes.feed_pipe(reader), "stdin", dtype, seekable=False)
+            return SoundFileSource(pipes.feed_pipe(reader), name, dtype, seekable=False)
         if found is None and len(reader.peek(1 << 16)) < (1 << 16):
-            raise _not_audio("stdin", head)
-    return _spooled(reader, layout, rate, dtype)
+            raise _not_audio(name, head)
+    return _spooled(reader, name, layout, rate, dtype)
 
 
 class _Replay:
@@ -510,12 +542,12 @@ class _Replay:
         return data
 
 
-def _spooled(reader: pipes.StreamReader, layout, rate, dtype) -> BlockSource:
-    """Standard input kept in a temporary file, then read as that file (removed at once:
-    the open source keeps it until it is closed)."""
+def _spooled(reader: pipes.StreamReader, name: str, layout, rate, dtype) -> BlockSource:
+    """A stream kept in a temporary file, then read as that file (removed at once: the open
+    source keeps it until it is closed)."""
     path = pipes.spool(reader)
     try:
-        source = _open_file(path, "stdin", layout, rate, dtype)
+        source = _open_file(path, name, layout, rate, dtype)
     except BaseException:
         os.unlink(path)
         raise

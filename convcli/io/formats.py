@@ -330,7 +330,9 @@ def to_pcm(frames: np.ndarray, subtype: str,
             raise OutputError(*nonfinite_pcm(subtype))
         peak = max(-low_x, high_x)
         maybe_clipped = not (low <= low_x * scale and high_x * scale <= high)
-    scaled = frames * scale
+    # PCM_32 in float64: float32 has no 2**31 - 1, so its clamp would round up to 2**31 and
+    # wrap to -2**31 in the cast (a full-scale click on every clipped sample)
+    scaled = np.multiply(frames, scale, dtype=np.float64 if scale > 2**24 else None)
     np.rint(scaled, out=scaled)
     clipped = 0
     if maybe_clipped:  # else the extremes show there is nothing to count or clamp

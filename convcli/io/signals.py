@@ -62,9 +62,8 @@ def read_bytes(path: str, stdin: BinaryIO | None = None, what: str = "input") ->
     are read in chunks, refused once they outgrow the memory available.
     """
     if path == "-":
-        if stdin is None and _is_terminal(sys.stdin):
-            raise InputError(f"standard input is a terminal, and the {what} was to come from it",
-                             "pipe a file in (convcli ... - < in.wav), or give the file's path")
+        if stdin is None:
+            refuse_terminal_stdin(what)
         try:
             data = read_stream(stdin or sys.stdin.buffer, f"the {what} on standard input")
         except OSError as exc:
@@ -126,6 +125,13 @@ def read_stream(handle: BinaryIO, what: str) -> bytes:
                          "give the file's path instead of a pipe (long audio files stream in "
                          "blocks), or split it")
     return b"".join(chunks)
+
+
+def refuse_terminal_stdin(what: str = "input") -> None:
+    """Standard input that is a terminal never ends (a user would wait for nothing): refused."""
+    if _is_terminal(sys.stdin):
+        raise InputError(f"standard input is a terminal, and the {what} was to come from it",
+                         "pipe a file in (convcli ... - < in.wav), or give the file's path")
 
 
 def _is_terminal(stream) -> bool:

@@ -385,3 +385,18 @@ def test_pick_cycle_counts_places_in_the_whole_corpus_whatever_the_shard(tree, t
     whole = kernels()
     assert [whole[k] for k in sorted(whole)][:4] == ["a", "b", "c", "a"]
     assert {**kernels("--shard", "0/2"), **kernels("--shard", "1/2")} == whole
+
+
+def test_a_large_file_streams_on_its_own_with_the_same_result(tree, tmp_path, monkeypatch):
+    from convcli.corpus import batch
+
+    monkeypatch.setattr(batch, "STREAM_BYTES", 20_000)  # the 16 000-frame clips stream
+    report = tmp_path / "r.jsonl"
+    code, err = corpus(tree, "--out-dir", tmp_path / "out", "--report", report)
+    assert code == 0, err
+    for src in tree.glob("*.wav"):
+        check_filtered(src, tmp_path / "out" / src.name)
+    assert {line["frames"] for line in lines(report)} >= {16000, 16001, 3000}
+    (tree / "c0.wav").write_bytes((tree / "c0.wav").read_bytes()[:30_000])  # cut short
+    code, err = corpus(tree, "--out-dir", tmp_path / "o2")
+    assert code == 1 and "c0.wav" in err and not (tmp_path / "o2" / "c0.wav").exists(), err

@@ -181,8 +181,8 @@ def command(
                     f"{f' (see {report_path})' if report_path else ''}")
     if tally.clipped_files:
         report.warn(f"{tally.clipped_files} file{'s' * (tally.clipped_files > 1)} clipped "
-                    "(their count and peak are in the report); --gain -3 or --subtype FLOAT "
-                    "avoids it")
+                    "(their count and peak are in the report); a lower --gain, or --subtype "
+                    "FLOAT, avoids it")
     report.info(f"{tally.files} files: {tally.done} done, {tally.failed} failed, "
                 f"{tally.skipped} skipped, {tally.seconds:.2f} s ({tally.rate():.0f} files/s)")
     report.summary = {"command": "corpus", **tally.summary(), "report": report_path}

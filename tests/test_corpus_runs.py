@@ -143,7 +143,9 @@ def test_a_cluster_started_by_hand_survives_a_killed_worker(tmp_path):
     dask = Path(sys.executable).with_name("dask")
     command = [str(dask)] if dask.exists() else [sys.executable, "-m", "distributed.cli.dask"]
     address = f"tcp://127.0.0.1:{free_port()}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": cli_env()}
+    # the workers run elsewhere (as on a cluster): the client's relative paths still hold
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": cli_env(),
+             "cwd": "/"}
     procs = [subprocess.Popen([*command, "scheduler", "--host", "127.0.0.1", "--port",
                                address.rsplit(":", 1)[1], "--no-dashboard"], **quiet)]
     try:
@@ -151,8 +153,8 @@ def test_a_cluster_started_by_hand_survives_a_killed_worker(tmp_path):
                                      "--no-nanny", "--no-dashboard"], **quiet) for _ in range(2)]
         procs += workers
         report = tmp_path / "r.jsonl"
-        run = start(tmp_path / "in", "-r", "--out-dir", tmp_path / "out", "--scheduler", address,
-                    "--report", report, *SLOW, *small)
+        run = start("in", "-r", "--out-dir", "out", "--scheduler", address, "--report", report,
+                    *SLOW, *small, cwd=tmp_path)
         wait_for_lines(report, run, limit=120)
         workers[0].send_signal(signal.SIGKILL)  # mid-run: its batch in flight is redone
         assert len(report_lines(report)) < len(sources), "the run ended before the kill"

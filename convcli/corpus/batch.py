@@ -44,12 +44,18 @@ class Task:
 @dataclass
 class Settings:
     """What every batch of a run shares. ``since``: an output already written at or after
-    this time (a Dask task redone after its worker was lost) is not written again."""
+    this time (a Dask task redone after its worker was lost) is not written again. ``cwd``:
+    the folder relative paths are relative to (the client's: a Dask worker runs in its own)."""
 
     job: pipeline.FilterJob
     bank: KernelBank
     since: float | None = None
     threads: int = 2
+    cwd: str | None = None
+
+    def where(self, path: str) -> str:
+        """``path`` as this process opens it (the report keeps it as it was given)."""
+        return path if self.cwd is None else os.path.join(self.cwd, path)
 
 
 def result(task: Task, bank: KernelBank, status: str = "done", error: str | None = None,
@@ -106,7 +112,8 @@ def _run(settings: Settings, tasks: list[Task], pool: ThreadPoolExecutor) -> lis
             results[i] = stream_one(settings, task)
         else:
             whole.append(i)
-    reads = list(pool.map(lambda i: timed(read_one, tasks[i].input, job), whole))
+    reads = list(pool.map(lambda i: timed(read_one, settings.where(tasks[i].input), job),
+                          whole))
     signals: dict[int, tuple[Read, float]] = {}
     for i, (read, spent) in zip(whole, reads):
         if isinstance(read, BaseException):
@@ -219,7 +226,7 @@ def write_one(settings: Settings, task: Task, read: tuple[Read, float], output) 
             clipped, peak = file.clipped, file.peak
         else:
             writer, clipped, peak = encoded
-        write_atomic(task.output, writer, settings.since)
+        write_atomic(settings.where(task.output), writer, settings.since)
     except Exception as exc:  # noqa: BLE001 (this file's failure: the rest goes on)
         return result(task, bank, "failed", describe(exc), frames,
                       spent + share + time.perf_counter() - started)
@@ -231,10 +238,11 @@ def stream_one(settings: Settings, task: Task) -> dict:
     """A large file on its own, streamed in blocks (``pipeline.run_streamed``)."""
     bank, job = settings.bank, settings.job
     started = time.perf_counter()
-    one = replace(job, inputs=[task.input], outputs=[task.output])
+    one = replace(job, inputs=[settings.where(task.input)],
+                  outputs=[settings.where(task.output)])
     coefficients = bank.coefficients[task.kernel]
     try:
-        os.makedirs(os.path.dirname(task.output) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(one.outputs[0]) or ".", exist_ok=True)
         done = pipeline.run_streamed(one, coefficients, pipeline.DEFAULT_BLOCK,
                                      pipeline.no_progress).files[0]
     except Exception as exc:  # noqa: BLE001 (this file's failure: the rest goes on)

@@ -12,6 +12,7 @@ written twice or lost. ``distributed`` is imported only here, only when asked fo
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -59,7 +60,7 @@ def run_dask(settings: Settings, groups: list[list[list[Task]]],
     """Every group of batches as one task of the cluster; ``on_results(lines)`` as each one
     finishes. A task the cluster gave up on (its workers died again and again) fails whole."""
     distributed = import_distributed()
-    settings = replace(settings, since=time.time())
+    settings = replace(settings, since=time.time(), cwd=os.getcwd())
     with client_for(scheduler, workers) as client:
         shared = client.scatter(settings, broadcast=True, hash=False)
         futures = {client.submit(worker_batch, shared, parts, pure=False,

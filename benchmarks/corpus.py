@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="share of the full corpus")
     parser.add_argument("--sample", type=int, default=40, help="files run once per process")
     parser.add_argument("--skip", nargs="*", default=[], choices=["sox", "loop", "each", "dask"])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each convcli corpus row (the median is shown): a few "
+                             "seconds each, where the peers' minute smooths the load out")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     load = os.getloadavg()[0]  # before this benchmark adds its own
@@ -162,13 +166,21 @@ def main() -> None:
         for warm in ("warm-up", "dask-warm-up"):  # the inodes, and Dask's first imports
             run_corpus(corpus, work / warm, *(["--workers", "2"] if "dask" in warm else []))
             done(warm)
-        rows.append(("convcli corpus (one process)", run_corpus(corpus, work / "one"), ""))
-        done("one")
-        if "dask" not in args.skip:
-            rows.append(("convcli corpus --workers 2 (LocalCluster)",
-                         run_corpus(corpus, work / "dask", "--workers", "2"),
-                         "includes starting the cluster"))
-            done("dask")
+        spread = f"median of {args.rounds}" if args.rounds > 1 else ""
+        mine = [(name, label, extra) for name, label, extra in (
+            ("one", "convcli corpus (one process)", []),
+            ("dask", "convcli corpus --workers 2 (LocalCluster)", ["--workers", "2"]))
+            if name not in args.skip]
+        times: dict[str, list[float]] = {name: [] for name, _, _ in mine}
+        for _ in range(args.rounds):  # in turns, so both see the same load
+            for name, _, extra in mine:
+                times[name].append(run_corpus(corpus, work / name, *extra))
+                done(name)
+        for name, label, _ in mine:
+            t = times[name]
+            note = ", ".join(filter(None, [spread and f"{spread} ({min(t):.1f}-{max(t):.1f} s)",
+                                           "includes starting the cluster" * (name == "dask")]))
+            rows.append((label, statistics.median(t), note))
         if "sox" not in args.skip:
             rows.append(("parallel -j2 sox ... fir (a process per file)",
                          run_sox(files, work / "sox", coeffs), ""))

@@ -170,3 +170,19 @@ def test_a_cluster_started_by_hand_survives_a_killed_worker(tmp_path):
     assert len({line["output"] for line in lines}) == len(sources)  # each output once
     assert outputs_of(tmp_path / "out") == outputs_of(single)
     assert not list((tmp_path / "out").rglob("*.part"))
+
+
+def test_a_batch_the_cluster_lost_is_reported_in_words():
+    """Every worker killed mid-run: the batches still waiting are cancelled (the settings
+    scattered to the workers are gone) and each of their files is a ``failed`` line saying so,
+    with the way to finish, never an ``internal error``."""
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    from convcli.corpus.cluster import task_failure
+
+    lost = task_failure(FutureCancelledError("convcli-batch-3", "already forgotten"))
+    assert "lost every worker" in lost and "--skip-existing" in lost
+    killed = task_failure(KilledWorker("convcli-batch-4", "tcp://127.0.0.1:1", 3))
+    assert "died again and again" in killed and "--skip-existing" in killed
+    assert "internal error" not in lost + killed

@@ -21,6 +21,7 @@ from convcli import pipeline
 from convcli.corpus.files import STOP, Read, encode_wav, read_one, write_atomic
 from convcli.corpus.kernels import KernelBank
 from convcli.errors import ConvcliError
+from convcli.plan.memory import reuse_freed_memory
 
 #: a file larger than this streams through ``pipeline.run_streamed`` on its own (bounded memory)
 STREAM_BYTES = 2 * pipeline.STREAM_SAMPLES
@@ -95,6 +96,7 @@ def worker_batch(settings: Settings, parts: list[list[Task]]) -> list[dict]:
     cores)."""
     from convcli.engines import blas
 
+    reuse_freed_memory()  # a worker process, like the local run: see run.run_corpus
     lines: list[dict] = []
     with blas.single_threaded(), ThreadPoolExecutor(settings.threads,
                                                     thread_name_prefix="convcli-io") as pool:

@@ -71,7 +71,7 @@ def run_dask(settings: Settings, groups: list[list[list[Task]]],
                 try:
                     lines = future.result()
                 except Exception as exc:  # noqa: BLE001 (the task failed: KilledWorker, lost data)
-                    why = f"the Dask task failed: {describe(exc)}"
+                    why = task_failure(exc)
                     lines = [result(t, settings.bank, "failed", why)
                              for part in futures[future] for t in part]
                 on_results(lines)
@@ -79,3 +79,23 @@ def run_dask(settings: Settings, groups: list[list[list[Task]]],
         except BaseException:
             client.cancel(list(futures))
             raise
+
+
+def task_failure(exc: BaseException) -> str:
+    """A batch the cluster could not finish, in words: each file of it is reported failed
+    (no output of it is half written) and a rerun with ``--skip-existing`` makes the rest.
+
+    A worker that died too often is ``KilledWorker``; every worker gone loses the settings
+    scattered to them, which cancels the batches still waiting (``FutureCancelledError``)."""
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(exc, ConvcliError):
+        return f"the Dask task failed: {describe(exc)}"
+    if isinstance(exc, FutureCancelledError):
+        cause = "the cluster lost every worker holding the run's settings"
+    elif isinstance(exc, KilledWorker):
+        cause = "the workers running it died again and again"
+    else:
+        cause = f"{type(exc).__name__}: {exc}"
+    return f"the Dask cluster did not finish this batch ({cause}); rerun with --skip-existing"

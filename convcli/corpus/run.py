@@ -22,6 +22,7 @@ from convcli.corpus.kernels import load_bank
 from convcli.corpus.local import BATCH_FILES, make_batches, make_tasks, run_local, split_existing
 from convcli.corpus.report import ReportFile, Tally
 from convcli.errors import UsageError
+from convcli.plan.memory import reuse_freed_memory
 
 #: Dask tasks per worker (a cluster started by hand: per ``ASSUMED_WORKERS``), each a run of
 #: consecutive local batches (a few seconds of work, not a task per file), at most
@@ -99,6 +100,9 @@ def run_corpus(job: CorpusJob, progress: pipeline.Progress = pipeline.no_progres
                on_failure: Callable[[dict], None] | None = None) -> Tally:
     """Run the corpus; ``progress`` is ``pipeline.Progress`` (counted in files),
     ``on_failure(line)`` hears each failed file as it is known."""
+    # batches allocate arrays of the same few MB over and over: kept by glibc for reuse, they
+    # are not page-faulted in afresh each time (pipeline.run_filter does the same)
+    reuse_freed_memory()
     settings, todo, there, _ = plan(job)
     tally = Tally()
     report = ReportFile(job.report)

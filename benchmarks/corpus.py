@@ -14,6 +14,7 @@ the loop are checked against convcli's: within 1 LSB. Prints a table (and ``--js
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -140,32 +141,38 @@ def main() -> None:
                         help="runs of each convcli corpus row (the median is shown): a few "
                              "seconds each, where the peers' minute smooths the load out")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--out-root", help="the folder the outputs go under (default: the "
+                        "temporary folder); about 1.4 GB a run, all removed at the end")
     args = parser.parse_args()
     load = os.getloadavg()[0]  # before this benchmark adds its own
     corpus = make_corpus(args.scale)
     files = files_of(corpus)
     for f in files:  # every run reads from the page cache
         f.read_bytes()
-    work = Path(tempfile.mkdtemp(prefix="convcli-corpus-out-"))
+    work = Path(tempfile.mkdtemp(prefix="convcli-corpus-out-", dir=args.out_root))
+    runs_total = 2 + 2 * args.rounds + 3  # warm-ups, convcli's rounds, the peers
+    need = sum(f.stat().st_size for f in files) * runs_total
+    if shutil.disk_usage(work).free < need * 1.1:
+        shutil.rmtree(work)
+        sys.exit(f"error: the outputs need about {need / 1e9:.0f} GB under {work.parent}\n"
+                 "hint: give --out-root on a larger disk, or fewer --rounds")
     coeffs = work / "hann31.txt"
     coeffs.write_text("\n".join(f"{v:.17g}" for v in hann()) + "\n")
     rows: list[tuple[str, float, str]] = []
     checked = [Path(f.parent.name) / f.name for f in files[:3] + files[-2:]]
+    runs = itertools.count()
 
-    def done(name: str) -> None:
-        """Keep the checked outputs, remove the rest: each run then creates its files where
-        the last one's were (a file system that must first initialise fresh inode tables
-        makes a file ten times slower to create, which would fall on whoever runs first)."""
-        for rel in checked:
-            if (work / name / rel).exists():
-                (work / "kept" / name / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(work / name / rel, work / "kept" / name / rel)
-        shutil.rmtree(work / name, ignore_errors=True)
+    def fresh(name: str) -> Path:
+        """A new output folder for each run, none removed before the end: ext4 without a
+        journal (this machine's disk) skips inodes freed in the last 1-6 minutes when it
+        creates a file, so a run after the removal of 10 000 files creates each of its own
+        ten times slower, a cost of the benchmark, not of the tool that runs next."""
+        return work / f"{next(runs):02d}-{name}"
 
+    outputs: dict[str, Path] = {}
     try:
-        for warm in ("warm-up", "dask-warm-up"):  # the inodes, and Dask's first imports
-            run_corpus(corpus, work / warm, *(["--workers", "2"] if "dask" in warm else []))
-            done(warm)
+        for warm in ("warm-up", "dask-warm-up"):  # the page cache, and Dask's first imports
+            run_corpus(corpus, fresh(warm), *(["--workers", "2"] if "dask" in warm else []))
         spread = f"median of {args.rounds}" if args.rounds > 1 else ""
         mine = [(name, label, extra) for name, label, extra in (
             ("one", "convcli corpus (one process)", []),
@@ -174,28 +181,27 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name, _, _ in mine}
         for _ in range(args.rounds):  # in turns, so both see the same load
             for name, _, extra in mine:
-                times[name].append(run_corpus(corpus, work / name, *extra))
-                done(name)
+                outputs[name] = fresh(name)
+                times[name].append(run_corpus(corpus, outputs[name], *extra))
         for name, label, _ in mine:
             t = times[name]
             note = ", ".join(filter(None, [spread and f"{spread} ({min(t):.1f}-{max(t):.1f} s)",
                                            "includes starting the cluster" * (name == "dask")]))
             rows.append((label, statistics.median(t), note))
         if "sox" not in args.skip:
+            outputs["sox"] = fresh("sox")
             rows.append(("parallel -j2 sox ... fir (a process per file)",
-                         run_sox(files, work / "sox", coeffs), ""))
-            done("sox")
+                         run_sox(files, outputs["sox"], coeffs), ""))
         if "loop" not in args.skip:
-            rows.append(("Python loop: soundfile + oaconvolve", run_loop(files, work / "loop"), ""))
-            done("loop")
+            outputs["loop"] = fresh("loop")
+            rows.append(("Python loop: soundfile + oaconvolve", run_loop(files, outputs["loop"]),
+                         ""))
         if "each" not in args.skip:
-            seconds, n = run_convcli_each(files, work / "each", args.sample)
+            seconds, n = run_convcli_each(files, fresh("each"), args.sample)
             rows.append(("convcli filter once per file", seconds, f"{n} files, extrapolated"))
-            done("each")
-        kept = work / "kept"
-        checks = [(peer, str(rel), lsb_apart(kept / "one" / rel, kept / peer / rel))
+        checks = [(peer, str(rel), lsb_apart(outputs["one"] / rel, outputs[peer] / rel))
                   for rel in checked for peer in ("sox", "loop", "dask")
-                  if (kept / peer / rel).exists()]
+                  if "one" in outputs and peer in outputs]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(rows, len(files), checks, load)

@@ -1,5 +1,6 @@
-"""One batch of a corpus: read on threads, filter (equal lengths in one engine call), write
-atomically, one result per file. What ``local`` runs on its threads and a Dask worker runs.
+"""One batch of a corpus: read, filter (equal lengths in one engine call), write atomically,
+one result per file, all in the calling thread. What ``local`` runs on its threads, in this
+process or in a Dask worker.
 
 A file's failure (unreadable, corrupt, an output that cannot be written, ``--clip error``) is
 that file's result; the batch goes on. Files of one kernel, channel count and dtype run as one
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,7 +21,6 @@ from convcli import pipeline
 from convcli.corpus.files import STOP, Read, encode_wav, read_one, write_atomic
 from convcli.corpus.kernels import KernelBank
 from convcli.errors import ConvcliError
-from convcli.plan.memory import reuse_freed_memory
 
 #: a file larger than this streams through ``pipeline.run_streamed`` on its own (bounded memory)
 STREAM_BYTES = 2 * pipeline.STREAM_SAMPLES
@@ -51,7 +50,6 @@ class Settings:
     job: pipeline.FilterJob
     bank: KernelBank
     since: float | None = None
-    threads: int = 2
     cwd: str | None = None
 
     def where(self, path: str) -> str:
@@ -76,36 +74,10 @@ def describe(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
-def run_batch(settings: Settings, tasks: list[Task], pool: ThreadPoolExecutor | None = None
-              ) -> list[dict]:
+def run_batch(settings: Settings, tasks: list[Task]) -> list[dict]:
     """Every task of the batch done or failed: one result each, in task order. Reads and
-    writes run on ``pool`` (``settings.threads`` of its own when None)."""
-    own = pool is None
-    if own:
-        pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="convcli-io")
-    try:
-        return _run(settings, tasks, pool)
-    finally:
-        if own:
-            pool.shutdown()
-
-
-def worker_batch(settings: Settings, parts: list[list[Task]]) -> list[dict]:
-    """A Dask task: batches one after another (each the very batch a local run makes, so
-    every output is the same to the last bit), BLAS on one thread (the other workers have the
-    cores)."""
-    from convcli.engines import blas
-
-    reuse_freed_memory()  # a worker process, like the local run: see run.run_corpus
-    lines: list[dict] = []
-    with blas.single_threaded(), ThreadPoolExecutor(settings.threads,
-                                                    thread_name_prefix="convcli-io") as pool:
-        for part in parts:
-            lines += run_batch(settings, part, pool)
-    return lines
-
-
-def _run(settings: Settings, tasks: list[Task], pool: ThreadPoolExecutor) -> list[dict]:
+    writes are done here, in this thread: handing each small file to a pool of its own cost
+    more in thread switches than it saved (``local`` keeps batches side by side instead)."""
     job, bank = settings.job, settings.bank
     results: list[dict | None] = [None] * len(tasks)
     whole = []
@@ -114,8 +86,7 @@ def _run(settings: Settings, tasks: list[Task], pool: ThreadPoolExecutor) -> lis
             results[i] = stream_one(settings, task)
         else:
             whole.append(i)
-    reads = list(pool.map(lambda i: timed(read_one, settings.where(tasks[i].input), job),
-                          whole))
+    reads = [timed(read_one, settings.where(tasks[i].input), job) for i in whole]
     signals: dict[int, tuple[Read, float]] = {}
     for i, (read, spent) in zip(whole, reads):
         if isinstance(read, BaseException):
@@ -123,9 +94,8 @@ def _run(settings: Settings, tasks: list[Task], pool: ThreadPoolExecutor) -> lis
         else:
             signals[i] = (read, spent)
     outputs = filter_all(settings, tasks, signals)
-    written = pool.map(lambda i: write_one(settings, tasks[i], signals[i], outputs[i]), signals)
-    for i, line in zip(signals, written):
-        results[i] = line
+    for i, read in signals.items():
+        results[i] = write_one(settings, tasks[i], read, outputs[i])
     return results  # type: ignore[return-value]
 
 

@@ -2,7 +2,7 @@
 ``LocalCluster`` started here (``--workers N``, one single-threaded worker process each).
 
 The settings (kernels included) go to every worker once (``scatter``); each batch is one task
-(``batch.worker_batch``), and results come back as tasks finish (``as_completed``) to the
+(``local.worker_batch``), and results come back as tasks finish (``as_completed``) to the
 client, which alone writes the report. A worker lost mid-run has its unfinished tasks redone
 elsewhere by the scheduler; a redo writes nothing that the lost worker had already put in
 place this run (``Settings.since``), and an output is whole or absent either way, so nothing is
@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from convcli.corpus.batch import Settings, Task, describe, result, worker_batch
+from convcli.corpus.batch import Settings, Task, describe, result
+from convcli.corpus.local import worker_batch
 from convcli.errors import ConvcliError
 
 INSTALL_HINT = "pip install 'convcli[dask]'"

@@ -76,10 +76,11 @@ def walk(root: str, recursive: bool, skip: str | None) -> list[Item]:
             dirs[:] = []
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        under = os.path.relpath(folder, root)  # once a folder: relpath is slow per file
         for name in files:
-            if Path(name).suffix.lower() in AUDIO_SUFFIXES and not name.startswith("."):
-                path = os.path.join(folder, name)
-                found.append(Item(path, os.path.relpath(path, root)))
+            if os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES and not name.startswith("."):
+                found.append(Item(os.path.join(folder, name),
+                                  name if under == "." else os.path.join(under, name)))
     if not found:
         raise InputError(f"no audio or NPY files in {root}"
                          f"{'' if recursive else ' (its subdirectories are not searched)'}",
@@ -214,14 +215,15 @@ def output_name(rel: str, out_format: str | None, kernel: str | None = None) -> 
     >>> output_name("a/b.flac", "wav"), output_name("c.npy", None, "room1")
     ('a/b.wav', 'c.room1.npy')
     """
-    p = Path(rel)
-    suffix = p.suffix
+    folder, name = os.path.split(rel)  # (string operations: this runs once a file)
+    stem, suffix = os.path.splitext(name)
     if out_format is not None:
         suffix = "." + out_format
     elif format_from_path(rel) is None:
         suffix = ".wav"
-    stem = p.stem if kernel is None else f"{p.stem}.{kernel}"
-    return str(p.with_name(stem + suffix))
+    if kernel is not None:
+        stem = f"{stem}.{kernel}"
+    return os.path.join(folder, stem + suffix)
 
 
 def check_outputs(inputs: list[str], pairs: list[tuple[str, str]]) -> None:

@@ -128,6 +128,19 @@ def test_a_local_cluster_run_equals_the_single_process_run(small_corpus, tmp_pat
     assert np.max(np.abs(got - scipy_filtered(src, 31))) <= 1
 
 
+def test_a_corpus_refused_while_its_cluster_starts_stops_it_and_says_why(small_corpus):
+    """The LocalCluster starts while the corpus is listed: a corpus refused then (its outputs
+    would replace its inputs) is one error line, exit 2, and the cluster is closed, not left
+    running (the command returns)."""
+    root, _ = small_corpus
+    proc = subprocess.run([sys.executable, "-m", "convcli", "corpus", str(root / "in"), "-r",
+                           "--out-dir", str(root / "in"), "--format", "wav", "--workers", "2"],
+                          env=cli_env(), capture_output=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(b"error: the output of ") and proc.stderr.count(b"\n") == 1, \
+        proc.stderr
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,5 +1,6 @@
 """Batches as Dask distributed tasks: on a cluster (``--scheduler tcp://HOST:8786``) or a
-``LocalCluster`` started here (``--workers N``, one single-threaded worker process each).
+``LocalCluster`` started here (``--workers N``, one single-threaded worker process each, started
+while the corpus is listed).
 
 The settings (kernels included) go to every worker once (``scatter``); each batch is one task
 (``local.worker_batch``), and results come back as tasks finish (``as_completed``) to the
@@ -15,6 +16,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 from convcli.corpus.batch import Settings, Task, describe, result
@@ -35,11 +37,31 @@ def import_distributed():
 
 
 @contextlib.contextmanager
-def client_for(scheduler: str | None, workers: int | None):
-    """A client of the scheduler at ``scheduler``, or of a ``LocalCluster`` of ``workers``."""
+def local_cluster_starting(workers: int):
+    """A ``LocalCluster`` of ``workers`` single-threaded processes, started on a thread of its
+    own (the block gets a ``Future`` of it) and closed when the block ends. Starting its
+    processes (Python, Dask, convcli: about a second) goes on while this one lists the
+    corpus; the workers import convcli as they start (``preload``), not at their first task."""
     distributed = import_distributed()
     import logging
 
+    starter = ThreadPoolExecutor(1, "convcli-cluster")
+    cluster = starter.submit(distributed.LocalCluster, n_workers=workers,
+                             threads_per_worker=1, processes=True, dashboard_address=None,
+                             silence_logs=logging.ERROR, preload=["convcli.corpus.local"])
+    try:
+        yield cluster
+    finally:
+        starter.shutdown()  # (a cluster still starting is waited for, then closed)
+        if cluster.exception() is None:
+            cluster.result().close()
+
+
+@contextlib.contextmanager
+def client_for(scheduler: str | None, cluster: Future | None):
+    """A client of the scheduler at ``scheduler``, or of ``cluster`` (a ``LocalCluster``
+    starting: ``local_cluster_starting``)."""
+    distributed = import_distributed()
     if scheduler is not None:
         try:
             client = distributed.Client(scheduler, timeout="20s")
@@ -49,20 +71,18 @@ def client_for(scheduler: str | None, workers: int | None):
         with client:
             yield client
         return
-    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=logging.ERROR)
-    with cluster, distributed.Client(cluster) as client:
+    with distributed.Client(cluster.result()) as client:
         yield client
 
 
 def run_dask(settings: Settings, groups: list[list[list[Task]]],
              on_results: Callable[[list[dict]], None], *, scheduler: str | None = None,
-             workers: int | None = None) -> None:
+             cluster: Future | None = None) -> None:
     """Every group of batches as one task of the cluster; ``on_results(lines)`` as each one
     finishes. A task the cluster gave up on (its workers died again and again) fails whole."""
     distributed = import_distributed()
     settings = replace(settings, since=time.time(), cwd=os.getcwd())
-    with client_for(scheduler, workers) as client:
+    with client_for(scheduler, cluster) as client:
         shared = client.scatter(settings, broadcast=True, hash=False)
         futures = {client.submit(worker_batch, shared, parts, pure=False,
                                  key=f"convcli-batch-{i}-{time.time_ns():x}"): parts

@@ -1,7 +1,8 @@
 """``CorpusJob -> Tally``: a corpus listed, shared out, planned and run, results reported.
 
-The order of the work: every input found and each output named and checked before anything
-computes (an output that would replace an input is refused then); ``--shard`` takes its share
+The order of the work: the options checked; a ``--workers`` cluster started on its own
+thread; every input found and each output named and checked before anything computes (an
+output that would replace an input is refused then); ``--shard`` takes its share
 of the sorted list; ``--skip-existing`` leaves the outputs already there (a line ``skipped``);
 the rest runs in batches here (``local``) or on Dask (``cluster``), and every result is a line
 of the report as it arrives.
@@ -9,6 +10,7 @@ of the report as it arrives.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,8 +57,8 @@ class CorpusJob:
     environ: dict = field(default_factory=lambda: dict(os.environ))
 
 
-def plan(job: CorpusJob):
-    """``(settings, tasks to run, tasks skipped, shard)`` decided before any work."""
+def check(job: CorpusJob) -> tuple[int, int]:
+    """The options checked before anything is read or started; the shard ``(I, N)``."""
     if not job.args and job.files_from is None and job.manifest is None:
         raise UsageError("no inputs", "give files, directories or globs, --files-from LIST or "
                          "--manifest JSONL")
@@ -72,6 +74,11 @@ def plan(job: CorpusJob):
         from convcli.corpus.cluster import import_distributed
 
         import_distributed()  # refused now, not after listing the corpus
+    return shard
+
+
+def plan(job: CorpusJob, shard: tuple[int, int]):
+    """``(settings, tasks to run, tasks skipped)`` decided before any work."""
     items = inputs_.collect(job.args, recursive=job.recursive, files_from=job.files_from,
                             manifest=job.manifest, path_key=job.path_key, exclude=job.out_dir)
     bank = load_bank(job.filter.kernel)
@@ -81,7 +88,7 @@ def plan(job: CorpusJob):
                        job.filter.out_format, places)  # (--pick cycle counts the whole corpus)
     inputs_.check_outputs([item.path for item in items], [(t.input, t.output) for t in tasks])
     todo, there = split_existing(tasks) if job.skip_existing else (tasks, [])
-    return Settings(job.filter, bank), todo, there, shard
+    return Settings(job.filter, bank), todo, there
 
 
 def dask_tasks(batches: list, workers: int | None) -> list[list]:
@@ -103,7 +110,19 @@ def run_corpus(job: CorpusJob, progress: pipeline.Progress = pipeline.no_progres
     # batches allocate arrays of the same few MB over and over: kept by glibc for reuse, they
     # are not page-faulted in afresh each time (pipeline.run_filter does the same)
     reuse_freed_memory()
-    settings, todo, there, _ = plan(job)
+    shard = check(job)
+    starting = contextlib.nullcontext()
+    if job.workers is not None:
+        from convcli.corpus.cluster import local_cluster_starting
+
+        starting = local_cluster_starting(job.workers)
+    with starting as cluster:
+        return _run_corpus(job, plan(job, shard), cluster, progress, on_failure)
+
+
+def _run_corpus(job: CorpusJob, planned, cluster, progress: pipeline.Progress,
+                on_failure: Callable[[dict], None] | None) -> Tally:
+    settings, todo, there = planned
     tally = Tally()
     report = ReportFile(job.report)
     try:
@@ -126,8 +145,7 @@ def run_corpus(job: CorpusJob, progress: pipeline.Progress = pipeline.no_progres
                 from convcli.corpus.cluster import run_dask
 
                 run_dask(settings, dask_tasks(make_batches(todo, job.batch_files), job.workers),
-                         on_results,
-                         scheduler=job.scheduler, workers=job.workers)
+                         on_results, scheduler=job.scheduler, cluster=cluster)
     finally:
         report.close()
         sweep_parts([task.output for task in todo])

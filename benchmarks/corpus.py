@@ -9,6 +9,11 @@ once and cached in the temporary directory. Every row filters every file with a 
 window (unity DC gain), mode same (= SoX ``fir``), into 16-bit WAV, except "convcli once per
 file", which runs on a sample and is extrapolated (it says so). A few outputs of SoX and of
 the loop are checked against convcli's: within 1 LSB. Prints a table (and ``--json FILE``).
+
+Creating thousands of files is most of the work, so the disk matters: the table says how
+long creating an empty file took before the runs. On ext4 without a journal that is 10-20x
+slower for a few minutes after many files were removed there (the last run of this benchmark
+removes its outputs at the end): wait a few minutes between runs, or give ``--out-root``.
 """
 
 from __future__ import annotations
@@ -171,6 +176,7 @@ def main() -> None:
 
     outputs: dict[str, Path] = {}
     try:
+        create = create_cost(fresh("create-probe"))
         for warm in ("warm-up", "dask-warm-up"):  # the page cache, and Dask's first imports
             run_corpus(corpus, fresh(warm), *(["--workers", "2"] if "dask" in warm else []))
         spread = f"median of {args.rounds}" if args.rounds > 1 else ""
@@ -204,17 +210,32 @@ def main() -> None:
                   if "one" in outputs and peer in outputs]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print_table(rows, len(files), checks, load)
+    print_table(rows, len(files), checks, load, create)
     if args.json:
         Path(args.json).write_text(json.dumps({"files": len(files), "rows": rows,
-                                               "checks": checks, "load": load},
+                                               "checks": checks, "load": load,
+                                               "create_seconds": create},
                                               indent=2))
 
 
-def print_table(rows, count: int, checks, load: float) -> None:
+def create_cost(folder: Path, count: int = 2000) -> float:
+    """Seconds to create an empty file in ``folder`` (kept: removing them would slow the runs
+    that follow)."""
+    folder.mkdir()
+    started = time.perf_counter()
+    for i in range(count):
+        (folder / f"{i:05d}").touch()
+    return (time.perf_counter() - started) / count
+
+
+def print_table(rows, count: int, checks, load: float, create: float) -> None:
     base = {name: seconds for name, seconds, _ in rows}
     one = base["convcli corpus (one process)"]
-    print(f"{count} files; load average {load:.2f} before the runs, {os.cpu_count()} cores")
+    print(f"{count} files; load average {load:.2f} before the runs, {os.cpu_count()} cores; "
+          f"creating a file took {create * 1e3:.3f} ms")
+    if create > 2e-4:
+        print("warning: creating files is slow on this disk now (were many removed there in "
+              "the last minutes?): every row is slowed by it")
     print(f"{'run':48} {'seconds':>9} {'files/s':>9} {'vs one process':>15}  note")
     for name, seconds, note in rows:
         print(f"{name:48} {seconds:9.2f} {count / seconds:9.0f} {seconds / one:14.2f}x  {note}")

@@ -23,8 +23,11 @@ from convcli.plan.memory import reuse_freed_memory
 #: a batch holds at most this many files and bytes of input (about 8 M samples of 16 bits)
 BATCH_FILES = 256
 BATCH_BYTES = 16 << 20
-#: batches run side by side
+#: batches run side by side in one process; in a Dask worker (one process per core, which
+#: overlap each other's reads and writes) one at a time: a second thread only competed for
+#: the worker's core and GIL (the benchmark corpus ran about 1 s slower on two workers)
 BATCH_THREADS = 2
+WORKER_THREADS = 1
 #: seconds a thread holds the GIL while another wants it (Python's default: 0.005). Thousands
 #: of short system calls and numpy calls per second hand the GIL back and forth at every one
 #: with the default; a longer slice let 10 000 clips run 20-25 % faster here (0.0005 slower)
@@ -122,8 +125,8 @@ def run_local(settings: Settings, batches: Iterable[list[Task]],
 
 def worker_batch(settings: Settings, parts: list[list[Task]]) -> list[dict]:
     """A Dask task: its batches run as a local run runs them (each the very batch a local run
-    makes, so every output is the same to the last bit), on this worker's own threads."""
+    makes, so every output is the same to the last bit), ``WORKER_THREADS`` at a time."""
     reuse_freed_memory()  # a worker process, like the local run: see run.run_corpus
     lines: list[dict] = []
-    run_local(settings, parts, lines.extend)
+    run_local(settings, parts, lines.extend, WORKER_THREADS)
     return lines

@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="share of the full corpus")
     parser.add_argument("--sample", type=int, default=40, help="files run once per process")
     parser.add_argument("--skip", nargs="*", default=[], choices=["sox", "loop", "each", "dask"])
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="runs of each convcli corpus row (the median is shown): a few "
                              "seconds each, where the peers' minute smooths the load out")
     parser.add_argument("--json", help="write the results here")

@@ -400,3 +400,71 @@ def test_a_large_file_streams_on_its_own_with_the_same_result(tree, tmp_path, mo
     (tree / "c0.wav").write_bytes((tree / "c0.wav").read_bytes()[:30_000])  # cut short
     code, err = corpus(tree, "--out-dir", tmp_path / "o2")
     assert code == 1 and "c0.wav" in err and not (tmp_path / "o2" / "c0.wav").exists(), err
+
+
+def test_calls_are_sized_to_the_device_memory_free(tmp_path, monkeypatch):
+    """With little memory free on the device (as ``torch.cuda.mem_get_info`` would say), a
+    batch's files run in several engine calls, each priced (``conv_bytes``, FFT) within
+    ``DEVICE_SHARE`` of it; every file is still its own convolution."""
+    from convcli import pipeline
+    from convcli.core.spec import ConvSpec
+    from convcli.corpus import batch
+    from convcli.plan.memory import conv_bytes
+
+    root = tmp_path / "in"
+    for i in range(12):
+        write_clip(root / f"{i:02d}.wav", 16000 + 50 * i, 60 + i)
+    free = 3 << 20
+    monkeypatch.setattr(batch, "device_free", lambda device: free)
+    calls = []
+    real = pipeline.filter_arrays
+
+    def counted(arrays, *args, **kwargs):
+        calls.append(arrays[0].shape)
+        return real(arrays, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "filter_arrays", counted)
+    code, err = corpus(root, "--out-dir", tmp_path / "out", "-q")
+    assert code == 0, err
+    assert len(calls) >= 4, calls  # 12 files of ~64 KB of samples: not one call
+    assert sum(shape[0] for shape in calls) == 12
+    for b, c, t in calls:
+        assert conv_bytes(b, c, t, c, 31, ConvSpec(), "fft", 4) <= free * batch.DEVICE_SHARE
+    for src in root.iterdir():
+        check_filtered(src, tmp_path / "out" / src.name)
+
+
+def test_a_call_out_of_device_memory_is_split_and_a_file_too_large_fails_alone(tmp_path,
+                                                                               monkeypatch):
+    """An engine call that raises torch's out-of-memory error is retried in halves: the
+    outputs are still exact; a file that alone does not fit is one ``failed`` line."""
+    import torch
+
+    from convcli import pipeline
+
+    root = tmp_path / "in"
+    for i in range(6):
+        write_clip(root / f"{i}.wav", 8000, 80 + i)
+    write_clip(root / "long.wav", 12000, 99)  # a bucket of its own (more than 25 % longer)
+    real = pipeline.filter_arrays
+    seen = []
+
+    def tight(arrays, *args, **kwargs):
+        b, _, t = arrays[0].shape
+        seen.append(b)
+        if b > 2 or t == 12000:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(arrays, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "filter_arrays", tight)
+    report = tmp_path / "r.jsonl"
+    code, err = corpus(root, "--out-dir", tmp_path / "out", "--report", report, "-q")
+    assert code == 1, err
+    assert seen.count(6) == 1 and max(b for b in seen if b <= 2) == 2, seen
+    by_name = {Path(line["input"]).name: line for line in lines(report)}
+    assert by_name["long.wav"]["status"] == "failed"
+    assert "out of memory" in by_name["long.wav"]["error"]
+    assert not (tmp_path / "out" / "long.wav").exists()
+    for i in range(6):
+        assert by_name[f"{i}.wav"]["status"] == "done"
+        check_filtered(root / f"{i}.wav", tmp_path / "out" / f"{i}.wav")

@@ -6,28 +6,36 @@ A file's failure (unreadable, corrupt, an output that cannot be written, ``--cli
 that file's result; the batch goes on. Files of one kernel, channel count and dtype run as one
 engine call: with zero padding (``--padding zeros``, the default) shorter files are padded
 with zeros to the longest of their bucket and the result cropped, which is exact (the samples
-past a file's end are zeros either way); other paddings group by exact length.
+past a file's end are zeros either way); other paddings group by exact length. On CUDA a call
+is sized to the device's free memory (``call_frames``), and a call that still runs out of it
+is split in halves (a file that alone does not fit fails alone).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from convcli import pipeline
+from convcli.core.kernels import weight_shape
 from convcli.corpus.files import STOP, Read, encode_wav, read_one, write_atomic
 from convcli.corpus.kernels import KernelBank
 from convcli.errors import ConvcliError
+from convcli.plan.memory import conv_bytes
 
 #: a file larger than this streams through ``pipeline.run_streamed`` on its own (bounded memory)
 STREAM_BYTES = 2 * pipeline.STREAM_SAMPLES
 #: padding to the longest of a bucket wastes at most this share of its samples
 BUCKET_SLACK = 1.25
-#: the most samples one engine call of a batch takes (all files, channels and padding)
+#: the most frames one engine call of a batch takes (files × padded length, channels aside)
 CALL_SAMPLES = 1 << 24
+#: on CUDA, one engine call takes at most this share of the device's free memory (two batches
+#: may be on the device at once)
+DEVICE_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -116,23 +124,57 @@ def filter_all(settings: Settings, tasks: list[Task], signals: dict) -> dict:
     for i, (read, _) in signals.items():
         groups.setdefault((tasks[i].kernel, read.signal.rate, read.shape[1], read.dtype.str),
                           []).append(i)
+    free = device_free(job.device) if groups else None
     outputs: dict = {}
-    for (kernel, rate, _, _), members in groups.items():
+    for (kernel, rate, channels, dtype), members in groups.items():
         try:
             coefficients = bank.get(kernel, rate)
         except ConvcliError as exc:
             outputs.update({i: exc for i in members})
             continue
-        for bucket in buckets(members, lambda i: signals[i][0].shape[-1],
-                              job.spec.padding == "zeros"):
+        length = lambda i: signals[i][0].shape[-1]
+        limit = call_frames(free, coefficients.shape, channels, min(map(length, members)),
+                            job.spec, np.dtype(dtype).itemsize)
+        for bucket in buckets(members, length, job.spec.padding == "zeros", limit):
             outputs.update(filter_bucket(job, coefficients, [signals[i][0] for i in bucket],
                                          bucket))
     return outputs
 
 
-def buckets(members: list[int], length, pad: bool) -> list[list[int]]:
+def device_free(device: str) -> int | None:
+    """Bytes free on ``device`` when it resolves to a CUDA device, else None (the CPU's
+    batches are bounded by ``CALL_SAMPLES`` alone)."""
+    from convcli.engines.devices import free_bytes, resolve_device
+
+    return free_bytes(resolve_device(device))
+
+
+def call_frames(free: int | None, kernel_shape: tuple, channels: int, shortest: int, spec,
+                itemsize: int) -> int:
+    """The most frames (files × padded length) one engine call takes: ``CALL_SAMPLES``, and
+    with ``free`` bytes on the device what ``DEVICE_SHARE`` of them holds, priced per frame
+    by ``plan.memory.conv_bytes`` for an FFT call (the costlier method) on the group's
+    shortest file (where padding costs most per frame). At least one file.
+
+    >>> call_frames(None, (31,), 1, 16000, None, 4) == CALL_SAMPLES
+    True
+    """
+    if free is None:
+        return CALL_SAMPLES
+    try:
+        (out_channels, _, k), _ = weight_shape(kernel_shape, channels, spec.groups)
+    except ConvcliError:
+        return CALL_SAMPLES  # (the engine call says what is wrong, for each file)
+    per_frame = conv_bytes(1, channels, shortest, out_channels, k, spec, "fft",
+                           itemsize) / max(shortest, 1)
+    return max(1, min(CALL_SAMPLES, int(free * DEVICE_SHARE / per_frame)))
+
+
+def buckets(members: list[int], length, pad: bool, limit: int = CALL_SAMPLES
+            ) -> list[list[int]]:
     """Groups run as one call: equal lengths, or (``pad``) lengths within ``BUCKET_SLACK`` of
-    the bucket's shortest, at most ``CALL_SAMPLES`` padded samples (channels aside).
+    the bucket's shortest, at most ``limit`` padded frames (channels aside) unless one file
+    alone is more.
 
     >>> buckets([0, 1, 2, 3], [100, 120, 100, 400].__getitem__, True)
     [[0, 2, 1], [3]]
@@ -146,7 +188,7 @@ def buckets(members: list[int], length, pad: bool) -> list[list[int]]:
         if out:
             first, last = length(out[-1][0]), out[-1]
             fits = n == first or (pad and n <= first * BUCKET_SLACK)
-            if fits and n * (len(last) + 1) <= CALL_SAMPLES:
+            if fits and n * (len(last) + 1) <= limit:
                 last.append(i)
                 continue
         out.append([i])
@@ -172,12 +214,32 @@ def filter_bucket(job: pipeline.FilterJob, coefficients: np.ndarray, reads: list
     try:
         (ys,), _ = pipeline.filter_arrays([batch], coefficients, job.spec, method=job.method,
                                           device=job.device, bias=job.bias)
-    except (ConvcliError, ValueError, MemoryError) as exc:
-        return {i: exc for i in members}
+    except (ConvcliError, ValueError, MemoryError, RuntimeError) as exc:
+        if not out_of_device_memory(exc):
+            if isinstance(exc, RuntimeError):
+                raise
+            return {i: exc for i in members}
+        del batch
+        if len(members) == 1:
+            from convcli.engines.devices import resolve_device
+
+            return {members[0]: ConvcliError(
+                f"out of memory on {resolve_device(job.device)} for one file of "
+                f"{reads[0].shape[-1]} frames", "use --device cpu for it, or free the device")}
+        half = len(members) // 2  # the halves, one after the other
+        return {**filter_bucket(job, coefficients, reads[:half], members[:half]),
+                **filter_bucket(job, coefficients, reads[half:], members[half:])}
     share = (time.perf_counter() - started) / len(members)
     k = coefficients.shape[-1]
     return {i: (ys[at : at + b, :, : job.spec.output_length(r.shape[-1], k)], share)
             for i, r, (at, b) in zip(members, reads, rows)}
+
+
+def out_of_device_memory(exc: BaseException) -> bool:
+    """``exc`` is torch's out-of-memory error (torch is imported already when it can be)."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(exc, oom)
 
 
 def write_one(settings: Settings, task: Task, read: tuple[Read, float], output) -> dict:

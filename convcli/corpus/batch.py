@@ -214,12 +214,11 @@ def filter_bucket(job: pipeline.FilterJob, coefficients: np.ndarray, reads: list
     try:
         (ys,), _ = pipeline.filter_arrays([batch], coefficients, job.spec, method=job.method,
                                           device=job.device, bias=job.bias)
-    except (ConvcliError, ValueError, MemoryError, RuntimeError) as exc:
+    except (ConvcliError, ValueError, MemoryError) as exc:
+        return {i: exc for i in members}
+    except RuntimeError as exc:  # (torch's OutOfMemoryError is one)
         if not out_of_device_memory(exc):
-            if isinstance(exc, RuntimeError):
-                raise
-            return {i: exc for i in members}
-        del batch
+            raise
         if len(members) == 1:
             from convcli.engines.devices import resolve_device
 

@@ -468,3 +468,34 @@ def test_a_call_out_of_device_memory_is_split_and_a_file_too_large_fails_alone(t
     for i in range(6):
         assert by_name[f"{i}.wav"]["status"] == "done"
         check_filtered(root / f"{i}.wav", tmp_path / "out" / f"{i}.wav")
+
+
+def test_overlapping_runs_share_the_switch_interval_and_put_it_back():
+    """Two runs at once (Dask tasks on a worker of two threads): the first in ends first and
+    leaves the longer interval to the other; the last one out puts Python's back, not the
+    interval it found on entering."""
+    import sys
+    import threading
+
+    from convcli.corpus.local import SWITCH_INTERVAL, calm_switching
+
+    before = sys.getswitchinterval()
+    inside, leave = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with calm_switching():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        with calm_switching():
+            leave.set()
+            thread.join(10)
+            assert sys.getswitchinterval() == max(before, SWITCH_INTERVAL)  # the first left
+    finally:
+        leave.set()
+        thread.join()
+    assert sys.getswitchinterval() == before

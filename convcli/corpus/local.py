@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -79,15 +80,26 @@ def make_batches(tasks: list[Task], max_files: int = BATCH_FILES,
     return out
 
 
+_switching = threading.Lock()
+_switching_runs: list[float] = []  # the interval before the first run in, one entry per run
+
+
 @contextlib.contextmanager
 def calm_switching(interval: float = SWITCH_INTERVAL):
-    """``sys.setswitchinterval(interval)`` for the block (never shorter than it was)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(max(before, interval))
+    """``sys.setswitchinterval(interval)`` for the block (never shorter than it was). Runs
+    that overlap (Dask tasks on a worker of several threads) share it: the last one out puts
+    back the interval the first one found."""
+    with _switching:
+        before = _switching_runs[0] if _switching_runs else sys.getswitchinterval()
+        _switching_runs.append(before)
+        sys.setswitchinterval(max(before, interval))
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        with _switching:
+            _switching_runs.pop()
+            if not _switching_runs:
+                sys.setswitchinterval(before)
 
 
 def run_local(settings: Settings, batches: Iterable[list[Task]],
